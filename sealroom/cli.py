@@ -1,0 +1,165 @@
+"""The ``sealroom`` command.
+
+Every ``serve`` flag can also be given as an environment variable
+(``SEALROOM_<FLAG>``, e.g. ``SEALROOM_PORT=9000``); a flag wins over the variable,
+the variable over the embedded default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from signaling.config import ServerConfig
+from signaling.server import MediaPlane, SignalingServer
+
+log = logging.getLogger("sealroom")
+DEFAULTS = ServerConfig()
+
+
+def _env(name: str, default: Any, conv: Callable[[str], Any] = str) -> Any:
+    raw = os.environ.get("SEALROOM_" + name.upper().replace("-", "_"))
+    return default if raw is None or raw == "" else conv(raw)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sealroom", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the web client, signaling and the SFU")
+    a = serve.add_argument
+    a("--host", default=_env("host", DEFAULTS.host), help="address to listen on [%(default)s]")
+    a("--port", type=int, default=_env("port", DEFAULTS.port, int), help="[%(default)s]")
+    a("--tls-cert", default=_env("tls-cert", None), help="PEM certificate for HTTPS")
+    a("--tls-key", default=_env("tls-key", None), help="PEM private key for HTTPS")
+    a(
+        "--allowed-origins",
+        type=_csv,
+        default=_env("allowed-origins", (), _csv),
+        help="comma-separated origins allowed to open /ws besides the server's own",
+    )
+    a(
+        "--lock-after",
+        type=float,
+        default=_env("lock-after", DEFAULTS.lock_after, float),
+        help="seconds after creation when a room stops admitting newcomers; 0 = never "
+        "[%(default)s]",
+    )
+    a(
+        "--turn-urls",
+        type=_csv,
+        default=_env("turn-urls", (), _csv),
+        help="comma-separated TURN URLs handed to clients (turn:host:3478?transport=udp)",
+    )
+    a("--turn-secret", default=_env("turn-secret", None), help="coturn static-auth-secret")
+    a(
+        "--turn-ttl",
+        type=int,
+        default=_env("turn-ttl", DEFAULTS.turn_ttl, int),
+        help="TURN credential lifetime, seconds [%(default)s]",
+    )
+    a(
+        "--log-level",
+        default=_env("log-level", DEFAULTS.log_level),
+        choices=["debug", "info", "warning", "error"],
+        help="[%(default)s]",
+    )
+    a(
+        "--no-sfu",
+        action="store_true",
+        default=_env("no-sfu", False, lambda s: s not in ("0", "false", "no")),
+        help="signaling only (no media plane)",
+    )
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("sealroom: --tls-cert and --tls-key go together")
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        allowed_origins=tuple(args.allowed_origins),
+        lock_after=args.lock_after,
+        turn_urls=tuple(args.turn_urls),
+        turn_secret=args.turn_secret,
+        turn_ttl=args.turn_ttl,
+        log_level=args.log_level,
+    )
+
+
+def make_media(cfg: ServerConfig) -> MediaPlane | None:
+    """The SFU, or None when this build has no media plane yet."""
+    try:
+        from sfu import Sfu, SfuConfig  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        log.warning("no SFU in this build: signaling only")
+        return None
+    media: MediaPlane = Sfu(SfuConfig())
+    return media
+
+
+async def serve(cfg: ServerConfig, with_sfu: bool = True) -> None:
+    media = make_media(cfg) if with_sfu else None
+    server = SignalingServer(cfg, media)
+    runner = web.AppRunner(server.app(), access_log=None)
+    await runner.setup()
+    ssl_ctx: ssl.SSLContext | None = None
+    if cfg.tls_cert and cfg.tls_key:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx)
+    await site.start()
+    scheme = "https" if ssl_ctx else "http"
+    shown = "localhost" if cfg.host in ("localhost", "127.0.0.1", "::1") else cfg.host
+    log.info("sealroom serving %s://%s:%d/", scheme, shown, cfg.port)
+    print(f"sealroom: open {scheme}://{shown}:{cfg.port}/", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(coro_main: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(coro_main)
+    else:
+        uvloop.run(coro_main)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        cfg = config_from_args(args)
+        logging.basicConfig(
+            level=cfg.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+        run(serve(cfg, with_sfu=not args.no_sfu))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Rooms: the only state the server keeps, and all of it is public by design.
+
+A room record is ``{name, kdf params, adm_pk}`` (DESIGN.md, admission) plus who is in
+it. No password, no derived key and no sealed plaintext ever reaches this module:
+the admission check is an Ed25519 verification against ``adm_pk``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from signaling.errors import ErrorId, SignalingError
+
+log = logging.getLogger(__name__)
+
+MAX_SENDER_INDEX = 0xFFFF  # 16 bits in the E2EE key id (DESIGN.md, frame encryption)
+
+
+@dataclass
+class Member:
+    pid: str
+    index: int
+    joined_at: float
+    ip: str
+
+
+@dataclass
+class Room:
+    name: str
+    kdf: dict[str, Any]
+    adm_pk: bytes
+    created_at: float
+    creator_ip: str
+    members: dict[str, Member] = field(default_factory=dict)
+    next_index: int = 1
+    open_until: float = 0.0
+    opened_by: str | None = None
+    expiry: asyncio.TimerHandle | None = None
+
+    def lock_at(self, lock_after: float) -> float | None:
+        """When the room stops admitting newcomers (None: never)."""
+        return self.created_at + lock_after if lock_after > 0 else None
+
+    def locked(self, lock_after: float, now: float) -> bool:
+        at = self.lock_at(lock_after)
+        return at is not None and now >= at and now >= self.open_until
+
+    def lock_state(self, lock_after: float, now: float) -> dict[str, Any]:
+        at = self.lock_at(lock_after)
+        return {
+            "locked": self.locked(lock_after, now),
+            "lock_at": at,
+            "open_until": self.open_until if self.open_until > now else None,
+            "opened_by": self.opened_by if self.open_until > now else None,
+        }
+
+    def public(self) -> dict[str, Any]:
+        """Everything the server stores about the room (what a server dump would show)."""
+        return {
+            "name": self.name,
+            "kdf": dict(self.kdf),
+            "adm_pk": self.adm_pk.hex(),
+            "created_at": self.created_at,
+            "members": [(m.pid, m.index) for m in self.members.values()],
+            "next_index": self.next_index,
+            "open_until": self.open_until,
+        }
+
+
+class RoomRegistry:
+    """Creates, admits to, and expires rooms. Wall-clock times are ``time.time()``."""
+
+    def __init__(
+        self,
+        *,
+        max_members: int,
+        max_rooms_per_ip: int,
+        lock_after: float,
+        empty_ttl: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rooms: dict[str, Room] = {}
+        self.max_members = max_members
+        self.max_rooms_per_ip = max_rooms_per_ip
+        self.lock_after = lock_after
+        self.empty_ttl = empty_ttl
+        self.clock = clock
+
+    def get(self, name: str) -> Room | None:
+        return self.rooms.get(name)
+
+    def create(self, name: str, kdf: dict[str, Any], adm_pk: bytes, ip: str) -> Room:
+        if sum(1 for r in self.rooms.values() if r.creator_ip == ip) >= self.max_rooms_per_ip:
+            raise SignalingError(ErrorId.TOO_MANY_ROOMS)
+        room = Room(name, kdf, adm_pk, created_at=self.clock(), creator_ip=ip)
+        self.rooms[name] = room
+        log.info("room created room=%s", name)
+        return room
+
+    def check_admission(self, room: Room) -> None:
+        """Raise if a (correct-password) newcomer may not enter now."""
+        if room.locked(self.lock_after, self.clock()):
+            raise SignalingError(ErrorId.ROOM_LOCKED)
+        if len(room.members) >= self.max_members or room.next_index > MAX_SENDER_INDEX:
+            raise SignalingError(ErrorId.ROOM_FULL)
+
+    def admit(self, room: Room, pid: str, ip: str) -> Member:
+        self.check_admission(room)
+        if room.expiry is not None:
+            room.expiry.cancel()
+            room.expiry = None
+        # Sender indices are never reused within a room's life: an index names one
+        # participant's media keys in every receiver (DESIGN.md, KID layout).
+        member = Member(pid, room.next_index, self.clock(), ip)
+        room.next_index += 1
+        room.members[pid] = member
+        return member
+
+    def remove(self, room: Room, pid: str) -> Member | None:
+        member = room.members.pop(pid, None)
+        if not room.members and room.expiry is None and self.rooms.get(room.name) is room:
+            loop = asyncio.get_running_loop()
+            room.expiry = loop.call_later(self.empty_ttl, self._expire, room)
+        return member
+
+    def allow_joining(self, room: Room, pid: str, seconds: float) -> None:
+        room.open_until = max(room.open_until, self.clock() + seconds)
+        room.opened_by = pid
+
+    def _expire(self, room: Room) -> None:
+        if not room.members and self.rooms.get(room.name) is room:
+            del self.rooms[room.name]
+            log.info("room expired room=%s", room.name)
+
+    def close(self) -> None:
+        for room in self.rooms.values():
+            if room.expiry is not None:
+                room.expiry.cancel()
+        self.rooms.clear()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [room.public() for room in self.rooms.values()]

@@ -1,0 +1,88 @@
+"""Shared fixtures.
+
+Browser tests get fresh Chromium profiles from ``chromium``: a factory that opens a
+persistent context (fresh ``--user-data-dir`` each) on the single Playwright driver
+of the session, and closes everything at the end of the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
+
+BrowserFactory = Callable[..., Awaitable[Any]]
+
+
+@pytest_asyncio.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[BrowserFactory]:
+    """``ctx = await chromium(extra_args=[...])`` → a Playwright BrowserContext."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run the suite through ./dev test, which installs it")
+    from playwright.async_api import async_playwright
+
+    contexts: list[Any] = []
+    async with async_playwright() as pw:
+
+        async def launch(extra_args: list[str] | None = None, **kwargs: Any) -> Any:
+            profile = tmp_path / f"profile-{len(contexts)}"
+            ctx = await pw.chromium.launch_persistent_context(
+                str(profile),
+                executable_path=CHROMIUM,
+                headless=True,
+                args=CHROMIUM_ARGS + (extra_args or []),
+                **kwargs,
+            )
+            contexts.append(ctx)
+            return ctx
+
+        try:
+            yield launch
+        finally:
+            for ctx in contexts:
+                await ctx.close()
+
+
+class RunningServer:
+    """A SignalingServer listening on 127.0.0.1 (ephemeral port) inside the test's loop."""
+
+    def __init__(self, server: Any, runner: Any, port: int) -> None:
+        self.server = server
+        self.runner = runner
+        self.port = port
+        self.http = f"http://127.0.0.1:{port}"
+        self.ws = f"ws://127.0.0.1:{port}/ws"
+
+
+@pytest_asyncio.fixture
+async def signaling() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
+    """``srv = await signaling(lock_after=1, media=...)`` → a running server."""
+    from aiohttp import web
+
+    from signaling.config import ServerConfig
+    from signaling.server import SignalingServer
+
+    running: list[RunningServer] = []
+
+    async def start(media: Any = None, **overrides: Any) -> RunningServer:
+        cfg = ServerConfig(host="127.0.0.1", port=0, **overrides)
+        server = SignalingServer(cfg, media)
+        runner = web.AppRunner(server.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        srv = RunningServer(server, runner, port)
+        running.append(srv)
+        return srv
+
+    try:
+        yield start
+    finally:
+        for srv in running:
+            await srv.runner.cleanup()

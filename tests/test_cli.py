@@ -1,0 +1,86 @@
+"""``sealroom serve`` as a user runs it: no arguments, embedded defaults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from sealroom.cli import build_parser, config_from_args
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_serve_starts_with_no_arguments_and_serves_the_page() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sealroom.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        status, body = 0, ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                status, body = fetch("http://localhost:8080/")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        assert status == 200, "no page at /"
+        assert "<title>sealroom</title>" in body
+        assert fetch("http://localhost:8080/r/some-room")[0] == 200
+        assert fetch("http://localhost:8080/js/signaling.js")[0] == 200
+        # /ws without an allowed Origin is refused before the upgrade, with a typed error.
+        code, text = fetch("http://localhost:8080/ws")
+        assert code == 403 and '"bad-origin"' in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert "open http://localhost:8080/" in out
+
+
+def test_every_flag_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEALROOM_PORT", "9999")
+    monkeypatch.setenv("SEALROOM_HOST", "0.0.0.0")
+    monkeypatch.setenv("SEALROOM_LOCK_AFTER", "30")
+    monkeypatch.setenv("SEALROOM_ALLOWED_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("SEALROOM_TURN_URLS", "turn:t.example:3478")
+    monkeypatch.setenv("SEALROOM_TURN_SECRET", "s")
+    monkeypatch.setenv("SEALROOM_LOG_LEVEL", "debug")
+    monkeypatch.setenv("SEALROOM_TLS_CERT", "/c.pem")
+    monkeypatch.setenv("SEALROOM_TLS_KEY", "/k.pem")
+    cfg = config_from_args(build_parser().parse_args(["serve"]))
+    assert (cfg.port, cfg.host, cfg.lock_after) == (9999, "0.0.0.0", 30.0)
+    assert cfg.allowed_origins == ("https://a.example", "https://b.example")
+    assert cfg.turn_urls == ("turn:t.example:3478",) and cfg.turn_enabled
+    assert (cfg.log_level, cfg.tls_cert, cfg.tls_key) == ("debug", "/c.pem", "/k.pem")
+    # A flag wins over its variable.
+    cfg = config_from_args(build_parser().parse_args(["serve", "--port", "1234"]))
+    assert cfg.port == 1234
+
+
+def test_tls_cert_without_key_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        config_from_args(build_parser().parse_args(["serve", "--tls-cert", "/c.pem"]))

@@ -1,0 +1,84 @@
+"""The browser signaling modules (web/js) against the Python client, in real Chromium."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from signaling.client import SignalingClient
+from tests.browser import ARTIFACTS
+from tests.conftest import BrowserFactory, RunningServer
+
+pytestmark = pytest.mark.browser
+PASSWORD = "pässwörd 🔑 shared out of band"
+
+
+async def browser_join(page: Any, srv: RunningServer, room: str, password: str, name: str) -> None:
+    await page.goto(srv.http + "/")
+    await page.fill("#room", room)
+    await page.fill("#password", password)
+    await page.fill("#name", name)
+    await page.click("#join")
+
+
+async def test_browser_and_python_meet_in_a_sealed_room(
+    signaling: Callable[..., Awaitable[RunningServer]], chromium: BrowserFactory
+) -> None:
+    srv = await signaling()
+    srv.server.wire_tap = []
+    py = await SignalingClient.connect(srv.ws)
+    try:
+        await py.join("mixed-room", PASSWORD)
+        ctx = await chromium()
+        page = await ctx.new_page()
+        await browser_join(page, srv, "mixed-room", PASSWORD, "Browser Ada")
+        await page.wait_for_selector("#room-view:not([hidden])", timeout=20_000)
+        joined = await py.expect("member-joined")
+        # The browser's sealed hello opens in Python: same KDF, keys, AAD and AES-GCM.
+        hello = await py.next_sealed()
+        assert hello.sender == joined["id"]
+        assert hello.json() == {"type": "hello", "name": "Browser Ada"}
+        await py.seal(hello.sender, {"type": "hello", "name": "Python Bot", "reply": False})
+        await py.seal("*", {"type": "chat", "text": "sealed from python"})
+        await page.wait_for_selector("#chat li", timeout=10_000)
+        assert await page.inner_text("#chat") == "Python Bot: sealed from python"
+        await page.wait_for_function(
+            "document.querySelector('#members').innerText.includes('Python Bot')"
+        )
+        await page.fill("#chat-text", "sealed from chromium")
+        await page.click("#chat-form button")
+        chat = await py.next_sealed()
+        assert chat.json() == {"type": "chat", "text": "sealed from chromium"}
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "signaling-room.png"))
+        tapped = "\n".join(srv.server.wire_tap)
+        for secret in (PASSWORD, "sealed from chromium", "Browser Ada"):
+            assert secret not in tapped
+    finally:
+        await py.close()
+
+
+async def test_browser_creates_room_and_wrong_password_is_told(
+    signaling: Callable[..., Awaitable[RunningServer]], chromium: BrowserFactory
+) -> None:
+    srv = await signaling()
+    ctx = await chromium()
+    owner = await ctx.new_page()
+    await browser_join(owner, srv, "browser-made", PASSWORD, "Owner")
+    await owner.wait_for_selector("#room-view:not([hidden])", timeout=20_000)
+    # Python joins a room whose admission key the browser registered.
+    py = await SignalingClient.connect(srv.ws)
+    try:
+        joined = await py.join("browser-made", PASSWORD)
+        assert len(joined["members"]) == 1
+    finally:
+        await py.close()
+    intruder = await ctx.new_page()
+    await browser_join(intruder, srv, "browser-made", "guess", "Mallory")
+    await intruder.wait_for_selector("#status.error", timeout=20_000)
+    assert await intruder.inner_text("#status") == "Wrong password for this room."
+    assert await intruder.is_hidden("#room-view")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await intruder.screenshot(path=str(ARTIFACTS / "wrong-password.png"))

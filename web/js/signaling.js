@@ -1,0 +1,222 @@
+// Browser signaling client: the twin of signaling/client.py (docs/PROTOCOL.md).
+//
+// The password and every key derived from it stay in this object. The server sees only the
+// admission public key, a signature over its challenge, and sealed envelopes.
+//
+//   const sig = await SignalingClient.connect("/ws");
+//   sig.addEventListener("sealed", (e) => console.log(e.detail.sender, e.detail.json()));
+//   await sig.join("my-room", "password");
+//   await sig.seal("*", { type: "chat", text: "hi" });
+//
+// Events (CustomEvent, payload in .detail):
+//   sealed         {sender, to, epoch, seq, payload: Uint8Array, json()}  authenticated envelope
+//   rejected       {reason, sender}           envelope dropped (replay, failed authentication)
+//   member-joined  {id, index}   member-left {id, index, reason}   lock {locked, lock_at, ...}
+//   error          {id, message, ref}         a non-fatal typed error from the server
+//   message        any other server message (sfu-offer, speaker, turn, ...)
+//   close          {code, reason}
+
+import {
+  DEFAULT_KDF, EnvelopeHeader, KdfParams, ReplayGuard, b64, openEnvelope, passwordKey,
+  roomKeys, seal, signJoin, unb64,
+} from "./roomcrypto.js";
+
+export const PROTOCOL_VERSION = 1;
+
+export class ServerError extends Error {
+  constructor(id, message) {
+    super(`${id}: ${message}`);
+    this.name = "ServerError";
+    this.id = id;
+    this.serverMessage = message;
+  }
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export class SignalingClient extends EventTarget {
+  #ws;
+  #keys = null;
+  #replay = new ReplayGuard();
+  #waiters = [];
+  #seq = 0;
+  #opening = Promise.resolve(); // envelopes are opened one at a time, in arrival order
+
+  constructor(ws) {
+    super();
+    this.#ws = ws;
+    this.origin = globalThis.location?.origin ?? "";
+    this.conn = null;
+    this.nonce = null;
+    this.room = null;
+    this.id = null;
+    this.index = null;
+    this.epoch = 0;
+    this.members = new Map(); // participant id → sender index
+    this.joined = null;
+    ws.addEventListener("message", (ev) => this.#onFrame(ev.data));
+    ws.addEventListener("close", (ev) => {
+      const detail = { code: ev.code, reason: ev.reason };
+      for (const w of this.#waiters.splice(0)) w.reject(new ServerError("closed", `socket closed (${ev.code} ${ev.reason})`));
+      this.dispatchEvent(new CustomEvent("close", { detail }));
+    });
+  }
+
+  /** Open the socket (a path like "/ws" is resolved against the page) and await the challenge. */
+  static async connect(url = "/ws") {
+    const abs = new URL(url, globalThis.location?.href);
+    abs.protocol = abs.protocol === "https:" ? "wss:" : abs.protocol === "http:" ? "ws:" : abs.protocol;
+    const ws = new WebSocket(abs);
+    const client = new SignalingClient(ws);
+    await client.#next((m) => m.type === "challenge", 10000);
+    return client;
+  }
+
+  get connected() {
+    return this.#ws.readyState === WebSocket.OPEN;
+  }
+
+  send(msg) {
+    this.#ws.send(JSON.stringify({ v: PROTOCOL_VERSION, ...msg }));
+  }
+
+  close(code = 1000) {
+    this.#ws.close(code);
+  }
+
+  // Resolve with the next server message that `match`es; an `error` answering `ref` rejects.
+  #next(match, timeoutMs = 15000, ref = null) {
+    return new Promise((resolve, reject) => {
+      const waiter = { match, ref, resolve, reject };
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        reject(new ServerError("timeout", "no answer from the server"));
+      }, timeoutMs);
+      waiter.resolve = (m) => { clearTimeout(timer); resolve(m); };
+      waiter.reject = (e) => { clearTimeout(timer); reject(e); };
+      this.#waiters.push(waiter);
+    });
+  }
+
+  #onFrame(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (msg.type === "challenge") {
+      this.conn = msg.conn;
+      this.nonce = unb64(msg.nonce);
+    }
+    if (msg.type === "error") {
+      const waiter = this.#waiters.find((w) => w.ref !== null && w.ref === msg.ref);
+      if (waiter) {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        waiter.reject(new ServerError(msg.id, msg.message));
+        return;
+      }
+    }
+    const waiter = this.#waiters.find((w) => w.match(msg));
+    if (waiter) {
+      this.#waiters = this.#waiters.filter((w) => w !== waiter);
+      waiter.resolve(msg);
+    }
+    switch (msg.type) {
+      case "challenge":
+      case "joined":
+      case "room-info":
+        return;
+      case "sealed":
+        this.#opening = this.#opening.then(() => this.#open(msg));
+        return;
+      case "member-joined":
+        this.members.set(msg.id, msg.index);
+        break;
+      case "member-left":
+        this.members.delete(msg.id);
+        this.#replay.forget(msg.id);
+        break;
+    }
+    const known = ["member-joined", "member-left", "lock", "error"];
+    this.dispatchEvent(new CustomEvent(known.includes(msg.type) ? msg.type : "message", { detail: msg }));
+  }
+
+  async #open(msg) {
+    const reject = (reason) =>
+      this.dispatchEvent(new CustomEvent("rejected", { detail: { reason, sender: msg.from } }));
+    if (!this.#keys) return reject("not-joined");
+    if (msg.to !== "*" && msg.to !== this.id) return reject("not-for-me");
+    let header;
+    try {
+      header = new EnvelopeHeader({ room: this.room, epoch: msg.epoch, sender: msg.from, to: msg.to, seq: msg.seq });
+    } catch {
+      return reject("invalid");
+    }
+    if (!this.#replay.check(header.sender, header.seq)) return reject("replay");
+    let payload;
+    try {
+      payload = await openEnvelope(this.#keys.kRoom, header, unb64(msg.nonce), unb64(msg.ct));
+    } catch {
+      return reject("invalid");
+    }
+    // A later envelope may have been accepted while this one was being opened.
+    if (!this.#replay.check(header.sender, header.seq)) return reject("replay");
+    this.#replay.commit(header.sender, header.seq);
+    const detail = {
+      sender: header.sender, to: header.to, epoch: header.epoch, seq: header.seq, payload,
+      json: () => JSON.parse(dec.decode(payload)),
+    };
+    this.dispatchEvent(new CustomEvent("sealed", { detail }));
+  }
+
+  async roomInfo(room) {
+    this.send({ type: "room-info", room });
+    return this.#next((m) => m.type === "room-info" && m.room === room, 15000, "room-info");
+  }
+
+  /**
+   * Derive the room keys from the password and enter (or create) the room. Parameters
+   * recorded for an existing room are refused when weaker than the defaults (a hostile
+   * server must not make guessing cheap).
+   */
+  async join(room, password, { kdf = DEFAULT_KDF } = {}) {
+    const info = await this.roomInfo(room);
+    const params = info.exists ? KdfParams.fromJson(info.kdf) : kdf;
+    const K = await passwordKey(password, room, params);
+    const keys = await roomKeys(K, room);
+    K.fill(0);
+    const sig = await signJoin(keys.admSeed, this.origin, room, this.nonce, this.conn);
+    const msg = { type: "join", room, sig: b64(sig) };
+    if (!info.exists) msg.create = { kdf: params.toJson(), adm_pk: b64(keys.admPk) };
+    this.send(msg);
+    const joined = await this.#next((m) => m.type === "joined", 15000, "join");
+    this.#keys = keys;
+    this.room = room;
+    this.id = joined.id;
+    this.index = joined.index;
+    this.members = new Map(joined.members.map((m) => [m.id, m.index]));
+    this.joined = joined;
+    return joined;
+  }
+
+  /** Seal `payload` (an object, sent as JSON, or a Uint8Array) for `to` ("*" = everyone). */
+  async seal(to, payload) {
+    if (!this.#keys) throw new Error("join first");
+    const data = payload instanceof Uint8Array ? payload : enc.encode(JSON.stringify(payload));
+    const seq = ++this.#seq;
+    const header = new EnvelopeHeader({ room: this.room, epoch: this.epoch, sender: this.id, to, seq });
+    const { nonce, ciphertext } = await seal(this.#keys.kRoom, header, data);
+    this.send({ type: "seal", to, epoch: this.epoch, seq, nonce: b64(nonce), ct: b64(ciphertext) });
+    return seq;
+  }
+
+  allowJoining(seconds = 120) {
+    this.send({ type: "allow-joining", seconds });
+  }
+
+  leave() {
+    if (this.connected) this.send({ type: "leave" });
+  }
+}

@@ -1,0 +1,180 @@
+"""Generate tests/vectors/roomcrypto.json, the room-crypto vectors shared by Python and JS.
+
+Deliberately written WITHOUT signaling.roomcrypto: it restates DESIGN.md items 1–4 from the
+primitives (hashlib/hmac for SHA-256 and RFC 5869 HKDF, libsodium through PyNaCl for Argon2id
+and Ed25519, `cryptography` for AES-256-GCM), so the vectors check the module instead of
+echoing it. Everything is deterministic (fixed nonces; Ed25519 signatures are deterministic).
+
+    python tests/vectors/make_roomcrypto_vectors.py           # rewrite the JSON file
+    python tests/vectors/make_roomcrypto_vectors.py --check   # exit 1 if the file has drifted
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import struct
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nacl.bindings import crypto_pwhash_alg, crypto_sign_seed_keypair
+from nacl.bindings import crypto_pwhash_ALG_ARGON2ID13 as ALG_ARGON2ID13
+from nacl.signing import SigningKey
+
+PATH = Path(__file__).with_name("roomcrypto.json")
+
+MIB = 1024 * 1024
+
+# (password as typed, room, ops, mem). The second is "pässwörd 🔑" typed in NFD (decomposed
+# umlauts): NFC normalisation must make it derive the same K as the third, typed in NFC.
+KDF_CASES: list[tuple[str, str, int, int]] = [
+    ("correct horse battery staple", "lobby", 2, 64 * MIB),
+    ("pa\u0308sswo\u0308rd 🔑", "café ☕ 会议室", 2, 64 * MIB),
+    ("p\u00e4ssw\u00f6rd 🔑", "café ☕ 会议室", 2, 64 * MIB),
+    ("", "r", 3, 64 * MIB),
+]
+
+JOIN_CASES: list[tuple[str, bytes, str]] = [
+    ("https://localhost:8443", bytes(range(32)), "c-1"),
+    ("http://127.0.0.1:8080", bytes.fromhex("ff" * 16), "conn/ünï"),
+]
+
+# (room, epoch, sender, to, seq, plaintext, nonce)
+ENVELOPE_CASES: list[tuple[str, int, str, str, int, bytes, bytes]] = [
+    ("lobby", 0, "alice", "*", 1, b'{"type":"hello"}', bytes(12)),
+    ("café ☕ 会议室", 4294967295, "p-7", "p-3", 2**53 - 1, "ünïcödé ✓".encode(), bytes(range(12))),
+    ("lobby", 1, "bob", "alice", 0, b"", bytes.fromhex("a5" * 12)),
+]
+
+B64_CASES: list[bytes] = [b"", b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar", bytes(range(256))]
+
+
+def salt(room: str) -> bytes:
+    return hashlib.sha256(b"sealroom/v1/salt" + room.encode()).digest()[:16]
+
+
+def argon2id(password: str, room: str, ops: int, mem: int) -> bytes:
+    pw = unicodedata.normalize("NFC", password).encode()
+    return crypto_pwhash_alg(32, pw, salt(room), ops, mem, ALG_ARGON2ID13)
+
+
+def hkdf(ikm: bytes, info: bytes, length: int = 32) -> bytes:
+    """RFC 5869 §2.2 extract (empty salt → HMAC key of zero length) and §2.3 expand."""
+    prk = hmac.new(b"", ikm, hashlib.sha256).digest()
+    okm, block = b"", b""
+    for i in range((length + 31) // 32):
+        block = hmac.new(prk, block + info + bytes([i + 1]), hashlib.sha256).digest()
+        okm += block
+    return okm[:length]
+
+
+def lp(x: str | bytes) -> bytes:
+    data = x.encode() if isinstance(x, str) else x
+    return struct.pack(">H", len(data)) + data
+
+
+def sub_keys(k: bytes, room: str) -> dict[str, str]:
+    k_room = hkdf(k, b"sealroom/v1/k_room\x00" + room.encode())
+    adm_seed = hkdf(k, b"sealroom/v1/admission\x00" + room.encode())
+    adm_pk, _sk = crypto_sign_seed_keypair(adm_seed)
+    return {"k_room": k_room.hex(), "adm_seed": adm_seed.hex(), "adm_pk": adm_pk.hex()}
+
+
+def build() -> dict[str, Any]:
+    kdf: list[dict[str, Any]] = []
+    for password, room, ops, mem in KDF_CASES:
+        k = argon2id(password, room, ops, mem)
+        kdf.append(
+            {
+                "password": password,
+                "room": room,
+                "params": {"alg": "argon2id13", "ops": ops, "mem": mem},
+                "salt": salt(room).hex(),
+                "K": k.hex(),
+                **sub_keys(k, room),
+            }
+        )
+
+    join = []
+    for i, (origin, nonce, conn) in enumerate(JOIN_CASES):
+        base = kdf[i]
+        seed = bytes.fromhex(base["adm_seed"])
+        transcript = b"sealroom/v1/join" + lp(origin) + lp(base["room"]) + lp(nonce) + lp(conn)
+        join.append(
+            {
+                "adm_seed": base["adm_seed"],
+                "adm_pk": base["adm_pk"],
+                "origin": origin,
+                "room": base["room"],
+                "nonce": nonce.hex(),
+                "conn": conn,
+                "transcript": transcript.hex(),
+                "sig": SigningKey(seed).sign(transcript).signature.hex(),
+            }
+        )
+
+    envelope = []
+    for i, (room, epoch, sender, to, seq, plaintext, nonce) in enumerate(ENVELOPE_CASES):
+        k_room = bytes.fromhex(kdf[i]["k_room"])
+        aad = (
+            b"sealroom/v1/env"
+            + struct.pack(">B", 1)
+            + lp(room)
+            + struct.pack(">I", epoch)
+            + lp(sender)
+            + lp(to)
+            + struct.pack(">Q", seq)
+        )
+        envelope.append(
+            {
+                "k_room": k_room.hex(),
+                "header": {
+                    "v": 1,
+                    "room": room,
+                    "epoch": epoch,
+                    "sender": sender,
+                    "to": to,
+                    "seq": seq,
+                },
+                "plaintext": plaintext.hex(),
+                "nonce": nonce.hex(),
+                "aad": aad.hex(),
+                "ciphertext": AESGCM(k_room).encrypt(nonce, plaintext, aad).hex(),
+            }
+        )
+
+    import base64
+
+    b64 = [{"bytes": data.hex(), "text": base64.b64encode(data).decode()} for data in B64_CASES]
+    return {
+        "comment": "Generated by tests/vectors/make_roomcrypto_vectors.py; do not edit by hand. "
+        "Bytes are hex; text fields are the exact strings (passwords before NFC).",
+        "kdf": kdf,
+        "join": join,
+        "envelope": envelope,
+        "b64": b64,
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, ensure_ascii=True) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if PATH.read_text(encoding="utf-8") != text:
+            print(f"{PATH} differs from a fresh run", file=sys.stderr)
+            return 1
+        return 0
+    PATH.write_text(text, encoding="utf-8")
+    print(f"wrote {PATH}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 import signal
 import subprocess
@@ -9,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +87,77 @@ def test_every_flag_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch)
 def test_tls_cert_without_key_is_refused() -> None:
     with pytest.raises(SystemExit):
         config_from_args(build_parser().parse_args(["serve", "--tls-cert", "/c.pem"]))
+
+
+async def test_a_real_server_process_keeps_no_secret_in_its_logs_or_on_disk(tmp_path: Path) -> None:
+    """Run ``sealroom serve --log-level debug`` as a process, hold a sealed conversation
+    and a wrong-password attempt, then search its whole output and its working/home
+    directories for the password, the derived keys and the plaintext."""
+    from signaling.client import ServerError, SignalingClient
+    from signaling.roomcrypto import password_key, room_keys
+
+    password, plaintext = "hunter2-but-longer", "meet at the north gate at noon"
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
+    env.update(HOME=str(home), TMPDIR=str(home))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sealroom.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "8765",
+            "--log-level",
+            "debug",
+        ],
+        cwd=home,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(150):
+            try:
+                fetch("http://127.0.0.1:8765/")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                await asyncio.sleep(0.2)
+        url = "ws://127.0.0.1:8765/ws"
+        a = await SignalingClient.connect(url)
+        b = await SignalingClient.connect(url)
+        c = await SignalingClient.connect(url)
+        try:
+            await a.join("disk-check", password)
+            await b.join("disk-check", password)
+            await a.seal("*", {"chat": plaintext})
+            assert (await b.next_sealed()).json() == {"chat": plaintext}
+            with pytest.raises(ServerError):
+                await c.join("disk-check", password + "x")
+        finally:
+            for client in (a, b, c):
+                await client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert "joined room=disk-check" in out, "debug log did not record the joins: vacuous check"
+    key = password_key(password, "disk-check")
+    keys = room_keys(key, "disk-check")
+    needles = [password, plaintext]
+    for secret in (key, keys.k_room, keys.adm_seed):
+        needles += [secret.hex(), base64.b64encode(secret).decode()]
+    for needle in needles:
+        assert needle not in out
+    written = [p for p in home.rglob("*") if p.is_file()]
+    for path in written:
+        data = path.read_bytes()
+        for secret in (key, keys.k_room, keys.adm_seed, password.encode(), plaintext.encode()):
+            assert secret not in data, f"secret on disk in {path}"

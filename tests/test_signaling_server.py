@@ -84,8 +84,16 @@ async def test_wrong_password_is_refused_and_sees_nothing(
     assert all(not isinstance(m, Sealed) for m in seen)
     assert all(m.get("type") not in ("member-joined", "sealed", "joined") for m in seen)
     # And it is not a member: sealing is refused.
-    await mallory.send({"type": "seal", "to": "*", "epoch": 0, "seq": 1, "nonce": b64(bytes(12)),
-                        "ct": b64(bytes(32))})
+    await mallory.send(
+        {
+            "type": "seal",
+            "to": "*",
+            "epoch": 0,
+            "seq": 1,
+            "nonce": b64(bytes(12)),
+            "ct": b64(bytes(32)),
+        }
+    )
     with pytest.raises(ServerError) as err2:
         await mallory.expect("nothing")
     assert err2.value.id == "not-joined"
@@ -210,8 +218,10 @@ async def test_receiver_rejects_replayed_and_tampered_envelopes(
         ('{"v": 1, "type": "teleport"}', "unknown-type"),
         ('{"v": 1, "type": "join", "room": "bad room!", "sig": ""}', "bad-room"),
         ('{"v": 1, "type": "join", "room": "r", "sig": "not base64"}', "bad-message"),
-        ('{"v": 1, "type": "join", "room": "nobody-here", "sig": "' + b64(bytes(64)) + '"}',
-         "no-such-room"),
+        (
+            '{"v": 1, "type": "join", "room": "nobody-here", "sig": "' + b64(bytes(64)) + '"}',
+            "no-such-room",
+        ),
         ('{"v": 1, "type": "seal", "to": "*"}', "not-joined"),
         ('{"v": 1, "type": "turn"}', "not-joined"),
         ('{"v": 1, "type": "sfu-offer", "pc": "pub", "sdp": ""}', "sfu-unavailable"),
@@ -321,7 +331,9 @@ async def test_non_members_cannot_allow_joining(
     assert err.value.id == "not-joined"
 
 
-async def test_members_see_joins_and_leaves(signaling: Start, clients: list[SignalingClient]) -> None:
+async def test_members_see_joins_and_leaves(
+    signaling: Start, clients: list[SignalingClient]
+) -> None:
     srv = await signaling()
     alice, bob = await joined_pair(srv, clients)
     carol = await connect(srv, clients)
@@ -379,9 +391,17 @@ async def test_weak_kdf_parameters_are_refused_both_ways(
     srv = await signaling()
     client = await connect(srv, clients)
     assert client.nonce is not None and client.conn is not None
-    await client.send({"type": "join", "room": "weak", "sig": b64(bytes(64)),
-                       "create": {"kdf": {"alg": "argon2id13", "ops": 1, "mem": 8192},
-                                  "adm_pk": b64(bytes(32))}})
+    await client.send(
+        {
+            "type": "join",
+            "room": "weak",
+            "sig": b64(bytes(64)),
+            "create": {
+                "kdf": {"alg": "argon2id13", "ops": 1, "mem": 8192},
+                "adm_pk": b64(bytes(32)),
+            },
+        }
+    )
     with pytest.raises(ServerError) as err:
         await client.expect("joined")
     assert err.value.id == "weak-kdf"
@@ -430,12 +450,12 @@ async def test_turn_credentials_are_minted_after_admission_only(
     assert pid == member.id
     assert turn.verify("s3cret", server["username"], server["credential"])
     assert not turn.verify("other", server["username"], server["credential"])
-    assert not turn.verify("s3cret", server["username"], server["credential"],
-                           now=int(expiry) + 1)
+    assert not turn.verify("s3cret", server["username"], server["credential"], now=int(expiry) + 1)
     await member.send({"type": "turn"})
     again = await member.expect("turn")
-    assert turn.verify("s3cret", again["ice_servers"][0]["username"],
-                       again["ice_servers"][0]["credential"])
+    assert turn.verify(
+        "s3cret", again["ice_servers"][0]["username"], again["ice_servers"][0]["credential"]
+    )
 
 
 async def test_signature_is_bound_to_connection_and_origin(
@@ -470,5 +490,3 @@ def test_turn_rest_credentials_follow_coturns_scheme() -> None:
     assert turn.verify("secret", cred.username, cred.credential, now=1_003_600)
     assert not turn.verify("secret", cred.username, cred.credential, now=1_003_601)
     assert not turn.verify("secret", "garbage", cred.credential, now=0)
-
-

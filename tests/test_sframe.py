@@ -1,0 +1,376 @@
+"""sealroom.sframe: RFC 9605 vectors, the DESIGN.md check value, the frame rules, and
+both directions against the browser worker (e2ee-worker/worker.js run by Node)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sealroom.sframe import (
+    CTR_LIMIT,
+    MAX_STEP_AHEAD,
+    REPLAY_WINDOW,
+    EncryptedFrame,
+    FrameDecryptor,
+    FrameEncryptor,
+    FrameRejected,
+    KeyId,
+    KidKeys,
+    Kind,
+    ReplayWindow,
+    SFrameHeader,
+    UnknownKey,
+    derive_key_salt,
+    make_nonce,
+    ratchet,
+    sframe_secret,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "tests" / "vectors"
+WORKER = ROOT / "e2ee-worker" / "worker.js"
+NODE = shutil.which("node") or "/usr/bin/node"
+
+RFC = json.loads((VECTORS / "sframe_rfc9605.json").read_text())
+OURS = json.loads((VECTORS / "sframe.json").read_text())
+
+
+def vp8_key(n: int = 200) -> bytes:
+    return bytes.fromhex("5043009d012a8002e001") + os.urandom(n - 10)
+
+
+def vp8_delta(n: int = 120) -> bytes:
+    return b"\xd1\x02\x00" + os.urandom(n - 3)
+
+
+def opus(n: int = 60) -> bytes:
+    return b"\x78" + os.urandom(n - 1)
+
+
+def pair(sender: int = 3) -> tuple[FrameEncryptor, FrameDecryptor]:
+    enc = FrameEncryptor()
+    key = enc.set_key(sender)
+    dec = FrameDecryptor()
+    dec.set_key("alice", key.sender, key.generation, key.step, key.key)
+    return enc, dec
+
+
+def not_passed(dec: FrameDecryptor, kind: Kind, data: bytes) -> bool:
+    try:
+        dec.decrypt(kind, "alice", data)
+    except FrameRejected:  # includes UnknownKey: held ≤ 1 s by the browser, then dropped
+        return True
+    return False
+
+
+# ------------------------------------------------------------------ known answers
+
+
+def test_rfc9605_headers() -> None:
+    assert len(RFC["header"]) == 289
+    for case in RFC["header"]:
+        kid, ctr = int(case["kid"], 16), int(case["ctr"], 16)
+        assert bytes(SFrameHeader(kid, ctr)).hex() == case["encoded"]
+        assert SFrameHeader.parse(bytes.fromhex(case["encoded"])) == SFrameHeader(kid, ctr)
+
+
+def test_rfc9605_suite_0x0004() -> None:
+    [v] = RFC["sframe"]
+    assert v["cipher_suite"] == 4
+    kid, ctr = int(v["kid"], 16), int(v["ctr"], 16)
+    base = bytes.fromhex(v["base_key"])
+    assert sframe_secret(base).hex() == v["sframe_secret"]
+    key, salt = derive_key_salt(base, kid)
+    assert (key.hex(), salt.hex()) == (v["sframe_key"], v["sframe_salt"])
+    assert make_nonce(salt, ctr).hex() == v["nonce"]
+    keys = KidKeys(kid, key, salt)
+    header, ciphertext = keys.seal(ctr, bytes.fromhex(v["metadata"]), bytes.fromhex(v["pt"]))
+    assert (header + ciphertext).hex() == v["ct"]
+    assert keys.open(header, ctr, bytes.fromhex(v["metadata"]), ciphertext).hex() == v["pt"]
+
+
+def test_check_value_and_ratchet_from_design() -> None:
+    keys = KidKeys.derive(bytes(range(32)), int(KeyId(7, 1, 0)))
+    frame = bytes.fromhex("5043009d012a8002e001") + b"\x11" * 20
+    enc = FrameEncryptor()
+    enc.set_key(7, 1, key=bytes(range(32)))
+    enc.counter = 1
+    out = enc.encrypt("video", frame)
+    assert out.hex() == (
+        "5043009d012a8002e001"
+        "05a936506f635732f35c1452cffbed91c3991a2c4e82ec2ceb7ed465c29acd728268a487"
+        "b107000100"
+        "05"
+    )
+    assert EncryptedFrame.parse("video", out).kid == keys.kid == 0x07000100
+    assert ratchet(bytes(range(32))).hex() == (
+        "1e31370b2f041d5c893dbba4b27bc3e67956a51ae6221a427445cab04059fd65"
+    )
+
+
+def test_vectors_are_what_the_generator_makes() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "make_sframe_vectors", VECTORS / "make_sframe_vectors.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.render() == (VECTORS / "sframe.json").read_text()
+
+
+def test_generated_frames_decrypt() -> None:
+    assert len(OURS["frames"]) >= 10
+    for v in OURS["frames"]:
+        dec = FrameDecryptor()
+        dec.set_key(
+            "p", v["sender"], v["generation"], v["receiver_step"], bytes.fromhex(v["receiver_key"])
+        )
+        assert dec.decrypt(v["kind"], "p", bytes.fromhex(v["out"])).hex() == v["frame"], v["name"]
+
+
+# ------------------------------------------------------------------ rejections
+
+
+@pytest.mark.parametrize(
+    ("kind", "frame"), [("video", vp8_key(60)), ("video", vp8_delta(40)), ("audio", opus(30))]
+)
+def test_every_byte_change_and_truncation_is_rejected(kind: Kind, frame: bytes) -> None:
+    enc, dec = pair()
+    out = enc.encrypt(kind, frame)
+    for i in range(len(out)):
+        for mask in (0x01, 0x80, 0xFF):
+            bad = bytearray(out)
+            bad[i] ^= mask
+            assert not_passed(dec, kind, bytes(bad)), (i, mask)
+    for n in range(1, len(out)):
+        assert not_passed(dec, kind, out[:n])
+        assert not_passed(dec, kind, out[n:])
+    assert dec.decrypt(kind, "alice", b"") == b""  # an empty frame carries nothing
+    assert dec.decrypt(kind, "alice", out) == frame
+
+
+def test_replay() -> None:
+    enc, dec = pair()
+    frames = [enc.encrypt("audio", opus()) for _ in range(4)]
+    dec.decrypt("audio", "alice", frames[3])
+    dec.decrypt("audio", "alice", frames[1])  # late but inside the window
+    for f in (frames[3], frames[1]):
+        with pytest.raises(FrameRejected, match="replay"):
+            dec.decrypt("audio", "alice", f)
+    window = ReplayWindow()
+    window.update(5000)
+    assert not window.check(5000 - REPLAY_WINDOW)
+    assert window.check(5001 - REPLAY_WINDOW)
+
+
+def test_wrong_sender() -> None:
+    enc, dec = pair()
+    out = enc.encrypt("video", vp8_key())
+    with pytest.raises(FrameRejected, match="wrong-sender"):
+        dec.decrypt("video", "mallory", out)
+    assert dec.decrypt("video", "alice", out)
+
+
+def test_step_ahead_limit_and_commit_after_verify() -> None:
+    enc, dec = pair()
+    for _ in range(MAX_STEP_AHEAD):
+        enc.ratchet()
+    ahead = enc.encrypt("video", vp8_delta())  # step 16
+    forged = bytearray(ahead)
+    forged[5] ^= 1
+    with pytest.raises(FrameRejected, match="auth-failed"):
+        dec.decrypt("video", "alice", bytes(forged))
+    enc.ratchet()
+    step17 = enc.encrypt("video", vp8_delta())
+    # Still 17 ahead of step 0: the forgery committed nothing.
+    with pytest.raises(FrameRejected, match="step-out-of-range"):
+        dec.decrypt("video", "alice", step17)
+    assert dec.decrypt("video", "alice", ahead)  # genuine: commits step 16
+    assert dec.decrypt("video", "alice", step17)
+    for _ in range(MAX_STEP_AHEAD + 1):
+        enc.ratchet()
+    with pytest.raises(FrameRejected, match="step-out-of-range"):
+        dec.decrypt("video", "alice", enc.encrypt("video", vp8_delta()))
+
+
+def test_cleartext_and_unknown_key() -> None:
+    _, dec = pair()
+    for frame in [vp8_key(), vp8_delta(), opus()] * 50:
+        kind: Kind = "audio" if frame[0] == 0x78 else "video"
+        assert not_passed(dec, kind, frame)
+    other = FrameEncryptor()
+    other.set_key(9)
+    with pytest.raises(UnknownKey):
+        dec.decrypt("audio", "alice", other.encrypt("audio", opus()))
+
+
+def test_non_canonical_header_with_valid_tag() -> None:
+    enc, dec = pair()
+    current = enc.current
+    assert current is not None
+    keys = KidKeys.derive(current.key, int(KeyId(3, 0, 0)))
+    header = bytes([0xA8, 0x03, 0x00, 0x00, 0x05])  # CTR 5 as an extra byte: not minimal
+    with pytest.raises(ValueError, match="non-canonical"):
+        SFrameHeader.parse(header)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    ct = AESGCM(keys.key).encrypt(make_nonce(keys.salt, 5), b"payload", header + b"a" + b"\x78")
+    frame = b"\x78" + ct + header + bytes([len(header)])
+    with pytest.raises(FrameRejected, match="bad-header"):
+        dec.decrypt("audio", "alice", frame)
+    for length in (0, 18, 255):
+        with pytest.raises(FrameRejected, match="bad-header"):
+            dec.decrypt("audio", "alice", frame[:-1] + bytes([length]))
+
+
+def test_counter_overflow_refused() -> None:
+    enc, _ = pair()
+    enc.counter = CTR_LIMIT - 1
+    assert EncryptedFrame.parse("audio", enc.encrypt("audio", opus())).ctr == CTR_LIMIT - 1
+    enc.ratchet()
+    with pytest.raises(FrameRejected, match="counter-exhausted"):
+        enc.encrypt("audio", opus())
+
+
+# ------------------------------------------------------------------ properties
+
+OPS = st.lists(st.sampled_from(["video", "audio", "ratchet", "rotate", "switch"]), max_size=80)
+
+
+@settings(max_examples=40, deadline=None)
+@given(OPS)
+def test_key_nonce_pairs_never_repeat(ops: list[str]) -> None:
+    enc = FrameEncryptor()
+    enc.set_key(1)
+    seen: set[tuple[bytes, bytes]] = set()
+    for op in ops:
+        if op == "ratchet":
+            enc.ratchet()
+        elif op == "rotate":
+            enc.rotate()
+        elif op == "switch":
+            enc.switch()
+        else:
+            kind: Kind = "audio" if op == "audio" else "video"
+            out = enc.encrypt(kind, opus(10) if kind == "audio" else vp8_delta(10))
+            frame = EncryptedFrame.parse(kind, out)
+            current = enc.current
+            assert current is not None
+            key, salt = derive_key_salt(current.key, frame.kid)
+            pair_ = (key, make_nonce(salt, frame.ctr))
+            assert pair_ not in seen
+            seen.add(pair_)
+
+
+_ENC, _DEC = pair()
+_GENUINE = [_ENC.encrypt("video", vp8_delta(40)) for _ in range(4)]
+
+
+def _flip(case: tuple[bytes, int, int]) -> bytes:
+    """A genuine frame with one byte XOR-ed by a non-zero mask."""
+    frame, index, mask = case
+    bad = bytearray(frame)
+    bad[index % len(frame)] ^= mask
+    return bytes(bad)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=100),
+        st.tuples(st.sampled_from(_GENUINE), st.integers(0, 80), st.integers(1, 255)).map(_flip),
+    )
+)
+def test_fuzz_decrypt_only_rejects(data: bytes) -> None:
+    try:
+        out = _DEC.decrypt("video", "alice", data)
+    except FrameRejected:
+        return
+    assert out == b"" and data == b""  # nothing but the empty frame gets through
+
+
+# ------------------------------------------------------- both directions with Node
+
+
+def node(script: str, stdin: str) -> Any:
+    proc = subprocess.run(
+        [NODE, "--input-type=module", "-e", script],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(proc.stdout)
+
+
+JS_ENCRYPT = f"""
+import {{ readFileSync }} from 'node:fs';
+import {{ SendState }} from {json.dumps(WORKER.as_uri())};
+const frames = JSON.parse(readFileSync(0, 'utf8'));
+const send = new SendState();
+const key = await send.setKey(12, 3);
+const out = [];
+for (const [kind, hex] of frames) {{
+  out.push(Buffer.from(await send.encrypt(kind, Buffer.from(hex, 'hex'))).toString('hex'));
+}}
+console.log(JSON.stringify({{ key: Buffer.from(key.key).toString('hex'), out }}));
+"""
+
+JS_DECRYPT = f"""
+import {{ readFileSync }} from 'node:fs';
+import {{ ReceiveState }} from {json.dumps(WORKER.as_uri())};
+const {{ key, sender, generation, frames }} = JSON.parse(readFileSync(0, 'utf8'));
+const receive = new ReceiveState();
+await receive.setKey({{ participant: 'py', sender, generation, step: 0,
+                        key: Buffer.from(key, 'hex') }});
+const out = [];
+for (const [kind, hex] of frames) {{
+  const r = await receive.decrypt(kind, 'py', Buffer.from(hex, 'hex'));
+  out.push(r.ok ? Buffer.from(r.ok).toString('hex') : r);
+}}
+console.log(JSON.stringify(out));
+"""
+
+
+def random_frames() -> list[tuple[Kind, bytes]]:
+    frames: list[tuple[Kind, bytes]] = []
+    for i in range(30):
+        frames.append(("video", vp8_key(300 + i) if i % 10 == 0 else vp8_delta(50 + i * 7)))
+        frames.append(("audio", opus(20 + i)))
+    return frames
+
+
+def test_js_encrypts_python_decrypts() -> None:
+    frames = random_frames()
+    result = node(JS_ENCRYPT, json.dumps([[k, f.hex()] for k, f in frames]))
+    dec = FrameDecryptor()
+    dec.set_key("js", 12, 3, 0, bytes.fromhex(result["key"]))
+    for (kind, frame), out in zip(frames, result["out"], strict=True):
+        assert dec.decrypt(kind, "js", bytes.fromhex(out)) == frame
+
+
+def test_python_encrypts_js_decrypts() -> None:
+    frames = random_frames()
+    enc = FrameEncryptor()
+    key = enc.set_key(40, 2)
+    out = [[k, enc.encrypt(k, f).hex()] for k, f in frames]
+    enc.ratchet()  # the receiver must follow one step on its own
+    out += [[k, enc.encrypt(k, f).hex()] for k, f in frames[:4]]
+    out.append(out[0])  # a replay
+    got = node(
+        JS_DECRYPT,
+        json.dumps({"key": key.key.hex(), "sender": 40, "generation": 2, "frames": out}),
+    )
+    expected = [f.hex() for _, f in frames] + [f.hex() for _, f in frames[:4]]
+    assert got[:-1] == expected
+    assert got[-1] == {"reject": "replay"}

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sfu import Sfu, SfuConfig
 from signaling.config import ServerConfig
 from signaling.server import MediaPlane, SignalingServer
 
@@ -33,6 +34,17 @@ def _env(name: str, default: Any, conv: Callable[[str], Any] = str) -> Any:
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    lo, sep, hi = text.partition("-")
+    try:
+        low, high = int(lo), int(hi if sep else lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected MIN-MAX, e.g. 40000-40999") from None
+    if not (0 <= low <= high <= 65535):
+        raise argparse.ArgumentTypeError("ports are 0..65535 and MIN <= MAX")
+    return low, high
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +89,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="[%(default)s]",
     )
     a(
+        "--media-host",
+        default=_env("media-host", "127.0.0.1"),
+        help="address the SFU's UDP sockets bind to [%(default)s]",
+    )
+    a(
+        "--media-announce",
+        default=_env("media-announce", None),
+        help="address put in the SFU's ICE candidates, if not --media-host (1:1 NAT)",
+    )
+    a(
+        "--media-ports",
+        type=_port_range,
+        default=_env("media-ports", (0, 0), _port_range),
+        help="UDP port range of the SFU, MIN-MAX (default: any port)",
+    )
+    a(
+        "--last-n",
+        type=int,
+        default=_env("last-n", 0, int),
+        help="each participant receives video from at most N publishers; 0 = all [%(default)s]",
+    )
+    a(
         "--no-sfu",
         action="store_true",
         default=_env("no-sfu", False, lambda s: s not in ("0", "false", "no")),
@@ -102,19 +136,18 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def make_media(cfg: ServerConfig) -> MediaPlane | None:
-    """The SFU, or None when this build has no media plane yet."""
-    try:
-        from sfu import Sfu, SfuConfig  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        log.warning("no SFU in this build: signaling only")
-        return None
-    media: MediaPlane = Sfu(SfuConfig())
-    return media
+def sfu_config_from_args(args: argparse.Namespace) -> SfuConfig:
+    return SfuConfig(
+        bind_host=args.media_host,
+        announced_host=args.media_announce,
+        port_min=args.media_ports[0],
+        port_max=args.media_ports[1],
+        last_n=args.last_n,
+    )
 
 
-async def serve(cfg: ServerConfig, with_sfu: bool = True) -> None:
-    media = make_media(cfg) if with_sfu else None
+async def serve(cfg: ServerConfig, sfu_cfg: SfuConfig | None) -> None:
+    media: MediaPlane | None = Sfu(sfu_cfg) if sfu_cfg is not None else None
     server = SignalingServer(cfg, media)
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
@@ -156,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
-        run(serve(cfg, with_sfu=not args.no_sfu))
+        run(serve(cfg, None if args.no_sfu else sfu_config_from_args(args)))
         return 0
     return 2
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sealroom.cli import build_parser, config_from_args
+from sealroom.cli import build_parser, config_from_args, sfu_config_from_args
 
 
 def fetch(url: str) -> tuple[int, str]:
@@ -74,7 +74,12 @@ def test_every_flag_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SEALROOM_LOG_LEVEL", "debug")
     monkeypatch.setenv("SEALROOM_TLS_CERT", "/c.pem")
     monkeypatch.setenv("SEALROOM_TLS_KEY", "/k.pem")
-    cfg = config_from_args(build_parser().parse_args(["serve"]))
+    monkeypatch.setenv("SEALROOM_MEDIA_PORTS", "40000-40099")
+    monkeypatch.setenv("SEALROOM_LAST_N", "6")
+    args = build_parser().parse_args(["serve"])
+    cfg = config_from_args(args)
+    sfu = sfu_config_from_args(args)
+    assert (sfu.port_min, sfu.port_max, sfu.last_n) == (40000, 40099, 6)
     assert (cfg.port, cfg.host, cfg.lock_after) == (9999, "0.0.0.0", 30.0)
     assert cfg.allowed_origins == ("https://a.example", "https://b.example")
     assert cfg.turn_urls == ("turn:t.example:3478",) and cfg.turn_enabled

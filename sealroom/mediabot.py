@@ -1,0 +1,421 @@
+"""A Python participant that publishes and receives raw RTP through the SFU, never decoding.
+
+It sends what an E2EE browser sends, as far as the SFU can tell: VP8 packets with a
+valid RFC 7741 descriptor whose frames start with the clear 10-byte (key) / 3-byte
+(delta) VP8 header followed by random opaque bytes, and Opus-PT audio carrying the
+RFC 6464 audio-level extension. It records every payload it sends and receives, so tests
+can check byte-identical, exactly-once delivery, and counts PLIs, NACKs, RTX and SRs.
+
+It speaks the SFU's signaling messages (docs/SFU.md), so the same bot runs in-process
+(``sfu.join(room, pid, bot.on_message)`` + ``bot.attach(lambda m: sfu.handle(pid, m))``)
+or over the WebSocket. Incoming messages are queued and handled in order by the bot's
+own task, as they would be when read from a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import struct
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCRtpSender, RTCSessionDescription
+from aiortc.sdp import SessionDescription
+
+from sfu import rtcp
+from sfu.ice import IcePolicy
+from sfu.peer import Negotiated, RawPeer, negotiated
+from sfu.rtp import RtpHeader, build_extensions, build_packet
+from sfu.vp8 import build_descriptor
+
+logger = logging.getLogger(__name__)
+
+Signal = Callable[[dict[str, Any]], Awaitable[None]]
+CODECS = {"audio": "opus", "video": "vp8"}
+CLOCK = {"audio": 48000, "video": 90000}
+
+
+def vp8_frame(key: bool, body: int, width: int = 640, height: int = 480) -> bytes:
+    """A VP8 frame as E2EE leaves it: clear RFC 6386 §9.1 header, then opaque bytes."""
+    size = body + (7 if key else 0)
+    tag = (size << 5) | (1 << 4) | (0 if key else 1)  # first_part_size | show_frame | P
+    header = struct.pack("<I", tag)[:3]
+    if key:  # start code + 14-bit width/height, little-endian (RFC 6386 §9.1)
+        header += b"\x9d\x01\x2a" + struct.pack("<HH", width, height)
+    return header + os.urandom(body)
+
+
+@dataclass
+class Received:
+    """Packets received for one (publisher, kind), by unwrapped subscriber sequence number."""
+
+    ssrc: int
+    payloads: dict[int, bytes] = field(default_factory=dict)
+    duplicates: int = 0
+    recovered: int = 0  # filled by RTX
+    highest: int | None = None  # unwrapped
+    timestamps: dict[int, int] = field(default_factory=dict)
+
+    def unwrap(self, seq: int) -> int:
+        if self.highest is None:
+            return seq + (1 << 16)
+        base = self.highest & ~0xFFFF
+        cand = base | seq
+        if cand - self.highest > 0x8000:
+            cand -= 1 << 16
+        elif self.highest - cand > 0x8000:
+            cand += 1 << 16
+        return cand
+
+    def ordered(self) -> list[bytes]:
+        return [self.payloads[k] for k in sorted(self.payloads)]
+
+    def contiguous(self) -> bool:
+        keys = sorted(self.payloads)
+        return bool(keys) and keys[-1] - keys[0] + 1 == len(keys)
+
+
+class MediaBot:
+    """One participant: a ``pub`` PC that sends raw RTP, a ``sub`` PC that records it."""
+
+    def __init__(self, pid: str, signal: Signal | None = None, *, ice: IcePolicy | None = None,
+                 audio: bool = True, video: bool = True, fps: int = 20,
+                 packets_per_frame: int = 2, level: int = 100,
+                 loss: Callable[[str, int], bool] | None = None, nack: bool = True) -> None:
+        self.pid = pid
+        self._signal = signal
+        self.ice = ice or IcePolicy("127.0.0.1")
+        self.kinds = [k for k, on in (("audio", audio), ("video", video)) if on]
+        self.fps = fps
+        self.packets_per_frame = packets_per_frame
+        self.level = level  # RFC 6464 -dBov sent in every audio packet (127 = silence)
+        self.loss = loss  # (kind, seq) -> True to drop an incoming packet (injected loss)
+        self.nack = nack
+        self.counters: Counter[str] = Counter()
+        self.pub = RawPeer(self.ice, self._pub_rtp, self._pub_rtcp)
+        self.sub = RawPeer(self.ice, self._sub_rtp, self._sub_rtcp)
+        self.sent: dict[str, list[bytes]] = {k: [] for k in self.kinds}
+        self.received: dict[tuple[str, str], Received] = {}
+        self.tracks: dict[str, dict[str, str]] = {}  # sub MID -> {"participant", "kind"}
+        self.speakers: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.sender_reports: dict[int, list[rtcp.SenderReport]] = defaultdict(list)
+        self.remb: list[int] = []
+        self._pub_params: dict[str, Negotiated] = {}
+        self._sub_params: dict[str, Negotiated] = {}  # by sub MID
+        self._sub_ssrc: dict[int, str] = {}  # media SSRC announced in the sub offer -> MID
+        self._sub_rtx: dict[int, str] = {}  # RTX SSRC (a=ssrc-group:FID) -> MID
+        self._mid_ext_ids: set[int] = set()
+        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._worker = asyncio.ensure_future(self._work())
+        self._media: asyncio.Future[None] | None = None
+        self._key_wanted = True
+        self._seq = {k: random.getrandbits(16) for k in self.kinds}
+        self._ts = {k: random.getrandbits(32) for k in self.kinds}
+        self._packets = dict.fromkeys(self.kinds, 0)
+        self._octets = dict.fromkeys(self.kinds, 0)
+        self._picture_id = random.getrandbits(15)
+        self.sub_offers = 0
+        self.closed = False
+
+    # --- signaling ----------------------------------------------------------------------
+
+    def attach(self, signal: Signal) -> None:
+        """Where client→SFU messages go (Sfu.handle in-process, or a WebSocket)."""
+        self._signal = signal
+
+    async def join(self, sfu: Any, room: str) -> None:
+        """Join an in-process ``sfu.Sfu``: the same messages a WebSocket would carry."""
+        self.attach(lambda msg: sfu.handle(self.pid, msg))
+        await sfu.join(room, self.pid, self.on_message)
+
+    async def on_message(self, msg: dict[str, Any]) -> None:
+        """Server→client messages; queued, handled in order by the bot's task."""
+        await self._inbox.put(msg)
+
+    async def _emit(self, msg: dict[str, Any]) -> None:
+        if self._signal is None:
+            raise RuntimeError("MediaBot.attach() a signaling function first")
+        await self._signal(msg)
+
+    async def _work(self) -> None:
+        while True:
+            msg = await self._inbox.get()
+            if msg is None:
+                return
+            self.messages.append(msg)
+            try:
+                await self._dispatch(msg)
+            except Exception:
+                logger.exception("%s: handling %s", self.pid, msg.get("type"))
+                self.counters["message_errors"] += 1
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "sfu-answer" and msg.get("pc") == "pub":
+            await self.pub.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=msg["sdp"], type="answer"))
+            self.pub.adopt()
+            transceivers: list[Any] = self.pub.pc.getTransceivers()
+            for t in transceivers:
+                self._pub_params[t.kind] = negotiated(t)
+        elif kind == "sfu-offer" and msg.get("pc") == "sub":
+            await self._on_sub_offer(msg)
+        elif kind == "speaker":
+            self.speakers.append(msg)
+        elif kind == "sfu-error":
+            self.errors.append(msg)
+
+    async def publish(self) -> None:
+        """Offer sendonly audio+video on the pub PC; media starts once it connects."""
+        pc = self.pub.pc
+        for kind in self.kinds:
+            t = pc.addTransceiver(kind, direction="sendonly")
+            caps = RTCRtpSender.getCapabilities(kind).codecs
+            t.setCodecPreferences([c for c in caps if c.mimeType.lower() in
+                                   (f"{kind}/{CODECS[kind]}", f"{kind}/rtx")])
+        self.pub.adopt()
+        await pc.setLocalDescription(await pc.createOffer())
+        self.pub.adopt()
+        await self._emit({"type": "sfu-offer", "pc": "pub", "sdp": pc.localDescription.sdp})
+        self._media = asyncio.ensure_future(self._send_media())
+
+    async def _on_sub_offer(self, msg: dict[str, Any]) -> None:
+        pc = self.sub.pc
+        self.sub_offers += 1
+        self.tracks = {t["mid"]: t for t in msg.get("tracks", [])}
+        parsed = SessionDescription.parse(msg["sdp"])
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+        self.sub.adopt()
+        await pc.setLocalDescription(await pc.createAnswer())
+        self.sub.adopt()
+        self._sub_ssrc.clear()
+        self._sub_rtx.clear()
+        for media in parsed.media:
+            rtx = {int(g.items[1]) for g in media.ssrc_group if g.semantic == "FID"}
+            for s in media.ssrc:
+                (self._sub_rtx if s.ssrc in rtx else self._sub_ssrc)[s.ssrc] = media.rtp.muxId
+        transceivers: list[Any] = pc.getTransceivers()
+        for t in transceivers:
+            n = negotiated(t)
+            self._sub_params[n.mid] = n
+            if n.mid_id is not None:
+                self._mid_ext_ids.add(n.mid_id)
+        await self._emit({"type": "sfu-answer", "pc": "sub", "sdp": pc.localDescription.sdp})
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def _send_media(self) -> None:
+        """20 ms audio packets and ``fps`` video frames, bounded by ``close``."""
+        start = time.monotonic()
+        tick = 0
+        next_video = 0.0
+        next_report = 1.0
+        while not self.closed:
+            now = time.monotonic() - start
+            if self.pub.connected and self._pub_params:
+                if "audio" in self.kinds:
+                    await self._send_audio()
+                if "video" in self.kinds and now >= next_video:
+                    next_video = now + 1.0 / self.fps
+                    await self._send_video()
+                if now >= next_report:
+                    next_report = now + 1.0
+                    await self._send_reports()
+            tick += 1
+            await asyncio.sleep(max(0.0, start + tick * 0.02 - time.monotonic()))
+
+    def _packet(self, kind: str, payload: bytes, marker: bool, ts: int) -> bytes | None:
+        p = self._pub_params.get(kind)
+        if p is None or CODECS[kind] not in p.payload_types:
+            return None
+        elements: list[tuple[int, bytes]] = []
+        if p.mid_id is not None:
+            elements.append((p.mid_id, p.mid.encode()))
+        if kind == "audio" and p.audio_level_id is not None:
+            elements.append((p.audio_level_id, bytes([0x80 | (self.level & 0x7F)])))  # RFC 6464
+        seq = self._seq[kind] = (self._seq[kind] + 1) & 0xFFFF
+        self._packets[kind] += 1
+        self._octets[kind] += len(payload)
+        return build_packet(payload_type=p.payload_types[CODECS[kind]], sequence_number=seq,
+                            timestamp=ts, ssrc=p.ssrc, marker=marker,
+                            extensions=build_extensions(elements), payload=payload)
+
+    async def _send_audio(self) -> None:
+        self._ts["audio"] = (self._ts["audio"] + 960) & 0xFFFFFFFF
+        payload = b"\x78" + os.urandom(random.randint(40, 80))
+        packet = self._packet("audio", payload, False, self._ts["audio"])
+        if packet is not None and await self.pub.send(packet):
+            self.sent["audio"].append(payload)
+
+    async def _send_video(self) -> None:
+        key, self._key_wanted = self._key_wanted, False
+        frame = vp8_frame(key, random.randint(600, 1800))
+        self._ts["video"] = (self._ts["video"] + 90000 // self.fps) & 0xFFFFFFFF
+        self._picture_id = (self._picture_id + 1) & 0x7FFF
+        n = self.packets_per_frame
+        step = -(-len(frame) // n)
+        for i in range(n):
+            chunk = frame[i * step : (i + 1) * step]
+            payload = build_descriptor(start=i == 0, picture_id=self._picture_id) + chunk
+            packet = self._packet("video", payload, i == n - 1, self._ts["video"])
+            if packet is not None and await self.pub.send(packet):
+                self.sent["video"].append(payload)
+        self.counters["keyframes_sent" if key else "deltaframes_sent"] += 1
+
+    async def _send_reports(self) -> None:
+        """SR per published stream (pub PC), RR for what we receive (sub PC): RFC 3550 §6.4."""
+        ntp = rtcp.ntp_now(time.time())
+        data = b""
+        for kind, p in self._pub_params.items():
+            data += bytes(rtcp.SenderReport(p.ssrc, ntp, self._ts[kind], self._packets[kind],
+                                            self._octets[kind]))
+        if data:
+            await self.pub.send(data)
+        blocks = [rtcp.ReportBlock(r.ssrc, highest_sequence=(r.highest or 0) & 0xFFFFFFFF)
+                  for r in self.received.values()]
+        if self.sub.connected:
+            await self.sub.send(bytes(rtcp.ReceiverReport(1, blocks[:31])))
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def _pub_rtcp(self, data: bytes) -> None:
+        for p in rtcp.parse_compound(data):
+            if isinstance(p, rtcp.Pli):
+                self.counters["pli_received"] += 1
+                self._key_wanted = True
+            elif isinstance(p, rtcp.Fir):
+                self.counters["fir_received"] += 1
+                self._key_wanted = True
+            elif isinstance(p, rtcp.Remb):
+                self.remb.append(p.bitrate)
+            elif isinstance(p, rtcp.ReceiverReport):
+                self.counters["rr_received"] += 1
+
+    async def _pub_rtp(self, data: bytes) -> None:
+        self.counters["unexpected_rtp_on_pub"] += 1
+
+    async def _sub_rtcp(self, data: bytes) -> None:
+        for p in rtcp.parse_compound(data):
+            if isinstance(p, rtcp.SenderReport):
+                self.sender_reports[p.ssrc].append(p)
+
+    async def _sub_rtp(self, data: bytes) -> None:
+        h = RtpHeader.parse(data)
+        mid = None
+        for ext_id in self._mid_ext_ids:  # route by MID first, as Chromium does
+            if ext_id in h.extensions:
+                mid = h.extensions[ext_id].decode()
+                break
+        info = self.tracks.get(mid) if mid is not None else None
+        params = self._sub_params.get(mid) if mid is not None else None
+        if info is None or params is None:
+            self.counters["unknown_mid"] += 1
+            return
+        kind = info["kind"]
+        payload = data[h.payload_offset : h.payload_end]
+        rtx = h.payload_type == params.rtx_payload_type and self._sub_rtx.get(h.ssrc) == mid
+        if rtx:
+            if len(payload) < 2:
+                self.counters["bad_rtx"] += 1
+                return
+            seq = struct.unpack("!H", payload[:2])[0]  # RFC 4588 §4: OSN
+            payload = payload[2:]
+            self.counters["rtx_received"] += 1
+        else:
+            seq = h.sequence_number
+            if self._sub_ssrc.get(h.ssrc) != mid:
+                self.counters["ssrc_mismatch"] += 1
+                return
+            if h.payload_type != params.payload_types.get(CODECS[kind]):
+                self.counters["pt_mismatch"] += 1
+                return
+            if self.loss is not None and self.loss(kind, seq):
+                self.counters["injected_loss"] += 1
+                return
+        key = (info["participant"], kind)
+        r = self.received.get(key)
+        if r is None or (not rtx and r.ssrc != h.ssrc):
+            r = self.received[key] = Received(h.ssrc)
+        n = r.unwrap(seq)
+        if n in r.payloads:
+            r.duplicates += 1
+            return
+        r.payloads[n] = payload
+        r.timestamps[n] = h.timestamp
+        if rtx:
+            r.recovered += 1
+            return
+        if r.highest is not None and n > r.highest + 1 and self.nack:
+            lost = [(s & 0xFFFF) for s in range(r.highest + 1, min(n, r.highest + 65))]
+            self.counters["nacks_sent"] += 1
+            await self.sub.send(bytes(rtcp.Nack(1, r.ssrc, lost)))
+        if r.highest is None or n > r.highest:
+            r.highest = n
+
+    # --- helpers for tests and the benchmark ------------------------------------------------
+
+    def ssrc_of(self, participant: str, kind: str) -> int | None:
+        """The SSRC the SFU announced to us for ``participant``'s ``kind``."""
+        for mid, t in self.tracks.items():
+            if t["participant"] == participant and t["kind"] == kind:
+                return next((s for s, m in self._sub_ssrc.items() if m == mid), None)
+        return None
+
+    async def request_keyframe(self, participant: str) -> bool:
+        """Send a PLI (RFC 4585 §6.3.1) for ``participant``'s video, as a browser would."""
+        ssrc = self.ssrc_of(participant, "video")
+        if ssrc is None:
+            return False
+        self.counters["pli_sent"] += 1
+        return await self.sub.send(bytes(rtcp.Pli(1, ssrc)))
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Poll ``predicate`` every 50 ms until true or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(0.05)
+        return predicate()
+
+    def stream(self, participant: str, kind: str) -> Received | None:
+        return self.received.get((participant, kind))
+
+    async def stop_media(self) -> None:
+        """Stop sending (the PCs stay up)."""
+        if self._media is not None:
+            self._media.cancel()
+            await asyncio.gather(self._media, return_exceptions=True)
+
+    async def close(self, abrupt: bool = False) -> None:
+        """Stop. ``abrupt``: like a crash, the SFU hears nothing more (no DTLS close_notify)."""
+        self.closed = True
+        if self._media is not None:
+            self._media.cancel()
+        await self._inbox.put(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._worker, 2.0)
+        for peer in (self.pub, self.sub):
+            if abrupt:  # the network vanishes: nothing more leaves our sockets
+                transceivers: list[Any] = peer.pc.getTransceivers()
+                for t in transceivers:
+                    conn = t.receiver.transport.transport._connection
+                    for proto in list(conn._protocols):
+                        proto.transport.sendto = _drop
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(peer.close(), 5.0)
+        if self._media is not None:
+            await asyncio.gather(self._media, return_exceptions=True)
+
+
+def _drop(*args: Any, **kwargs: Any) -> None:
+    """A datagram sent into the void."""

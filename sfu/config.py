@@ -1,0 +1,25 @@
+"""SFU settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class SfuConfig:
+    """Settings of the media plane; defaults suit one machine on loopback."""
+
+    bind_host: str = "127.0.0.1"  # address the UDP sockets bind to
+    announced_host: str | None = None  # address put in candidates (1:1 NAT), default bind_host
+    port_min: int = 0  # UDP port range for ICE; 0/0 = any port
+    port_max: int = 0
+    last_n: int = 0  # video from at most N publishers per subscriber; 0 = off
+    pli_interval: float = 1.0  # at most one key-frame request per publisher per interval (s)
+    idle_timeout: float = 15.0  # no SRTP/SRTCP from a connected participant for this long = dead
+    connect_timeout: float = 30.0  # ICE+DTLS must be up this long after the first offer
+    rtcp_interval: float = 1.0  # receiver reports + REMB to publishers, seconds
+    max_video_bitrate: int = 2_500_000  # REMB ceiling sent to publishers, bit/s
+    speaker_interval: float = 0.3  # how often the active speaker is re-evaluated, seconds
+    speaker_window: float = 1.0  # audio levels averaged over this window, seconds
+    speaker_threshold: int = 60  # mean level (-dBov) must be below this to count as speaking
+    rtx_cache: int = 512  # packets kept per published track for retransmission

@@ -1,0 +1,382 @@
+"""One participant's two PeerConnections with the SFU (LiveKit's model).
+
+``pub``: the client offers its sendonly audio+video, the SFU answers and receives.
+``sub``: the SFU offers one m-line per other publisher's track (a ``Slot``), the client
+answers; one offer outstanding at a time, changes queued while waiting (``_dirty``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCRtpSender, RTCSessionDescription
+from aiortc.sdp import SessionDescription
+
+from . import rtcp
+from .errors import SfuError
+from .peer import RawPeer, negotiated
+from .rtp import URI_MID, RtpHeader
+from .track import PublishedTrack, Slot
+
+if TYPE_CHECKING:
+    from .room import Room
+    from .sfu import Sfu
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+CODECS = {"audio": "opus", "video": "vp8"}  # DESIGN.md: only VP8 and Opus are negotiated
+
+
+class Participant:
+    def __init__(self, sfu: Sfu, room: Room, pid: str, send: Send) -> None:
+        self.sfu = sfu
+        self.room = room
+        self.pid = pid
+        self._send = send
+        self.stats = sfu.counters
+        self.closed = False
+        self.pub = RawPeer(sfu.ice, self._pub_rtp, self._pub_rtcp, self.stats.drop)
+        self.sub = RawPeer(sfu.ice, self._sub_rtp, self._sub_rtcp, self.stats.drop)
+        self.rtcp_ssrc = random.getrandbits(32) or 1  # our SSRC in RTCP sent to the publisher
+        self.tracks: dict[str, PublishedTrack] = {}  # publisher MID -> track
+        self._by_ssrc: dict[int, PublishedTrack] = {}
+        self.slots: list[Slot] = []
+        self._slot_by_ssrc: dict[int, Slot] = {}
+        self._sub_lock = asyncio.Lock()
+        self._dirty = False
+        self._awaiting_answer = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._joined_at = time.monotonic()
+        self._watchdog = asyncio.ensure_future(self._watch())
+
+    @property
+    def sub_connected(self) -> bool:
+        return self.sub.connected
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        """A message to this participant's signaling socket; a dead socket is not our error."""
+        if self.closed:
+            return
+        try:
+            await self._send(msg)
+        except Exception as exc:  # the socket's owner handles its own failure
+            logger.debug("send to %s failed: %s", self.pid, exc)
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run a coroutine owned by this participant (cancelled on close)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def send_rtcp_soon(self, data: bytes) -> None:
+        """RTCP to this participant's publisher PC, from sync code (PLI timers)."""
+        if not self.closed:
+            self.spawn(self.pub.send(data))
+
+    # --- pub: the participant publishes -------------------------------------------------
+
+    async def on_pub_offer(self, sdp: str) -> None:
+        try:
+            parsed = SessionDescription.parse(sdp)
+            if not any(m.kind in CODECS for m in parsed.media):
+                raise ValueError("no audio or video m-line")
+            await self.pub.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:
+            raise SfuError("bad-sdp", f"cannot apply the pub offer: {exc}") from exc
+        self.pub.adopt()
+        new: list[PublishedTrack] = []
+        transceivers: list[Any] = self.pub.pc.getTransceivers()
+        for t in transceivers:
+            # only VP8 / Opus (and VP8's RTX) are accepted from publishers
+            keep = [c for c in t._codecs if c.mimeType.lower() == f"{t.kind}/{CODECS[t.kind]}"]
+            pts = {c.payloadType for c in keep}
+            keep += [c for c in t._codecs
+                     if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") in pts]
+            if not keep:
+                raise SfuError("unsupported-codec", f"{t.kind} must offer {CODECS[t.kind]}")
+            t._codecs = keep
+            if t.mid in self.tracks or t.direction not in ("recvonly", "sendrecv"):
+                continue
+            track = PublishedTrack(self, t.kind, t.mid, self.stats, self.sfu.config.rtx_cache,
+                                   self.sfu.config.pli_interval)
+            track.ssrc = _media_ssrc(parsed, t.mid)
+            self.tracks[t.mid] = track
+            if track.ssrc is not None:
+                self._by_ssrc[track.ssrc] = track
+            new.append(track)
+        answer = await self.pub.pc.createAnswer()
+        await self.pub.pc.setLocalDescription(answer)
+        self.pub.adopt()
+        for t in transceivers:
+            if t.mid in self.tracks:
+                self.tracks[t.mid].pub = negotiated(t)
+        local = self.pub.pc.localDescription
+        await self.send({"type": "sfu-answer", "pc": "pub", "sdp": local.sdp})
+        if new:
+            logger.info("%s publishes %s", self.pid, [t.kind for t in new])
+            await self.room.tracks_changed(exclude=self)
+
+    async def _pub_rtp(self, data: bytes) -> None:
+        """Publisher RTP: parse the header, find the track, fan out (hot path)."""
+        try:
+            h = RtpHeader.parse(data)
+        except ValueError:
+            self.stats.drop("malformed_rtp")
+            return
+        track = self._by_ssrc.get(h.ssrc)
+        if track is None:
+            track = self._learn_ssrc(h)
+            if track is None:
+                self.stats.drop("unknown_ssrc")
+                return
+        pub = track.pub
+        if pub is None or h.payload_type != pub.payload_types.get(CODECS[track.kind]):
+            # RTX / padding probes from the publisher, or a codec we did not accept
+            self.stats.drop("unexpected_pt")
+            return
+        self.stats.add("received_packets")
+        await track.on_rtp(h, data)
+
+    def _learn_ssrc(self, h: RtpHeader) -> PublishedTrack | None:
+        """No a=ssrc in the offer: bind the SSRC by the MID extension (RFC 8843 §9.2)."""
+        for track in self.tracks.values():
+            if track.ssrc is None and track.pub is not None:
+                mid_id = track.pub.ext_ids.get(URI_MID)
+                if mid_id is not None and h.extensions.get(mid_id) == track.mid.encode():
+                    track.ssrc = h.ssrc
+                    self._by_ssrc[h.ssrc] = track
+                    return track
+        return None
+
+    async def _pub_rtcp(self, data: bytes) -> None:
+        try:
+            packets = rtcp.parse_compound(data)
+        except ValueError:
+            self.stats.drop("malformed_rtcp")
+            return
+        for p in packets:
+            if isinstance(p, rtcp.SenderReport):
+                track = self._by_ssrc.get(p.ssrc)
+                if track is None:
+                    self.stats.drop("rtcp_unknown_ssrc")
+                    continue
+                self.stats.add("sr_received")
+                for slot, sr in track.on_sender_report(p):
+                    if await slot.owner.sub.send(sr):
+                        self.stats.add("sr_sent")
+
+    # --- sub: the participant receives --------------------------------------------------
+
+    async def renegotiate(self) -> None:
+        """Bring the sub PC up to date with the room's tracks (queued if an offer is out)."""
+        self._dirty = True
+        await self._maybe_offer()
+
+    async def _maybe_offer(self) -> None:
+        async with self._sub_lock:
+            if self.closed or self._awaiting_answer or not self._dirty:
+                return
+            self._dirty = False
+            if not self._sync_slots():
+                return
+            pc = self.sub.pc
+            offer = await pc.createOffer()
+            await pc.setLocalDescription(offer)
+            self.sub.adopt()
+            tracks = []
+            for slot in self.slots:
+                if slot.track is not None:
+                    tracks.append({"mid": slot.transceiver.mid,  # type: ignore[attr-defined]
+                                   "participant": slot.track.owner.pid, "kind": slot.kind})
+            self._awaiting_answer = True
+            msg = {"type": "sfu-offer", "pc": "sub", "sdp": pc.localDescription.sdp,
+                   "tracks": tracks}
+        await self.send(msg)  # outside the lock: the answer may come back re-entrantly
+
+    def _sync_slots(self) -> bool:
+        """Attach every wanted track to a slot, free slots of gone tracks. True if changed."""
+        wanted = self.room.tracks_for(self)
+        changed = False
+        for slot in self.slots:
+            t: Any = slot.transceiver
+            if slot.track is None and t.direction == "sendonly":
+                changed = True  # its track was closed under it (publisher left)
+                slot.params = None
+                t.direction = "inactive"
+            if slot.track is not None and slot.track not in wanted:
+                slot.detach()
+                slot.params = None
+                slot.transceiver.direction = "inactive"  # type: ignore[attr-defined]
+                changed = True
+        shown = {slot.track for slot in self.slots if slot.track is not None}
+        for track in wanted:
+            if track in shown:
+                continue
+            free = next((s for s in self.slots if s.track is None and s.kind == track.kind),
+                        None)
+            if free is not None:
+                slot = free
+            else:
+                t = self.sub.pc.addTransceiver(track.kind, direction="sendonly")
+                caps = RTCRtpSender.getCapabilities(track.kind).codecs
+                t.setCodecPreferences([c for c in caps if c.mimeType.lower() in
+                                       (f"{track.kind}/{CODECS[track.kind]}",
+                                        f"{track.kind}/rtx")])
+                self.sub.adopt()
+                slot = Slot(self, track.kind, t, self.stats)
+                self.slots.append(slot)
+            slot.transceiver.direction = "sendonly"  # type: ignore[attr-defined]
+            slot.params = None  # no packets until the client has the new tracks map
+            slot.attach(track)
+            changed = True
+        if changed:
+            self.room.apply_last_n()
+        return changed
+
+    async def on_sub_answer(self, sdp: str) -> None:
+        async with self._sub_lock:
+            if not self._awaiting_answer:
+                raise SfuError("unexpected-answer", "no sub offer is outstanding")
+            try:
+                await self.sub.pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as exc:
+                raise SfuError("bad-sdp", f"cannot apply the sub answer: {exc}") from exc
+            self.sub.adopt()
+            self._awaiting_answer = False
+            self._slot_by_ssrc.clear()
+            for slot in self.slots:
+                t: Any = slot.transceiver
+                if slot.track is not None and t.currentDirection == "sendonly":
+                    slot.set_params(negotiated(t))
+                    self._slot_by_ssrc[slot.params.ssrc] = slot  # type: ignore[union-attr]
+                    self._slot_by_ssrc[slot.params.rtx_ssrc] = slot  # type: ignore[union-attr]
+        await self._maybe_offer()
+
+    async def _sub_rtp(self, data: bytes) -> None:
+        self.stats.drop("rtp_on_sub")  # the sub PC is sendonly from the SFU
+
+    async def _sub_rtcp(self, data: bytes) -> None:
+        """Feedback from a subscriber about the streams we send it."""
+        try:
+            packets = rtcp.parse_compound(data)
+        except ValueError:
+            self.stats.drop("malformed_rtcp")
+            return
+        for p in packets:
+            if isinstance(p, rtcp.Pli | rtcp.Nack):
+                slot = self._slot_by_ssrc.get(p.media_ssrc)
+                if slot is None or slot.track is None:
+                    self.stats.drop("rtcp_unknown_ssrc")
+                elif isinstance(p, rtcp.Pli):
+                    self.stats.add("pli_received")
+                    slot.track.request_keyframe("pli")
+                else:
+                    self.stats.add("nacks_received")
+                    await slot.retransmit(p.lost)
+            elif isinstance(p, rtcp.Fir):
+                for ssrc, _ in p.entries[:16]:
+                    slot = self._slot_by_ssrc.get(ssrc)
+                    if slot is None or slot.track is None:
+                        self.stats.drop("rtcp_unknown_ssrc")
+                    else:
+                        self.stats.add("fir_received")
+                        slot.track.request_keyframe("fir")
+            elif isinstance(p, rtcp.Remb):
+                self.stats.add("remb_received")
+                now = time.monotonic()
+                for ssrc in p.ssrcs[:16]:
+                    slot = self._slot_by_ssrc.get(ssrc)
+                    if slot is not None and slot.track is not None:
+                        slot.track.remb[slot.ssrc] = (p.bitrate, now)
+            elif isinstance(p, rtcp.ReceiverReport):
+                self.stats.add("rr_received")
+
+    # --- liveness, reports ----------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """RR + REMB to the publisher every rtcp_interval; detect dead transports."""
+        cfg = self.sfu.config
+        last_seen = (-1, time.monotonic())
+        while not self.closed:
+            await asyncio.sleep(cfg.rtcp_interval)
+            now = time.monotonic()
+            states = {self.pub.pc.connectionState, self.sub.pc.connectionState}
+            if "failed" in states:
+                await self.sfu.transport_failed(self, "ICE/DTLS failed")
+                return
+            if "closed" in states:  # the peer sent DTLS close_notify: aiortc closed the PC
+                await self.sfu.transport_failed(self, "the peer closed the connection")
+                return
+            connected = self.pub.connected or self.sub.connected
+            received = self.pub.received + self.sub.received
+            if received != last_seen[0]:
+                last_seen = (received, now)
+            if connected and now - last_seen[1] > cfg.idle_timeout:
+                await self.sfu.transport_failed(self, "no media or RTCP received")
+                return
+            if (not connected and (self.tracks or self.slots)
+                    and now - self._joined_at > cfg.connect_timeout):
+                await self.sfu.transport_failed(self, "ICE/DTLS did not connect")
+                return
+            await self._send_reports(now)
+
+    async def _send_reports(self, now: float) -> None:
+        """RFC 3550 §6.4.2 RR for each published source, plus REMB (draft-alvestrand §2)."""
+        if not self.pub.connected:
+            return
+        blocks = [b for b in (t.report_block() for t in self.tracks.values()) if b is not None]
+        if not blocks:
+            return
+        data = bytes(rtcp.ReceiverReport(self.rtcp_ssrc, blocks[:31]))
+        video = [t for t in self.tracks.values() if t.kind == "video" and t.ssrc is not None]
+        for t in video:
+            limits = [bps for bps, at in t.remb.values() if now - at < 5.0]
+            t.remb = {k: v for k, v in t.remb.items() if now - v[1] < 5.0}
+            bitrate = min([self.sfu.config.max_video_bitrate, *limits])
+            data += bytes(rtcp.Remb(self.rtcp_ssrc, bitrate, [t.ssrc]))  # type: ignore[list-item]
+        if await self.pub.send(data):
+            self.stats.add("rr_sent")
+
+    async def close(self) -> None:
+        """Release everything: tasks, slots, caches, both PCs and their sockets."""
+        if self.closed:
+            return
+        self.closed = True
+        self._watchdog.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for track in self.tracks.values():
+            track.close()
+        for slot in self.slots:
+            slot.detach()
+        self.tracks.clear()
+        self._by_ssrc.clear()
+        self.slots.clear()
+        self._slot_by_ssrc.clear()
+        for peer in (self.pub, self.sub):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(peer.close(), 5.0)
+        pending = [t for t in (*self._tasks, self._watchdog) if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
+
+
+def _media_ssrc(sdp: SessionDescription, mid: str) -> int | None:
+    """The primary SSRC of an m-line: the first a=ssrc that is not an RTX (FID) one."""
+    for media in sdp.media:
+        if media.rtp.muxId != mid:
+            continue
+        rtx = {int(g.items[1]) for g in media.ssrc_group
+               if g.semantic == "FID" and len(g.items) > 1}
+        for s in media.ssrc:
+            if s.ssrc not in rtx:
+                return int(s.ssrc)
+    return None

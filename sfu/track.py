@@ -1,0 +1,371 @@
+"""Published tracks (one publisher m-line) and slots (one subscriber m-line).
+
+A ``PublishedTrack`` receives a publisher's packets; each ``Slot`` it is attached to
+rewrites them for one subscriber: SSRC, payload type, sequence number, timestamp and
+the MID header extension become the ones that subscriber's SDP announced (Chromium
+routes by MID first), and the audio-level extension is kept with the subscriber's id.
+Payload bytes are never touched: under E2EE they are ciphertext.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import rtcp
+from .peer import Negotiated
+from .rtp import RtpHeader, build_extensions, build_packet, seq_newer
+from .stats import Stats
+from .vp8 import is_keyframe
+
+if TYPE_CHECKING:
+    from .participant import Participant
+
+logger = logging.getLogger(__name__)
+
+CLOCK = {"audio": 48000, "video": 90000}
+
+
+class PublishedTrack:
+    """One audio or video stream a participant sends to the SFU."""
+
+    def __init__(self, owner: Participant, kind: str, mid: str, stats: Stats,
+                 cache_size: int, pli_interval: float) -> None:
+        self.owner = owner
+        self.kind = kind
+        self.mid = mid  # the publisher's MID for this m-line
+        self.ssrc: int | None = None  # learned from SDP a=ssrc or from the MID extension
+        self.stats = stats
+        self.slots: list[Slot] = []
+        self.pub: Negotiated | None = None  # negotiated params of the publisher's m-line
+        # retransmission cache, indexed by seq % size (RFC 4588 needs the original payload)
+        self._cache_size = cache_size
+        self._cache: list[tuple[int, bytes, RtpHeader] | None] = [None] * cache_size
+        # key-frame request throttle: at most one PLI per pli_interval (RFC 4585 §3.5.2
+        # leaves rate control to the sender of feedback; one per second is common practice)
+        self.pli_interval = pli_interval
+        self._last_pli = -1e9
+        self._pli_timer: asyncio.TimerHandle | None = None
+        self.keyframes = 0
+        # reception statistics for receiver reports (RFC 3550 §6.4.1, App. A.3)
+        self.received = 0
+        self.octets = 0
+        self._base_seq: int | None = None
+        self._max_seq = 0
+        self._cycles = 0
+        self._expected_prior = 0
+        self._received_prior = 0
+        self.last_sr: tuple[int, float] | None = None  # (middle 32 bits of NTP, arrival)
+        self.sr: rtcp.SenderReport | None = None
+        self.levels: list[tuple[float, int]] = []  # (time, -dBov) from RFC 6464
+        self.remb: dict[int, tuple[int, float]] = {}  # subscriber slot ssrc -> (bps, time)
+
+    # --- receive path -----------------------------------------------------------------
+
+    async def on_rtp(self, h: RtpHeader, data: bytes) -> None:
+        """Forward one packet to every attached slot (hot path)."""
+        self._count(h)
+        self._cache[h.sequence_number % self._cache_size] = (h.sequence_number, data, h)
+        key = False
+        if self.kind == "video":
+            key = is_keyframe(data[h.payload_offset : h.payload_end])
+            if key:
+                self.keyframes += 1
+        elif self.pub is not None and self.pub.audio_level_id is not None:
+            level = h.extensions.get(self.pub.audio_level_id)
+            if level:
+                self.levels.append((time.monotonic(), level[0] & 0x7F))  # RFC 6464 §3
+        for slot in self.slots:
+            await slot.forward(h, data, key)
+
+    def _count(self, h: RtpHeader) -> None:
+        """RFC 3550 App. A.1 sequence tracking (simplified: no probation)."""
+        seq = h.sequence_number
+        self.received += 1
+        self.octets += h.payload_end - h.payload_offset
+        if self._base_seq is None:
+            self._base_seq = self._max_seq = seq
+        elif seq_newer(seq, self._max_seq):
+            if seq < self._max_seq:
+                self._cycles += 1 << 16
+            self._max_seq = seq
+
+    def cached(self, seq: int) -> tuple[bytes, RtpHeader] | None:
+        entry = self._cache[seq % self._cache_size]
+        if entry is None or entry[0] != seq:
+            return None
+        return entry[1], entry[2]
+
+    def report_block(self) -> rtcp.ReportBlock | None:
+        """RFC 3550 §6.4.1 / App. A.3 reception report for this source."""
+        if self.ssrc is None or self._base_seq is None:
+            return None
+        extended_max = self._cycles + self._max_seq
+        expected = extended_max - self._base_seq + 1
+        lost = expected - self.received
+        expected_interval = expected - self._expected_prior
+        received_interval = self.received - self._received_prior
+        self._expected_prior, self._received_prior = expected, self.received
+        lost_interval = expected_interval - received_interval
+        fraction = 0 if expected_interval <= 0 or lost_interval <= 0 else \
+            (lost_interval << 8) // expected_interval
+        lsr, dlsr = 0, 0
+        if self.last_sr is not None:
+            lsr = self.last_sr[0]
+            dlsr = int((time.monotonic() - self.last_sr[1]) * 65536)  # units of 1/65536 s
+        return rtcp.ReportBlock(self.ssrc, min(fraction, 255), lost, extended_max & 0xFFFFFFFF,
+                                0, lsr, dlsr)
+
+    def on_sender_report(self, sr: rtcp.SenderReport) -> list[tuple[Slot, bytes]]:
+        """Remember the SR for our RR's LSR and translate it for every slot (RFC 3550 §7.2)."""
+        self.last_sr = ((sr.ntp >> 16) & 0xFFFFFFFF, time.monotonic())
+        self.sr = sr
+        out = []
+        for slot in self.slots:
+            translated = slot.translate_sr(sr)
+            if translated is not None:
+                out.append((slot, translated))
+        return out
+
+    def mean_level(self, now: float, window: float) -> int:
+        """Mean -dBov over the window; 127 (silence) when nothing arrived."""
+        self.levels = [(t, v) for t, v in self.levels[-200:] if now - t <= window]
+        if not self.levels:
+            return 127
+        return sum(v for _, v in self.levels) // len(self.levels)
+
+    # --- key frames -------------------------------------------------------------------
+
+    def request_keyframe(self, reason: str) -> None:
+        """Ask the publisher for a key frame, at most once per ``pli_interval``.
+
+        A request inside the interval is not lost: one PLI is sent when it ends.
+        """
+        if self.kind != "video":
+            return
+        self.stats.add("keyframe_requests")
+        self.stats.add("keyframe_requests_" + reason)
+        now = time.monotonic()
+        wait = self._last_pli + self.pli_interval - now
+        if wait <= 0:
+            self._send_pli()
+        elif self._pli_timer is None:
+            self.stats.add("plis_deferred")
+            self._pli_timer = asyncio.get_running_loop().call_later(wait, self._send_pli)
+        else:
+            self.stats.add("plis_throttled")
+
+    def _send_pli(self) -> None:
+        self._pli_timer = None
+        if self.ssrc is None:
+            return
+        self._last_pli = time.monotonic()
+        self.stats.add("plis_sent")
+        self.owner.send_rtcp_soon(bytes(rtcp.Pli(self.owner.rtcp_ssrc, self.ssrc)))
+
+    def close(self) -> None:
+        if self._pli_timer is not None:
+            self._pli_timer.cancel()
+            self._pli_timer = None
+        for slot in list(self.slots):
+            slot.detach()
+        self._cache = [None] * self._cache_size
+
+
+class Slot:
+    """One m-line of a subscriber's ``sub`` PeerConnection, showing one published track."""
+
+    def __init__(self, owner: Participant, kind: str, transceiver: object,
+                 stats: Stats) -> None:
+        self.owner = owner
+        self.kind = kind
+        self.transceiver = transceiver
+        self.stats = stats
+        self.params: Negotiated | None = None  # set once the subscriber's answer is applied
+        self.track: PublishedTrack | None = None
+        self.active = True  # False when last-N leaves this publisher out
+        self.waiting_key = False
+        self._last_key_request = -1e9
+        self._mid_ext = b""
+        # rewrite state: continuous across publishers and pauses (DESIGN.md "Media plane")
+        self._started = False  # first packet of the current run not seen yet
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._last_in_seq = 0
+        self._resume_seq = 0
+        self._last_out_seq = random.getrandbits(16)
+        self._last_out_ts = random.getrandbits(32)
+        self._last_out_time = time.monotonic()
+        self._rtx_seq = random.getrandbits(16)
+        self._sent_map = [-1] * 512  # out seq % 512 -> (out seq << 16 | in seq), for NACK
+        self.packets = 0
+        self.octets = 0
+
+    @property
+    def ssrc(self) -> int:
+        return self.params.ssrc if self.params else 0
+
+    def set_params(self, params: Negotiated) -> None:
+        self.params = params
+        self._mid_ext = params.mid.encode()
+
+    def attach(self, track: PublishedTrack) -> None:
+        """Show ``track`` in this slot from the next key frame on (video)."""
+        self.detach()
+        self.track = track
+        track.slots.append(self)
+        self._started = False
+        self.waiting_key = self.kind == "video"
+        self._last_key_request = -1e9
+
+    def detach(self) -> None:
+        if self.track is not None and self in self.track.slots:
+            self.track.slots.remove(self)
+        self.track = None
+        self._started = False
+
+    def set_active(self, active: bool) -> None:
+        """Pause or resume (last-N); a resumed video slot waits for a key frame."""
+        if active == self.active:
+            return
+        self.active = active
+        self._started = False
+        if active and self.kind == "video":
+            self.waiting_key = True
+            self._last_key_request = -1e9
+
+    @property
+    def ready(self) -> bool:
+        return self.params is not None and self.owner.sub_connected
+
+    async def forward(self, h: RtpHeader, data: bytes, key: bool) -> None:
+        """Rewrite and send one packet, or skip it keeping sequence numbers continuous."""
+        if not self.ready or not self.active:
+            self._skip(h)
+            self.stats.drop("not_ready" if self.active else "last_n")
+            return
+        if self.waiting_key:
+            if not key:
+                self._skip(h)
+                self.stats.drop("await_keyframe")
+                now = time.monotonic()
+                track = self.track
+                if track is not None and now - self._last_key_request >= track.pli_interval:
+                    self._last_key_request = now
+                    track.request_keyframe("subscriber_added")
+                return
+            self.waiting_key = False
+        seq = h.sequence_number
+        if not self._started:
+            # Start a run: next out seq follows the last one sent, timestamps advance by
+            # the wall time elapsed, so the subscriber sees one continuous stream.
+            now = time.monotonic()
+            clock = CLOCK[self.kind]
+            out_ts = self._last_out_ts + max(1, int((now - self._last_out_time) * clock))
+            self._seq_offset = (seq - self._last_out_seq - 1) & 0xFFFF
+            self._ts_offset = (out_ts - h.timestamp) & 0xFFFFFFFF
+            self._resume_seq = seq
+            self._last_in_seq = seq
+            self._started = True
+        elif seq_newer(seq, self._last_in_seq):
+            self._last_in_seq = seq
+        elif not seq_newer(seq, self._resume_seq) and seq != self._resume_seq:
+            self.stats.drop("before_run")  # reordered from before this run started
+            return
+        out_seq = (seq - self._seq_offset) & 0xFFFF
+        out_ts = (h.timestamp + self._ts_offset) & 0xFFFFFFFF
+        if seq_newer(out_seq, self._last_out_seq):
+            self._last_out_seq = out_seq
+            self._last_out_ts = out_ts
+            self._last_out_time = time.monotonic()
+        self._sent_map[out_seq % 512] = (out_seq << 16) | seq
+        packet = self._rewrite(h, data, out_seq, out_ts, None)
+        if packet is None:
+            return
+        if await self.owner.sub.send(packet):
+            self.packets += 1
+            self.octets += h.payload_end - h.payload_offset
+            self.stats.add("forwarded_packets")
+            self.stats.add("forwarded_bytes", len(packet))
+        else:
+            self.stats.drop("send_failed")
+
+    def _skip(self, h: RtpHeader) -> None:
+        """Dropping an in-order packet shifts later ones down by one: no hole (no NACK)."""
+        if self._started and seq_newer(h.sequence_number, self._last_in_seq):
+            self._last_in_seq = h.sequence_number
+            self._seq_offset = (self._seq_offset + 1) & 0xFFFF
+
+    def _rewrite(self, h: RtpHeader, data: bytes, out_seq: int, out_ts: int,
+                 rtx_osn: int | None) -> bytes | None:
+        p = self.params
+        track = self.track
+        if p is None or track is None or track.pub is None:
+            return None
+        codec = "vp8" if self.kind == "video" else "opus"
+        pt = p.payload_types.get(codec)
+        if pt is None:
+            self.stats.drop("codec_not_negotiated")
+            return None
+        # header extensions: our MID (RFC 8843 §15), the audio level kept (RFC 6464)
+        elements: list[tuple[int, bytes]] = []
+        if p.mid_id is not None:
+            elements.append((p.mid_id, self._mid_ext))
+        if p.audio_level_id is not None and track.pub.audio_level_id is not None:
+            level = h.extensions.get(track.pub.audio_level_id)
+            if level is not None:
+                elements.append((p.audio_level_id, level))
+        if p.abs_send_time_id is not None and track.pub.abs_send_time_id is not None:
+            ast = h.extensions.get(track.pub.abs_send_time_id)
+            if ast is not None:
+                elements.append((p.abs_send_time_id, ast))
+        payload = data[h.payload_offset : h.payload_end]
+        ssrc = p.ssrc
+        if rtx_osn is not None:
+            # RFC 4588 §4: RTX payload = original sequence number + original payload
+            assert p.rtx_payload_type is not None
+            payload = struct.pack("!H", rtx_osn) + payload
+            pt, ssrc = p.rtx_payload_type, p.rtx_ssrc
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            out_seq = self._rtx_seq
+        return build_packet(payload_type=pt, sequence_number=out_seq, timestamp=out_ts,
+                            ssrc=ssrc, marker=h.marker, extensions=build_extensions(elements),
+                            payload=payload, csrcs=h.csrcs)
+
+    async def retransmit(self, lost: list[int]) -> None:
+        """Answer a NACK (RFC 4585 §6.2.1) from the cache, as RTX if negotiated (RFC 4588)."""
+        track, p = self.track, self.params
+        if track is None or p is None:
+            return
+        for out_seq in lost[:64]:
+            entry = self._sent_map[out_seq % 512]
+            cached = None
+            if entry >= 0 and entry >> 16 == out_seq:
+                cached = track.cached(entry & 0xFFFF)
+            if cached is None:
+                self.stats.add("nack_misses")
+                continue
+            data, h = cached
+            out_ts = (h.timestamp + self._ts_offset) & 0xFFFFFFFF
+            if p.rtx_payload_type is not None:
+                packet = self._rewrite(h, data, out_seq, out_ts, rtx_osn=out_seq)
+            else:  # no RTX negotiated: resend the packet as it was
+                packet = self._rewrite(h, data, out_seq, out_ts, None)
+            if packet is not None and await self.owner.sub.send(packet):
+                self.stats.add("rtx_sent")
+
+    def translate_sr(self, sr: rtcp.SenderReport) -> bytes | None:
+        """The publisher's SR, restated in this slot's SSRC and timestamp space."""
+        if not self._started or not self.ready or self.params is None:
+            return None
+        return bytes(rtcp.SenderReport(self.params.ssrc, sr.ntp,
+                                       (sr.rtp_timestamp + self._ts_offset) & 0xFFFFFFFF,
+                                       self.packets, self.octets))
+
+
+SendRtcp = Callable[[bytes], None]

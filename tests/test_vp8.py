@@ -1,0 +1,47 @@
+"""sfu.vp8: RFC 7741 descriptor and key-frame detection, on clear-header (E2EE) frames."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sealroom.mediabot import vp8_frame
+from sfu.vp8 import Vp8Descriptor, build_descriptor, is_keyframe
+
+
+def test_descriptor_fields() -> None:
+    d = Vp8Descriptor.parse(build_descriptor(start=True, picture_id=0x1234) + b"x")
+    assert (d.start_of_partition, d.partition_id, d.picture_id, d.size) == (True, 0, 0x1234, 4)
+    d = Vp8Descriptor.parse(bytes([0x90, 0x80, 0x05]))  # 7-bit picture id
+    assert (d.picture_id, d.size) == (5, 3)
+    d = Vp8Descriptor.parse(bytes([0x90, 0xF0, 0x81, 0x02, 0x03, 0x04]))  # I, L, T/K
+    assert (d.picture_id, d.size) == (0x102, 6)
+    assert Vp8Descriptor.parse(b"\x10").size == 1  # no extension octet
+
+
+def test_key_frames_detected_from_the_clear_header() -> None:
+    key = vp8_frame(True, 100)  # 10 clear bytes + opaque "ciphertext"
+    delta = vp8_frame(False, 100)
+    assert key[3:6] == b"\x9d\x01\x2a" and key[0] & 1 == 0 and delta[0] & 1 == 1
+    assert is_keyframe(build_descriptor(start=True, picture_id=1) + key)
+    assert not is_keyframe(build_descriptor(start=True, picture_id=1) + delta)
+    # not the first packet of the frame, or not partition 0: never a key-frame start
+    assert not is_keyframe(build_descriptor(start=False, picture_id=1) + key)
+    assert not is_keyframe(bytes([0x11]) + key)
+    # P=0 without the start code is not trusted
+    assert not is_keyframe(bytes([0x10]) + key[:3] + b"\x00\x00\x00" + key[6:])
+
+
+def test_truncated_input() -> None:
+    for data in (b"", b"\x80", b"\x80\x80", b"\x80\x80\x80", b"\x90\x80\x80\x00", b"\x10\x00"):
+        assert not is_keyframe(data)
+
+
+@given(st.binary(max_size=40))
+def test_never_raises(data: bytes) -> None:
+    is_keyframe(data)
+    try:
+        d = Vp8Descriptor.parse(data)
+    except ValueError:
+        return
+    assert 1 <= d.size <= len(data)

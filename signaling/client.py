@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,6 +92,10 @@ class SignalingClient:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.inbox: asyncio.Queue[dict[str, Any] | Sealed] = asyncio.Queue()
+        # Messages of the media plane (sfu-*, speaker) go to a handler, e.g. a MediaBot;
+        # until one is set they are kept, so an early SFU offer is not lost.
+        self._media_handler: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        self._media_backlog: list[dict[str, Any]] = []
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -148,6 +153,12 @@ class SignalingClient:
                     if opened is not None:
                         self.inbox.put_nowait(opened)
                     continue
+                if isinstance(mtype, str) and (mtype.startswith("sfu-") or mtype == "speaker"):
+                    if self._media_handler is None:
+                        self._media_backlog.append(msg)
+                    else:
+                        await self._media_handler(msg)
+                    continue
                 if mtype == "member-joined":
                     self.members[msg["id"]] = msg["index"]
                 elif mtype == "member-left":
@@ -184,6 +195,13 @@ class SignalingClient:
             return None
         self.replay.commit(header.sender, header.seq)
         return Sealed(header.sender, header.to, header.epoch, header.seq, payload)
+
+    async def set_media_handler(self, handler: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Route SFU messages to ``handler`` (first the ones that arrived before)."""
+        self._media_handler = handler
+        backlog, self._media_backlog = self._media_backlog, []
+        for msg in backlog:
+            await handler(msg)
 
     # -- protocol -------------------------------------------------------------------------
 

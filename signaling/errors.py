@@ -56,6 +56,7 @@ class ErrorId(StrEnum):
     REPLAY = "replay"
     NO_TURN = "no-turn"
     SFU_UNAVAILABLE = "sfu-unavailable"
+    MEDIA_FAILED = "media-failed"
     SERVER_ERROR = "server-error"
 
 
@@ -96,6 +97,10 @@ SPECS: dict[ErrorId, ErrorSpec] = {
     ErrorId.REPLAY: ErrorSpec("seq must increase with every sealed message"),
     ErrorId.NO_TURN: ErrorSpec("this server has no TURN service configured"),
     ErrorId.SFU_UNAVAILABLE: ErrorSpec("this server runs no SFU"),
+    ErrorId.MEDIA_FAILED: ErrorSpec(
+        "your media connection to the SFU failed; reconnect and join again",
+        close_code=CLOSE_TRY_LATER,
+    ),
     ErrorId.SERVER_ERROR: ErrorSpec("internal server error", close_code=CLOSE_INTERNAL),
 }
 

@@ -48,6 +48,7 @@ SERVER_ONLY_TYPES = frozenset(
         "pong",
         "speaker",
         "sfu-error",
+        "sfu-left",
     }
 )
 MAX_SEALED_CT = 48 * 1024  # ciphertext bytes; the JSON frame must still fit in 64 KiB
@@ -141,6 +142,7 @@ class SignalingServer:
         self.fail_ip = FailureWindow(cfg.fail_limit_ip, cfg.fail_window)
         self.fail_room = FailureWindow(cfg.fail_limit_room, cfg.fail_window)
         self.stats: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
         # Test instrumentation: when a list, every text frame the server receives is
         # appended, so tests can search what reached the server for secrets.
         self.wire_tap: list[str] | None = None
@@ -368,8 +370,21 @@ class SignalingServer:
 
             async def send(out: dict[str, Any], conn: Connection = conn) -> None:
                 conn.post(out)
+                if out.get("type") == "sfu-error" and out.get("id") == "transport-failed":
+                    # The SFU has released this participant's media (ICE/DTLS timeout).
+                    # Take it out of the room too, so membership and media agree; the
+                    # client reconnects and joins again.
+                    # In a task of its own: the SFU calls us from the participant's
+                    # cleanup, which must not wait on (or be cancelled with) our leave.
+                    task = asyncio.get_running_loop().create_task(self._media_failed(conn))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
 
             await self.media.join(name, pid, send)
+
+    async def _media_failed(self, conn: Connection) -> None:
+        await self._drop(conn, reason="media-failed")
+        await conn.close_with(ErrorId.MEDIA_FAILED)
 
     @staticmethod
     def _member_json(member: Member) -> dict[str, Any]:

@@ -26,6 +26,17 @@ def fetch(url: str) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
+def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM (what systemd and Ctrl-C send), then the process's whole output."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
 def test_serve_starts_with_no_arguments_and_serves_the_page() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
     proc = subprocess.Popen(
@@ -54,12 +65,7 @@ def test_serve_starts_with_no_arguments_and_serves_the_page() -> None:
         code, text = fetch("http://localhost:8080/ws")
         assert code == 403 and '"bad-origin"' in text
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop(proc)
     assert proc.returncode == 0, out
     assert "open http://localhost:8080/" in out
 
@@ -147,12 +153,7 @@ async def test_a_real_server_process_keeps_no_secret_in_its_logs_or_on_disk(tmp_
             for client in (a, b, c):
                 await client.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
+        out = stop(proc)
     assert "joined room=disk-check" in out, "debug log did not record the joins: vacuous check"
     key = password_key(password, "disk-check")
     keys = room_keys(key, "disk-check")

@@ -114,6 +114,13 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        # Flush what is queued (the error message that explains the close), briefly;
+        # a client too slow to take it is closed at once.
+        try:
+            self.outbox.put_nowait(None)
+            await asyncio.wait_for(asyncio.shield(self.writer), 1.0)
+        except (asyncio.QueueFull, TimeoutError):
+            self.writer.cancel()
         code = SPECS[error_id].close_code or WSCloseCode.OK
         await self.ws.close(code=code, message=error_id.value.encode())
 

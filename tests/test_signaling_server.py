@@ -258,13 +258,17 @@ async def test_fatal_input_closes_only_that_socket(
     alice, bob = await joined_pair(srv, clients, room="bystanders")
     attacker = await connect(srv, clients)
     await attacker.send_raw(send)
-    closed = None
+    closed, told = None, []
     for _ in range(100):
         msg = await attacker.recv()
+        if isinstance(msg, dict) and msg.get("type") == "error":
+            told.append(msg["id"])
         if isinstance(msg, dict) and msg.get("type") == "closed":
             closed = msg
             break
     assert closed is not None and closed["code"] == code
+    if error_id != "too-big":  # the WebSocket layer closes an over-long frame by itself
+        assert told == [error_id], "the close is explained by an error message first"
     assert srv.server.stats[f"errors.{error_id}"] == 1
     await alice.seal("*", b"still here")
     assert (await bob.next_sealed()).payload == b"still here"

@@ -205,6 +205,18 @@ class SignalingClient:
 
     # -- protocol -------------------------------------------------------------------------
 
+    async def wait_closed(self, timeout: float = 10.0) -> int | None:
+        """Wait until the server closed the socket; its close code."""
+        await asyncio.wait_for(asyncio.shield(self.reader), timeout)
+        return self.close_code
+
+    def drain(self) -> list[dict[str, Any] | Sealed]:
+        """Everything received and not yet read, without waiting."""
+        out: list[dict[str, Any] | Sealed] = []
+        while not self.inbox.empty():
+            out.append(self.inbox.get_nowait())
+        return out
+
     async def recv(self, timeout: float = 10.0) -> dict[str, Any] | Sealed:
         return await asyncio.wait_for(self.inbox.get(), timeout)
 

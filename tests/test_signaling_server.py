@@ -7,14 +7,14 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import pytest
 
 from signaling.client import Sealed, ServerError, SignalingClient
-from signaling.roomcrypto import KdfParams, WeakKdfParams, b64, password_key, room_keys
+from signaling.roomcrypto import KdfParams, WeakKdfParams, b64, room_keys
 from tests.conftest import RunningServer
+from tests.leaks import derived_secrets, text_forms
 
 Start = Callable[..., Awaitable[RunningServer]]
 PASSWORD = "correct horse battery staple"
@@ -78,11 +78,10 @@ async def test_wrong_password_is_refused_and_sees_nothing(
     # Room traffic after the refusal never reaches the refused socket.
     await alice.seal("*", {"chat": "members only"})
     assert (await bob.next_sealed()).json() == {"chat": "members only"}
-    seen: list[Any] = []
-    while not mallory.inbox.empty():
-        seen.append(mallory.inbox.get_nowait())
+    seen = mallory.drain()
     assert all(not isinstance(m, Sealed) for m in seen)
-    assert all(m.get("type") not in ("member-joined", "sealed", "joined") for m in seen)
+    shown = [m["type"] for m in seen if isinstance(m, dict)]
+    assert not {"member-joined", "sealed", "joined"} & set(shown)
     # And it is not a member: sealing is refused.
     await mallory.send(
         {
@@ -145,11 +144,9 @@ async def test_nothing_secret_reaches_the_server(
     with pytest.raises(ServerError):
         await wrong.join("secret-room", "a wrong password too")
 
-    key = password_key(PASSWORD, "secret-room")
-    keys = room_keys(key, "secret-room")
+    secrets = derived_secrets(PASSWORD, "secret-room")
     needles = [PASSWORD, "a wrong password too", plaintext]
-    for secret in (key, keys.k_room, keys.adm_seed):
-        needles += [secret.hex(), base64.b64encode(secret).decode(), secret.decode("latin-1")]
+    needles += [form for secret in secrets for form in text_forms(secret)]
     haystacks = {
         "received frames": "\n".join(srv.server.wire_tap),
         "logs": "\n".join(r.getMessage() for r in caplog.records),
@@ -160,7 +157,8 @@ async def test_nothing_secret_reaches_the_server(
         for needle in needles:
             assert needle not in text, f"a secret reached the server's {where}"
     # The admission public key is public by design and is what the server stores.
-    assert keys.adm_pk.hex() in haystacks["stored state"]
+    adm_pk = room_keys(secrets[0], "secret-room").adm_pk
+    assert adm_pk.hex() in haystacks["stored state"]
 
 
 async def test_replay_spoof_and_unknown_recipient_are_refused(
@@ -258,15 +256,8 @@ async def test_fatal_input_closes_only_that_socket(
     alice, bob = await joined_pair(srv, clients, room="bystanders")
     attacker = await connect(srv, clients)
     await attacker.send_raw(send)
-    closed, told = None, []
-    for _ in range(100):
-        msg = await attacker.recv()
-        if isinstance(msg, dict) and msg.get("type") == "error":
-            told.append(msg["id"])
-        if isinstance(msg, dict) and msg.get("type") == "closed":
-            closed = msg
-            break
-    assert closed is not None and closed["code"] == code
+    assert await attacker.wait_closed() == code
+    told = [m["id"] for m in attacker.drain() if isinstance(m, dict) and m["type"] == "error"]
     if error_id != "too-big":  # the WebSocket layer closes an over-long frame by itself
         assert told == [error_id], "the close is explained by an error message first"
     assert srv.server.stats[f"errors.{error_id}"] == 1
@@ -288,13 +279,7 @@ async def test_flooding_socket_is_closed_and_other_rooms_are_undisturbed(
             await flooder.send({"type": "ping", "t": i})
         except ConnectionError:
             break
-    closed = None
-    for _ in range(600):
-        msg = await flooder.recv()
-        if isinstance(msg, dict) and msg.get("type") == "closed":
-            closed = msg
-            break
-    assert closed is not None and closed["code"] == 1008
+    assert await flooder.wait_closed() == 1008
     assert srv.server.stats["errors.rate-limited"] == 1
     await alice.seal("*", b"calm room unaffected")
     assert (await bob.next_sealed()).payload == b"calm room unaffected"

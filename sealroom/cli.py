@@ -13,12 +13,13 @@ import logging
 import os
 import signal
 import ssl
-import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from sealroom import logs, tls
 from sfu import Sfu, SfuConfig
 from signaling.config import ServerConfig
 from signaling.server import MediaPlane, SignalingServer
@@ -47,6 +48,10 @@ def _port_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+def _flag(text: str) -> bool:
+    return text.lower() not in ("0", "false", "no")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sealroom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,10 +62,36 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tls-cert", default=_env("tls-cert", None), help="PEM certificate for HTTPS")
     a("--tls-key", default=_env("tls-key", None), help="PEM private key for HTTPS")
     a(
+        "--self-signed",
+        action="store_true",
+        default=_env("self-signed", False, _flag),
+        help="serve HTTPS with a self-signed certificate made once and kept in --state-dir "
+        "(for LAN use; its SHA-256 fingerprint is printed at start)",
+    )
+    a(
+        "--tls-names",
+        type=_csv,
+        default=_env("tls-names", (), _csv),
+        help="comma-separated extra DNS names/IPs for the self-signed certificate",
+    )
+    a(
+        "--state-dir",
+        type=Path,
+        default=_env("state-dir", tls.default_state_dir(), Path),
+        help="where state is kept (the self-signed certificate) [%(default)s]",
+    )
+    a(
         "--allowed-origins",
         type=_csv,
         default=_env("allowed-origins", (), _csv),
         help="comma-separated origins allowed to open /ws besides the server's own",
+    )
+    a(
+        "--trusted-proxies",
+        type=_csv,
+        default=_env("trusted-proxies", (), _csv),
+        help="comma-separated addresses of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (e.g. 127.0.0.1 behind nginx on the same host)",
     )
     a(
         "--lock-after",
@@ -89,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="[%(default)s]",
     )
     a(
+        "--log-format",
+        default=_env("log-format", "text"),
+        choices=list(logs.FORMATS),
+        help="text, or json: one JSON object per line [%(default)s]",
+    )
+    a(
         "--media-host",
         default=_env("media-host", "127.0.0.1"),
         help="address the SFU's UDP sockets bind to [%(default)s]",
@@ -113,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--no-sfu",
         action="store_true",
-        default=_env("no-sfu", False, lambda s: s not in ("0", "false", "no")),
+        default=_env("no-sfu", False, _flag),
         help="signaling only (no media plane)",
     )
     return parser
@@ -122,12 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise SystemExit("sealroom: --tls-cert and --tls-key go together")
+    if args.self_signed and args.tls_cert:
+        raise SystemExit("sealroom: --self-signed or --tls-cert/--tls-key, not both")
     return ServerConfig(
         host=args.host,
         port=args.port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         allowed_origins=tuple(args.allowed_origins),
+        trusted_proxies=tuple(args.trusted_proxies),
         lock_after=args.lock_after,
         turn_urls=tuple(args.turn_urls),
         turn_secret=args.turn_secret,
@@ -180,15 +220,24 @@ def run(coro_main: Any) -> None:
         uvloop.run(coro_main)
 
 
+def self_signed(args: argparse.Namespace, cfg: ServerConfig) -> None:
+    """Make or reuse the kept certificate and point ``cfg`` at it; print its fingerprint."""
+    made = tls.ensure_self_signed(args.state_dir, tls.local_names(cfg.host, args.tls_names))
+    cfg.tls_cert, cfg.tls_key = str(made.cert), str(made.key)
+    state = "made" if made.created else "kept"
+    log.info("self-signed certificate %s: %s", state, made.cert)
+    print(f"sealroom: TLS certificate ({state}) {made.cert}", flush=True)
+    print(f"sealroom: TLS SHA-256 fingerprint {made.fingerprint}", flush=True)
+    print(f"sealroom: TLS SPKI SHA-256 {made.spki_sha256}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         cfg = config_from_args(args)
-        logging.basicConfig(
-            level=cfg.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
+        logs.setup(cfg.log_level, args.log_format)
+        if args.self_signed:
+            self_signed(args, cfg)
         run(serve(cfg, None if args.no_sfu else sfu_config_from_args(args)))
         return 0
     return 2

@@ -13,6 +13,8 @@ class ServerConfig:
     tls_key: str | None = None
     # Origins allowed to open /ws besides the server's own (scheme://host[:port]).
     allowed_origins: tuple[str, ...] = ()
+    # Reverse proxies (IP addresses) whose X-Forwarded-For/-Proto headers are believed.
+    trusted_proxies: tuple[str, ...] = ()
     # Seconds after creation when a room stops admitting newcomers (0 = never).
     lock_after: float = 600.0
     # Longest "Allow joining" window a member may open, in seconds.

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from sealroom.metrics import CONTENT_TYPE, Metrics
 from signaling import turn
 from signaling.config import ServerConfig
 from signaling.errors import SPECS, ErrorId, SignalingError
@@ -149,6 +150,8 @@ class SignalingServer:
         self.fail_ip = FailureWindow(cfg.fail_limit_ip, cfg.fail_window)
         self.fail_room = FailureWindow(cfg.fail_limit_room, cfg.fail_window)
         self.stats: Counter[str] = Counter()
+        self.metrics = Metrics(self)
+        self.ready = False  # accepting: between app startup and shutdown (/healthz/ready)
         self._tasks: set[asyncio.Task[None]] = set()
         # Test instrumentation: when a list, every text frame the server receives is
         # appended, so tests can search what reached the server for secrets.
@@ -168,22 +171,73 @@ class SignalingServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/ws", self.handle_ws)
+        # Kubernetes-style probes: live = the process answers; ready = it accepts calls.
+        app.router.add_get("/healthz", self.healthz_ready)
+        app.router.add_get("/healthz/live", self.healthz_live)
+        app.router.add_get("/healthz/ready", self.healthz_ready)
+        app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_get("/", self.index)
         app.router.add_get("/r/{room}", self.index)
         if WORKER_DIR.is_dir():
             app.router.add_static("/e2ee-worker/", WORKER_DIR, follow_symlinks=False)
         if WEB_DIR.is_dir():
             app.router.add_static("/", WEB_DIR, follow_symlinks=False)
+        app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
+        app.on_cleanup.append(self._on_cleanup)
         return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self.metrics.lag.start()
+        self.ready = True
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        await self.metrics.lag.stop()
+
+    async def healthz_live(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "live"}, headers={"Cache-Control": "no-store"})
+
+    async def healthz_ready(self, request: web.Request) -> web.Response:
+        status = 200 if self.ready else 503
+        body = {"status": "ready" if self.ready else "not-ready", "sfu": self.media is not None}
+        return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text format 0.0.4; no room names, ids or addresses in it."""
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE,
+                                                "Cache-Control": "no-store"})
 
     async def index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(WEB_DIR / "index.html")
 
+    def _proxied(self, request: web.Request) -> bool:
+        return bool(self.cfg.trusted_proxies) and request.remote in self.cfg.trusted_proxies
+
+    def client_ip(self, request: web.Request) -> str:
+        """The client's address; behind a trusted proxy, from X-Forwarded-For.
+
+        Rightmost address not itself a trusted proxy: every hop appends, so only the
+        entries our own proxies added can be believed (MDN, X-Forwarded-For, Security).
+        """
+        remote = request.remote or "?"
+        if not self._proxied(request):
+            return remote
+        hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", []))
+                .split(",") if h.strip()]
+        for hop in reversed(hops):
+            if hop not in self.cfg.trusted_proxies:
+                return hop[:64]
+        return remote
+
     def origin_allowed(self, request: web.Request, origin: str | None) -> bool:
         if not origin:
             return False
-        own = f"{request.scheme}://{request.host}"
+        scheme = request.scheme
+        if self._proxied(request):  # TLS ends at the proxy: it tells us the scheme
+            forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
+            scheme = forwarded if forwarded in ("http", "https") else scheme
+        own = f"{scheme}://{request.host}"
         return origin == own or origin in self.cfg.allowed_origins
 
     @staticmethod
@@ -198,7 +252,7 @@ class SignalingServer:
         return web.json_response(body, status=spec.http_status or 400)
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
-        ip = request.remote or "?"
+        ip = self.client_ip(request)
         origin = request.headers.get("Origin")
         # Checked before the upgrade (DESIGN.md item 9): a page from another site
         # cannot even open the socket.
@@ -239,6 +293,7 @@ class SignalingServer:
         return ws
 
     async def _on_shutdown(self, app: web.Application) -> None:
+        self.ready = False
         for conn in list(self.conns.values()):
             await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server-shutdown")
         self.rooms.close()
@@ -290,6 +345,7 @@ class SignalingServer:
         log.info("error id=%s ip=%s ref=%s", err.id.value, conn.ip, ref)
         conn.post({"type": "error", "id": err.id.value, "message": err.message, "ref": ref})
         if err.fatal:
+            self.stats[f"closes.{err.id.value}"] += 1
             await conn.close_with(err.id)
 
     def members_of(self, room: Room) -> list[Connection]:

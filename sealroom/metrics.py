@@ -1,0 +1,190 @@
+"""``/metrics`` in the Prometheus text format, and the event-loop lag probe behind it.
+
+Numbers come from ``SignalingServer.stats`` and ``Sfu.stats()`` at scrape time through a
+custom collector (prometheus_client's documented way to export values another component
+keeps, https://prometheus.github.io/client_python/collector/custom/), registered on a
+registry of its own per server: nothing global, so several servers in one process (tests)
+never share or clash. No label carries a room name or a participant id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from signaling.server import SignalingServer
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "sealroom_"
+
+
+class LoopLag:
+    """How late the event loop wakes a task that asked to sleep ``interval`` seconds.
+
+    Every media packet and signaling message waits behind whatever runs on the one
+    event loop, so this is the first number to look at when calls degrade.
+    """
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.last = 0.0
+        self.max = 0.0
+        self.total = 0.0
+        self.samples = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(self.interval)
+            lag = max(0.0, time.monotonic() - start - self.interval)
+            self.last = lag
+            self.max = max(self.max, lag)
+            self.total += lag
+            self.samples += 1
+
+
+# SignalingServer.stats key -> (metric name, help). Keys "errors.<id>" become one
+# labelled family; anything else unknown is not exported (no accidental cardinality).
+SIGNALING_COUNTERS = {
+    "connections": ("ws_connections", "WebSocket connections accepted"),
+    "messages": ("ws_messages", "client messages received"),
+    "joins": ("joins", "participants admitted to a room"),
+    "sealed_relayed": ("sealed_relayed", "sealed envelopes relayed"),
+}
+
+# Refusals of a join, besides a wrong password (counted on its own by the server).
+ADMISSION_REFUSALS = ("too-many-attempts", "room-locked", "room-full", "no-such-room",
+                      "too-many-rooms", "weak-kdf")
+
+# Sfu.stats() key -> (metric name, help).
+SFU_COUNTERS = {
+    "received_packets": ("sfu_received_packets", "RTP packets received from publishers"),
+    "forwarded_packets": ("sfu_forwarded_packets", "RTP packets forwarded to subscribers"),
+    "forwarded_bytes": ("sfu_forwarded_bytes", "RTP bytes forwarded to subscribers"),
+    "pli_received": ("sfu_pli_received", "PLIs received from subscribers"),
+    "fir_received": ("sfu_fir_received", "FIRs received from subscribers"),
+    "plis_sent": ("sfu_pli_sent", "PLIs sent to publishers (after throttling)"),
+    "plis_throttled": ("sfu_pli_throttled", "key frame requests merged by the throttle"),
+    "keyframe_requests": ("sfu_keyframe_requests", "key frame requests, any reason"),
+    "nacks_received": ("sfu_nacks_received", "NACK packets received from subscribers"),
+    "nack_misses": ("sfu_nack_misses", "NACKed packets no longer in the RTX cache"),
+    "rtx_sent": ("sfu_rtx_sent", "RTX retransmissions sent"),
+    "sr_received": ("sfu_sr_received", "RTCP sender reports received"),
+    "sr_sent": ("sfu_sr_sent", "RTCP sender reports sent (translated)"),
+    "rr_received": ("sfu_rr_received", "RTCP receiver reports received"),
+    "rr_sent": ("sfu_rr_sent", "RTCP receiver reports sent"),
+    "remb_received": ("sfu_remb_received", "REMB messages received"),
+    "joins": ("sfu_joins", "media sessions started"),
+    "leaves": ("sfu_leaves", "media sessions ended"),
+    "transport_failures": ("sfu_transport_failures", "ICE/DTLS failures or silent peers"),
+    "errors": ("sfu_errors", "sfu-error messages sent to clients"),
+}
+
+
+def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, help_text, value=value)
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, help_text, value=value)
+
+
+def _labelled(
+    name: str, help_text: str, label: str, values: Mapping[str, int]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(PREFIX + name, help_text, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
+class ServerCollector(Collector):
+    """Reads one SignalingServer (and its SFU, if any) at every scrape."""
+
+    def __init__(self, server: SignalingServer, lag: LoopLag) -> None:
+        self.server = server
+        self.lag = lag
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.server
+        stats = server.stats
+        yield _gauge("rooms", "rooms known to the signaling server", len(server.rooms.rooms))
+        yield _gauge("participants", "participants admitted and connected", len(server.conns))
+        yield _gauge("ws_open", "WebSocket connections open", sum(server.per_ip.values()))
+        for key, (name, help_text) in SIGNALING_COUNTERS.items():
+            yield _counter(name, help_text, stats.get(key, 0))
+        errors = {k.split(".", 1)[1]: v for k, v in stats.items() if k.startswith("errors.")}
+        yield _labelled("signaling_errors", "typed errors sent, by id (docs/PROTOCOL.md)",
+                        "id", errors)
+        refused = {reason: errors.get(reason, 0) for reason in ADMISSION_REFUSALS}
+        refused["wrong-password"] = stats.get("admission_failures", 0)
+        yield _labelled("admission_failures", "join attempts refused, by reason", "reason",
+                        refused)
+        closes = {k.split(".", 1)[1]: v for k, v in stats.items() if k.startswith("closes.")}
+        yield _labelled("signaling_closes", "sockets the server closed, by error id", "id",
+                        closes)
+        yield _counter("rate_limit_closes", "sockets closed for exceeding the message rate",
+                       closes.get("rate-limited", 0))
+        yield from self._media()
+        yield _gauge("event_loop_lag_last_seconds", "lateness of the last 250 ms loop probe",
+                     self.lag.last)
+        yield _gauge("event_loop_lag_max_seconds", "largest loop probe lateness since start",
+                     self.lag.max)
+        lag_sum = CounterMetricFamily(PREFIX + "event_loop_lag_seconds_total",
+                                      "sum of loop probe lateness", value=self.lag.total)
+        yield lag_sum
+
+    def _media(self) -> Iterator[Metric]:
+        media: Any = self.server.media
+        stats_of = getattr(media, "stats", None)
+        if media is None or not callable(stats_of):
+            return
+        stats: dict[str, int] = stats_of()
+        participants = list(getattr(media, "participants", {}).values())
+        yield _gauge("sfu_rooms", "rooms with media sessions", len(getattr(media, "rooms", {})))
+        yield _gauge("sfu_participants", "media sessions", len(participants))
+        yield _gauge("sfu_publishers", "participants publishing at least one track",
+                     sum(1 for p in participants if getattr(p, "tracks", None)))
+        yield _gauge("sfu_subscribers", "participants receiving at least one track",
+                     sum(1 for p in participants if getattr(p, "slots", None)))
+        yield _gauge("sfu_published_tracks", "tracks published",
+                     sum(len(getattr(p, "tracks", {})) for p in participants))
+        for key, (name, help_text) in SFU_COUNTERS.items():
+            yield _counter(name, help_text, stats.get(key, 0))
+        drops = {k[5:]: v for k, v in stats.items() if k.startswith("drop_")}
+        yield _labelled("sfu_dropped_packets", "packets not forwarded, by reason", "reason",
+                        drops)
+        errors = {k[6:]: v for k, v in stats.items() if k.startswith("error_")}
+        yield _labelled("sfu_error_messages", "sfu-error messages by id", "id", errors)
+
+
+class Metrics:
+    """The registry of one server: ``render()`` is the /metrics body."""
+
+    def __init__(self, server: SignalingServer) -> None:
+        self.lag = LoopLag()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServerCollector(server, self.lag))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
@@ -106,10 +107,14 @@ class Participant:
                 continue
             track = PublishedTrack(self, t.kind, t.mid, self.stats, self.sfu.config.rtx_cache,
                                    self.sfu.config.pli_interval)
-            track.ssrc = _media_ssrc(parsed, t.mid)
+            track.ssrc, rtx_ssrc = _media_ssrcs(parsed, t.mid)
             self.tracks[t.mid] = track
             if track.ssrc is not None:
                 self._by_ssrc[track.ssrc] = track
+            if rtx_ssrc is not None:
+                # Chromium sends bandwidth probes (padding) on the RTX stream: they are
+                # known and dropped as unexpected_pt, not counted as unknown SSRCs.
+                self._by_ssrc[rtx_ssrc] = track
             new.append(track)
         answer = await self.pub.pc.createAnswer()
         await self.pub.pc.setLocalDescription(answer)
@@ -167,6 +172,8 @@ class Participant:
                 if track is None:
                     self.stats.drop("rtcp_unknown_ssrc")
                     continue
+                if p.ssrc != track.ssrc:
+                    continue  # the SR of the publisher's RTX stream: nothing to translate
                 self.stats.add("sr_received")
                 for slot, sr in track.on_sender_report(p):
                     if await slot.owner.sub.send(sr):
@@ -219,12 +226,19 @@ class Participant:
         for track in wanted:
             if track in shown:
                 continue
-            free = next((s for s in self.slots if s.track is None and s.kind == track.kind),
-                        None)
+            # A MID shows one participant for its whole life (docs/SFU.md "MIDs"): the
+            # browser binds a receiver's decrypt transform to a participant once.
+            free = next((s for s in self.slots if s.track is None and s.kind == track.kind
+                         and s.publisher == track.owner.pid), None)
             if free is not None:
                 slot = free
             else:
                 t = self.sub.pc.addTransceiver(track.kind, direction="sendonly")
+                # RFC 8830 §2: the msid's stream id groups a publisher's tracks, so the
+                # browser makes one MediaStream per participant (aiortc's default is one
+                # stream for the whole PC).
+                t.sender._stream_id = _msid_token(track.owner.pid)
+                t.sender._track_id = f"{t.sender._stream_id}-{track.kind}-{len(self.slots)}"
                 caps = RTCRtpSender.getCapabilities(track.kind).codecs
                 t.setCodecPreferences([c for c in caps if c.mimeType.lower() in
                                        (f"{track.kind}/{CODECS[track.kind]}",
@@ -369,14 +383,27 @@ class Participant:
             await asyncio.wait(pending, timeout=2.0)
 
 
-def _media_ssrc(sdp: SessionDescription, mid: str) -> int | None:
-    """The primary SSRC of an m-line: the first a=ssrc that is not an RTX (FID) one."""
+def _media_ssrcs(sdp: SessionDescription, mid: str) -> tuple[int | None, int | None]:
+    """The primary SSRC of an m-line (the first a=ssrc that is not an RTX one) and its RTX
+    SSRC (RFC 5576 §4.2: ``a=ssrc-group:FID primary rtx``, RFC 4588 §8.3)."""
     for media in sdp.media:
         if media.rtp.muxId != mid:
             continue
-        rtx = {int(g.items[1]) for g in media.ssrc_group
+        fid = {int(g.items[0]): int(g.items[1]) for g in media.ssrc_group
                if g.semantic == "FID" and len(g.items) > 1}
+        rtx = set(fid.values())
         for s in media.ssrc:
             if s.ssrc not in rtx:
-                return int(s.ssrc)
-    return None
+                return int(s.ssrc), fid.get(int(s.ssrc))
+    return None, None
+
+
+_MSID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                        "!#$%&'*+-.^_`{|}~")
+
+
+def _msid_token(pid: str) -> str:
+    """``pid`` as an RFC 8830 §2 msid-id (1*64 token-char); others are hashed to one."""
+    if 0 < len(pid) <= 48 and set(pid) <= _MSID_CHARS:
+        return pid
+    return "p-" + hashlib.sha256(pid.encode()).hexdigest()[:32]

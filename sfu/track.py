@@ -188,6 +188,7 @@ class Slot:
         self.stats = stats
         self.params: Negotiated | None = None  # set once the subscriber's answer is applied
         self.track: PublishedTrack | None = None
+        self.publisher: str | None = None  # the one participant this MID ever shows
         self.active = True  # False when last-N leaves this publisher out
         self.waiting_key = False
         self._last_key_request = -1e9
@@ -218,6 +219,7 @@ class Slot:
         """Show ``track`` in this slot from the next key frame on (video)."""
         self.detach()
         self.track = track
+        self.publisher = track.owner.pid
         track.slots.append(self)
         self._started = False
         self.waiting_key = self.kind == "video"

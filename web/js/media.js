@@ -1,0 +1,284 @@
+// The browser's media session with the sealroom SFU (docs/SFU.md "Signaling messages").
+//
+//   const media = new MediaSession({ signaling, e2ee, iceServers });  // right after join()
+//   media.addEventListener('track', ({ detail }) => show(detail.participant, detail.stream));
+//   await media.publish(await navigator.mediaDevices.getUserMedia({ video: true, audio: true }));
+//
+// Two RTCPeerConnections, as in LiveKit: `pub` (this page offers its sendonly audio and
+// video, the SFU answers) and `sub` (the SFU offers one sendonly m-line per track of the
+// others, with a `tracks` map MID → participant; this page answers). Both use BUNDLE and
+// rtcp-mux, and neither trickles ICE: an offer or answer is sent once gathering is
+// complete, so it carries its candidates (the SFU's aiortc does not trickle).
+//
+// E2EE: every sender gets the worker's encrypt transform before any track is attached to
+// it (E2ee.attachSender, then replaceTrack), and every receiver the decrypt transform for
+// the participant that the SFU's `tracks` map names for its MID, before the answer that
+// lets the SFU forward on that MID is sent. The SFU never gives a MID to a second
+// participant (docs/SFU.md), so a receiver keeps one participant for its whole life.
+//
+// Construct the session synchronously after `await signaling.join(...)`: the SFU may send
+// its first sub offer right after `joined`, and this object must be listening by then.
+
+import { E2ee, preferCodecs, rtcConfiguration } from '/e2ee-worker/attach.js';
+
+export { E2ee };
+
+const KINDS = ['audio', 'video'];
+/** Longest wait for ICE gathering before an offer/answer goes out with what it has. */
+const GATHER_TIMEOUT_MS = 5000;
+/** Longest wait for the SFU's answer to the pub offer. */
+const ANSWER_TIMEOUT_MS = 20000;
+
+/** Resolve when `pc` has gathered its candidates (or after GATHER_TIMEOUT_MS). */
+function gathered(pc) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+    const timer = setTimeout(done, GATHER_TIMEOUT_MS);
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+export class MediaSession extends EventTarget {
+  /**
+   * @param {{signaling: object, e2ee?: E2ee|null, iceServers?: RTCIceServer[],
+   *          iceTransportPolicy?: 'all'|'relay'}} options
+   * signaling: the SignalingClient of signaling.js (send(msg), 'message' events).
+   * e2ee: an E2ee (attach.js), or null for no encryption (tests only).
+   */
+  constructor({ signaling, e2ee = null, iceServers = [], iceTransportPolicy = 'all' }) {
+    super();
+    this.signaling = signaling;
+    this.e2ee = e2ee;
+    this.config = rtcConfiguration(
+      { iceServers, iceTransportPolicy, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' },
+      e2ee ? e2ee.api : null,
+    );
+    this.pub = null;
+    this.sub = null;
+    this.senders = new Map(); // kind → RTCRtpSender of the pub PC
+    this.tracks = new Map(); // sub MID → {participant, kind} from the latest sub offer
+    this.active = new Map(); // sub MID → {participant, kind, track, stream} announced by 'track'
+    this.streams = new Map(); // participant → MediaStream of its received tracks
+    this.attached = new WeakMap(); // RTCRtpReceiver → participant its decrypt transform serves
+    this.closed = false;
+    this.pubAnswer = null; // {resolve, reject} while a pub offer waits for its answer
+    this.subQueue = Promise.resolve(); // sub offers are handled one at a time, in order
+    this.onMessage = ({ detail }) => this.#onMessage(detail);
+    signaling.addEventListener('message', this.onMessage);
+  }
+
+  // ------------------------------------------------------------------------------ publish
+
+  /**
+   * Publish a camera+mic stream (either track may be missing). One sendonly transceiver
+   * per kind is always created, so replaceTrack() can start a missing kind later without
+   * renegotiation. VP8 and Opus only (attach.js preferCodecs).
+   */
+  async publish(stream) {
+    if (this.closed) throw new Error('media session closed');
+    if (this.pub !== null) throw new Error('already publishing; use replaceTrack()');
+    const pc = (this.pub = this.#newPc('pub'));
+    for (const kind of KINDS) {
+      const track = stream.getTracks().find((t) => t.kind === kind) ?? null;
+      const transceiver = pc.addTransceiver(kind, { direction: 'sendonly', streams: [stream] });
+      preferCodecs(transceiver, kind);
+      // The transform is in place before the track: no frame ever leaves in clear.
+      if (this.e2ee) this.e2ee.attachSender(transceiver.sender, kind);
+      if (track) await transceiver.sender.replaceTrack(track);
+      this.senders.set(kind, transceiver.sender);
+    }
+    await pc.setLocalDescription();
+    await gathered(pc);
+    let timer;
+    const answer = new Promise((resolve, reject) => {
+      this.pubAnswer = { resolve, reject };
+      timer = setTimeout(() => {
+        this.pubAnswer = null;
+        reject(new Error('no answer from the SFU'));
+      }, ANSWER_TIMEOUT_MS);
+    });
+    this.signaling.send({ type: 'sfu-offer', pc: 'pub', sdp: pc.localDescription.sdp });
+    let sdp;
+    try {
+      sdp = await answer;
+    } catch (err) {
+      this.#fail('pub', String(err?.message ?? err));
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.closed) return;
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+  }
+
+  /** Swap the published `kind` track, or stop sending it with null; no renegotiation. */
+  async replaceTrack(kind, track) {
+    const sender = this.senders.get(kind);
+    if (sender === undefined) throw new Error('publish() first');
+    if (track !== null && track.kind !== kind) throw new Error(`not a ${kind} track`);
+    await sender.replaceTrack(track);
+  }
+
+  /** Ask the SFU for a key frame from my own publisher PC (after a key rotation). */
+  requestKeyFrame() {
+    this.signaling.send({ type: 'sfu-keyframe' });
+  }
+
+  async stats() {
+    return {
+      pub: this.pub ? await this.pub.getStats() : null,
+      sub: this.sub ? await this.sub.getStats() : null,
+    };
+  }
+
+  /** Close both PeerConnections; the caller's own tracks are not stopped. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.signaling.removeEventListener('message', this.onMessage);
+    this.pubAnswer?.reject(new Error('media session closed'));
+    this.pubAnswer = null;
+    for (const pc of [this.pub, this.sub]) pc?.close();
+    for (const [mid, info] of this.active) {
+      this.#emit('track-ended', { participant: info.participant, kind: info.kind, mid });
+    }
+    this.active.clear();
+    this.streams.clear();
+  }
+
+  // ---------------------------------------------------------------------------- internals
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #newPc(name) {
+    const pc = new RTCPeerConnection(this.config);
+    pc.addEventListener('connectionstatechange', () => {
+      if (this.closed) return;
+      this.#emit('state', { pc: name, state: pc.connectionState });
+      if (pc.connectionState === 'failed') {
+        this.#emit('failed', { pc: name, reason: 'connection failed' });
+      }
+    });
+    return pc;
+  }
+
+  #onMessage(msg) {
+    if (this.closed || typeof msg?.type !== 'string') return;
+    switch (msg.type) {
+      case 'sfu-answer':
+        if (msg.pc === 'pub' && this.pubAnswer && typeof msg.sdp === 'string') {
+          this.pubAnswer.resolve(msg.sdp);
+          this.pubAnswer = null;
+        }
+        return;
+      case 'sfu-offer':
+        if (msg.pc === 'sub' && typeof msg.sdp === 'string') {
+          this.subQueue = this.subQueue
+            .then(() => this.#onSubOffer(msg))
+            .catch((err) => this.#fail('sub', `sub offer: ${err?.message ?? err}`));
+        }
+        return;
+      case 'speaker':
+        this.#emit('speaker', { participant: msg.participant, level: msg.level });
+        return;
+      case 'sfu-left':
+        this.#emit('left', { participant: msg.participant });
+        return;
+      case 'sfu-error': {
+        const reason = `${msg.id}: ${msg.message}`;
+        if (this.pubAnswer) { // the pub offer was refused: publish() reports it ('failed')
+          this.pubAnswer.reject(new Error(reason));
+          this.pubAnswer = null;
+          return;
+        }
+        this.#emit('failed', { pc: null, reason });
+        return;
+      }
+      default:
+    }
+  }
+
+  #fail(pc, reason) {
+    if (!this.closed) this.#emit('failed', { pc, reason });
+  }
+
+  /** Decrypt what `receiver` gets as `participant`'s, once per receiver (streams API). */
+  #attach(receiver, participant) {
+    const had = this.attached.get(receiver);
+    if (had === participant || this.e2ee === null) {
+      this.attached.set(receiver, participant);
+      return true;
+    }
+    if (had !== undefined && this.e2ee.api !== 'script') return false; // cannot re-attach
+    this.e2ee.attachReceiver(receiver, participant); // 'script': a new transform replaces
+    this.attached.set(receiver, participant);
+    return true;
+  }
+
+  async #onSubOffer(msg) {
+    if (this.sub === null) {
+      const pc = (this.sub = this.#newPc('sub'));
+      // Attach in 'track' already (before setRemoteDescription resolves): the transform
+      // must be set before the first frame reaches the receiver.
+      pc.addEventListener('track', ({ transceiver, receiver }) => {
+        const info = this.tracks.get(transceiver.mid);
+        if (info !== undefined) this.#attach(receiver, info.participant);
+      });
+    }
+    const pc = this.sub;
+    this.tracks = new Map();
+    for (const t of Array.isArray(msg.tracks) ? msg.tracks : []) {
+      if (typeof t?.mid === 'string' && typeof t.participant === 'string' && KINDS.includes(t.kind)) {
+        this.tracks.set(t.mid, { participant: t.participant, kind: t.kind });
+      }
+    }
+    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+    if (this.closed) return;
+    const started = [];
+    const ended = [];
+    for (const transceiver of pc.getTransceivers()) {
+      const mid = transceiver.mid;
+      if (mid === null) continue;
+      const info = this.tracks.get(mid);
+      const was = this.active.get(mid);
+      if (was !== undefined && (info === undefined || info.participant !== was.participant)) {
+        ended.push([mid, was]);
+        this.active.delete(mid);
+      }
+      if (info !== undefined && (was === undefined || was.participant !== info.participant)) {
+        if (!this.#attach(transceiver.receiver, info.participant)) {
+          this.#fail('sub', `MID ${mid} changed participant; cannot re-key its receiver`);
+          continue;
+        }
+        started.push([mid, info, transceiver.receiver]);
+      }
+    }
+    await pc.setLocalDescription();
+    await gathered(pc);
+    if (this.closed) return;
+    this.signaling.send({ type: 'sfu-answer', pc: 'sub', sdp: pc.localDescription.sdp });
+    for (const [mid, was] of ended) {
+      const stream = this.streams.get(was.participant);
+      stream?.removeTrack(was.track);
+      if (stream && stream.getTracks().length === 0) this.streams.delete(was.participant);
+      this.#emit('track-ended', { participant: was.participant, kind: was.kind, mid });
+    }
+    for (const [mid, info, receiver] of started) {
+      let stream = this.streams.get(info.participant);
+      if (stream === undefined) this.streams.set(info.participant, (stream = new MediaStream()));
+      stream.addTrack(receiver.track);
+      this.active.set(mid, { ...info, track: receiver.track, stream });
+      this.#emit('track', {
+        participant: info.participant, kind: info.kind, track: receiver.track, stream, mid,
+      });
+    }
+  }
+}

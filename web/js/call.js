@@ -1,0 +1,263 @@
+// One person's presence in a sealed room: signaling, media keys, media through the SFU,
+// and automatic reconnect. The page (app.js) only renders what this object reports.
+//
+//   const call = new Call({ room, password, name, stream });
+//   call.addEventListener("track", (e) => …);        // see the event list below
+//   await call.start();                               // throws ServerError (wrong-password, …)
+//   call.leave();
+//
+// Events (CustomEvent, payload in .detail):
+//   member       {id, name, joined: bool}       someone joined (name may arrive later) or left
+//   name         {id, name}                     a signed hello announced a display name
+//   track        {participant, kind, track, stream}   remote media became active
+//   track-ended  {participant, kind}
+//   speaker      {participant, level}
+//   peer-state   {participant, audio, video}    a member muted/unmuted (sealed 'state')
+//   chat         {from, text}
+//   security-code {code}
+//   decrypt-failure {participant, reasons}       frames from `participant` failed to decrypt
+//   lock         {locked, lock_at, open_until, opened_by}
+//   connection   {state: 'connected'|'reconnecting'|'lost', reason?, attempt?}
+//
+// Why one object: a reconnect replaces the socket, the participant id, the sender index,
+// the key exchange and both PeerConnections at once, but keeps the camera, the microphone
+// and the E2EE worker (whose frame counter must never restart, FORMAT.md §7).
+
+import { E2ee } from "/e2ee-worker/attach.js";
+import { MediaSession } from "./media.js";
+import { KeyManager } from "./mediakeys.js";
+import { ServerError, SignalingClient } from "./signaling.js";
+
+/** Join errors after which trying again cannot help. */
+const FATAL = new Set(["wrong-password", "room-locked", "room-full", "bad-room", "too-many-attempts"]);
+const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000]; // bounded: then 'lost'
+
+export class Call extends EventTarget {
+  /**
+   * @param {{room: string, password: string, name: string, stream: MediaStream|null,
+   *          relayOnly?: boolean, wsUrl?: string}} options
+   */
+  constructor({ room, password, name, stream = null, relayOnly = false, wsUrl = "/ws" }) {
+    super();
+    this.room = room;
+    this.name = name;
+    this.stream = stream;
+    this.relayOnly = relayOnly;
+    this.wsUrl = wsUrl;
+    this.#password = password;
+    this.e2ee = new E2ee();
+    this.e2ee.addEventListener("decryptFailure", ({ detail }) => {
+      this.#emit("decrypt-failure", { participant: detail.participant, reasons: detail.reasons });
+    });
+    this.signaling = null;
+    this.keys = null;
+    this.media = null;
+    this.names = new Map(); // participant id → display name (from signed hellos)
+    this.left = false;
+    this.#generation = 0;
+  }
+
+  #password;
+  #reconnect = null; // the token of the reconnect loop in progress
+  #generation; // bumps on every (re)connect so late events of an old session are ignored
+
+  get id() {
+    return this.signaling?.id ?? null;
+  }
+
+  /** Connect, join (throws ServerError), start the key exchange and the media. */
+  async start() {
+    const gen = ++this.#generation;
+    const sig = await SignalingClient.connect(this.wsUrl);
+    try {
+      const joined = await sig.join(this.room, this.#password);
+      if (gen !== this.#generation || this.left) {
+        sig.close();
+        return;
+      }
+      this.signaling = sig;
+      this.#wireSignaling(sig, gen);
+      for (const m of joined.members) this.#emit("member", { id: m.id, name: null, joined: true });
+      this.#emit("lock", joined.lock);
+      // The MediaSession must exist before the next message is read: the SFU's first
+      // subscriber offer may follow `joined` at once (media.js).
+      if (joined.sfu) this.#startMedia(sig, joined, gen);
+      await this.#startKeys(sig, gen);
+      if (this.media && this.stream) await this.media.publish(this.stream);
+      this.#emit("connection", { state: "connected" });
+      return joined;
+    } catch (err) {
+      sig.close();
+      throw err;
+    }
+  }
+
+  #wireSignaling(sig, gen) {
+    const live = () => gen === this.#generation && !this.left;
+    sig.addEventListener("member-joined", ({ detail }) => {
+      if (live()) this.#emit("member", { id: detail.id, name: this.names.get(detail.id) ?? null, joined: true });
+    });
+    sig.addEventListener("member-left", ({ detail }) => {
+      if (!live()) return;
+      this.names.delete(detail.id);
+      this.e2ee.removeParticipant(detail.id).catch(() => {});
+      this.#emit("member", { id: detail.id, name: null, joined: false, reason: detail.reason });
+    });
+    sig.addEventListener("lock", ({ detail }) => live() && this.#emit("lock", detail));
+    sig.addEventListener("sealed", ({ detail }) => {
+      if (!live()) return;
+      let msg;
+      try {
+        msg = detail.json();
+      } catch {
+        return; // not JSON: not ours to show
+      }
+      if (msg?.type === "chat" && typeof msg.text === "string") {
+        this.#emit("chat", { from: detail.sender, text: msg.text.slice(0, 2000) });
+      } else if (msg?.type === "state") {
+        this.#emit("peer-state", { participant: detail.sender, audio: msg.audio !== false, video: msg.video !== false });
+      }
+    });
+    sig.addEventListener("close", ({ detail }) => {
+      if (live()) this.#lost(`signaling closed (${detail.reason || detail.code})`);
+    });
+  }
+
+  async #startKeys(sig, gen) {
+    const keys = new KeyManager({ signaling: sig, e2ee: this.e2ee, name: this.name });
+    this.keys = keys;
+    const live = () => gen === this.#generation && !this.left;
+    keys.addEventListener("hello", ({ detail }) => {
+      if (!live()) return;
+      this.names.set(detail.id, detail.name);
+      this.#emit("name", { id: detail.id, name: detail.name });
+      this.#sendState(detail.id); // tell the newcomer whether we are muted
+    });
+    keys.addEventListener("security-code", ({ detail }) => live() && this.#emit("security-code", detail));
+    keys.onKeyFrameNeeded = () => live() && this.media?.requestKeyFrame();
+    this.names.set(sig.id, this.name);
+    await keys.start();
+  }
+
+  #startMedia(sig, joined, gen) {
+    const iceServers = (joined.ice_servers ?? []).map((s) => ({ ...s }));
+    const media = new MediaSession({
+      signaling: sig, e2ee: this.e2ee, iceServers,
+      iceTransportPolicy: this.relayOnly ? "relay" : "all",
+    });
+    this.media = media;
+    const live = () => gen === this.#generation && !this.left;
+    for (const type of ["track", "track-ended", "speaker"]) {
+      media.addEventListener(type, ({ detail }) => live() && this.#emit(type, detail));
+    }
+    media.addEventListener("failed", ({ detail }) => {
+      if (live()) this.#lost(`media ${detail.pc ?? ""} failed: ${detail.reason ?? ""}`.trim());
+    });
+  }
+
+  /** Seal a chat message to everyone. */
+  async chat(text) {
+    await this.signaling?.seal("*", { type: "chat", text });
+  }
+
+  allowJoining(seconds = 120) {
+    this.signaling?.allowJoining(seconds);
+  }
+
+  /** Mute/unmute: the microphone track keeps running but sends silence (as in most apps). */
+  setMicrophone(on) {
+    for (const t of this.stream?.getAudioTracks() ?? []) t.enabled = on;
+    this.#sendState("*");
+  }
+
+  /** Camera off stops the track (the camera light goes out); on asks for a new one. */
+  async setCamera(on) {
+    if (!this.stream) return;
+    if (on) {
+      const fresh = await navigator.mediaDevices.getUserMedia({ video: true });
+      const track = fresh.getVideoTracks()[0];
+      for (const old of this.stream.getVideoTracks()) this.stream.removeTrack(old);
+      this.stream.addTrack(track);
+      await this.media?.replaceTrack("video", track);
+    } else {
+      for (const t of this.stream.getVideoTracks()) {
+        t.stop();
+        this.stream.removeTrack(t);
+      }
+      await this.media?.replaceTrack("video", null);
+    }
+    this.#sendState("*");
+  }
+
+  get microphoneOn() {
+    return (this.stream?.getAudioTracks() ?? []).some((t) => t.enabled && t.readyState === "live");
+  }
+
+  get cameraOn() {
+    return (this.stream?.getVideoTracks() ?? []).some((t) => t.readyState === "live");
+  }
+
+  #sendState(to) {
+    if (!this.signaling?.connected || !this.signaling.id) return;
+    this.signaling.seal(to, { type: "state", audio: this.microphoneOn, video: this.cameraOn }).catch(() => {});
+  }
+
+  /** Leave for good: tell the server, close the media, stop camera and microphone. */
+  leave() {
+    if (this.left) return;
+    this.left = true;
+    this.#reconnect = null;
+    this.#generation++;
+    this.#teardown({ leave: true });
+    for (const t of this.stream?.getTracks() ?? []) t.stop(); // the camera light goes off
+    this.e2ee.close();
+  }
+
+  #teardown({ leave }) {
+    const sig = this.signaling;
+    this.keys?.close();
+    this.media?.close();
+    this.keys = null;
+    this.media = null;
+    this.signaling = null;
+    if (sig) {
+      if (leave) sig.leave();
+      sig.close();
+    }
+  }
+
+  // The socket or a PeerConnection died: drop this session and rejoin, a bounded number of times.
+  async #lost(reason) {
+    const token = {};
+    this.#reconnect = token;
+    this.#generation++;
+    const stale = [...this.names.keys()].filter((id) => id !== this.id);
+    this.#teardown({ leave: false });
+    for (const id of stale) {
+      this.e2ee.removeParticipant(id).catch(() => {});
+      this.#emit("member", { id, name: null, joined: false, reason: "reconnecting" });
+    }
+    this.names.clear();
+    for (const [attempt, delay] of RECONNECT_DELAYS_MS.entries()) {
+      this.#emit("connection", { state: "reconnecting", reason, attempt: attempt + 1 });
+      await new Promise((r) => setTimeout(r, delay));
+      if (this.#reconnect !== token || this.left) return;
+      try {
+        await this.start();
+        if (this.#reconnect === token) this.#reconnect = null;
+        return;
+      } catch (err) {
+        if (err instanceof ServerError && FATAL.has(err.id)) {
+          this.#emit("connection", { state: "lost", reason: err.id, message: err.serverMessage });
+          return;
+        }
+        reason = String(err.message ?? err);
+      }
+    }
+    if (this.#reconnect === token) this.#emit("connection", { state: "lost", reason });
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

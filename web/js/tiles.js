@@ -1,0 +1,179 @@
+// The video grid: one tile per person (you first), with name, mute state, active-speaker
+// highlight and a visible warning when someone's frames fail to decrypt.
+
+const FAILURE_SHOW_MS = 3000; // the worker reports at most once a second per participant
+
+const REASONS = {
+  "unknown-kid": "no key yet",
+  "auth-failed": "authentication failed",
+  replay: "replayed frames",
+  "wrong-sender": "key of another participant",
+  "wrong-codec": "unsupported codec",
+};
+
+export class Tiles {
+  /** @param {HTMLElement} grid @param {{selfName: string}} options */
+  constructor(grid, { selfName }) {
+    this.grid = grid;
+    this.tiles = new Map(); // id → {el, video, label, stream, name, state, failure}
+    this.speaker = null;
+    this.add("self", `${selfName} (you)`);
+  }
+
+  get size() {
+    return this.tiles.size;
+  }
+
+  add(id, name) {
+    if (this.tiles.has(id)) {
+      if (name) this.setName(id, name);
+      return this.tiles.get(id);
+    }
+    const el = document.createElement("figure");
+    el.className = "tile no-video";
+    el.dataset.id = id;
+    const video = document.createElement("video");
+    video.autoplay = true;
+    video.playsInline = true;
+    if (id === "self") {
+      video.muted = true; // never play your own microphone back
+      el.classList.add("self");
+    }
+    const initials = document.createElement("div");
+    initials.className = "initials";
+    const label = document.createElement("figcaption");
+    const warn = document.createElement("div");
+    warn.className = "decrypt-warning";
+    warn.hidden = true;
+    el.append(video, initials, label, warn);
+    this.grid.append(el);
+    const tile = { el, video, label, initials, warn, stream: new MediaStream(), name: null,
+      state: { audio: true, video: true }, failure: null, failureTimer: 0 };
+    video.srcObject = tile.stream;
+    this.tiles.set(id, tile);
+    this.setName(id, name);
+    this.#layout();
+    return tile;
+  }
+
+  remove(id) {
+    const tile = this.tiles.get(id);
+    if (!tile || id === "self") return;
+    clearTimeout(tile.failureTimer);
+    tile.video.srcObject = null;
+    tile.el.remove();
+    this.tiles.delete(id);
+    this.#layout();
+  }
+
+  clear() {
+    for (const tile of this.tiles.values()) {
+      tile.video.srcObject = null;
+      clearTimeout(tile.failureTimer);
+    }
+    this.tiles.clear();
+    this.grid.replaceChildren();
+  }
+
+  setName(id, name) {
+    const tile = this.tiles.get(id) ?? this.add(id, name);
+    tile.name = name || tile.name || "joining…";
+    tile.initials.textContent = (tile.name.match(/\p{L}|\p{N}/u)?.[0] ?? "?").toUpperCase();
+    this.#caption(tile);
+  }
+
+  setLocal({ audio, video, stream }) {
+    const tile = this.tiles.get("self");
+    if (!tile) return;
+    tile.state = { audio, video };
+    if (stream) {
+      const vt = stream.getVideoTracks().filter((t) => t.readyState === "live");
+      for (const t of tile.stream.getVideoTracks()) if (!vt.includes(t)) tile.stream.removeTrack(t);
+      for (const t of vt) if (!tile.stream.getTracks().includes(t)) tile.stream.addTrack(t);
+    }
+    tile.el.classList.toggle("no-video", !video);
+    this.#caption(tile);
+  }
+
+  addTrack(id, track) {
+    const tile = this.tiles.get(id) ?? this.add(id, null);
+    for (const old of tile.stream.getTracks()) if (old.kind === track.kind) tile.stream.removeTrack(old);
+    tile.stream.addTrack(track);
+    if (track.kind === "video") tile.el.classList.toggle("no-video", !tile.state.video);
+    tile.video.play().catch(() => {}); // autoplay may wait for a gesture; the join click is one
+  }
+
+  endTrack(id, kind) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    for (const t of tile.stream.getTracks()) if (t.kind === kind) tile.stream.removeTrack(t);
+    if (kind === "video") tile.el.classList.add("no-video");
+  }
+
+  setState(id, state) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.state = { audio: state.audio, video: state.video };
+    tile.el.classList.toggle("no-video", !state.video || tile.stream.getVideoTracks().length === 0);
+    this.#caption(tile);
+  }
+
+  setSpeaker(id) {
+    if (this.speaker === id) return;
+    this.tiles.get(this.speaker)?.el.classList.remove("speaking");
+    this.speaker = id;
+    this.tiles.get(id)?.el.classList.add("speaking");
+  }
+
+  /** Frames from `id` fail to decrypt: say so on the tile, by name, until they stop. */
+  decryptFailure(id, reasons) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    const why = Object.keys(reasons ?? {}).map((r) => REASONS[r] ?? r).join(", ");
+    tile.failure = why || "unknown";
+    tile.warn.textContent = `Can't decrypt ${tile.name}'s media (${tile.failure})`;
+    tile.warn.hidden = false;
+    tile.el.classList.add("undecryptable");
+    clearTimeout(tile.failureTimer);
+    tile.failureTimer = setTimeout(() => {
+      tile.failure = null;
+      tile.warn.hidden = true;
+      tile.el.classList.remove("undecryptable");
+    }, FAILURE_SHOW_MS);
+  }
+
+  /** A small RGB picture of what a tile's video shows right now (tests compare it). */
+  sample(id, width = 16, height = 12) {
+    const video = this.tiles.get(id)?.video;
+    if (!video || video.videoWidth === 0) return null;
+    const canvas = new OffscreenCanvas(width, height);
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(video, 0, 0, width, height);
+    const rgba = ctx.getImageData(0, 0, width, height).data;
+    const rgb = [];
+    for (let i = 0; i < rgba.length; i += 4) rgb.push(rgba[i], rgba[i + 1], rgba[i + 2]);
+    return rgb;
+  }
+
+  snapshot() {
+    return [...this.tiles.entries()].map(([id, t]) => ({
+      id, name: t.name, speaking: this.speaker === id, failure: t.failure,
+      audio: t.state.audio, video: t.state.video,
+      tracks: t.stream.getTracks().map((x) => x.kind).sort(),
+      width: t.video.videoWidth, height: t.video.videoHeight,
+    }));
+  }
+
+  #caption(tile) {
+    const off = [tile.state.audio ? null : "muted", tile.state.video ? null : "camera off"].filter(Boolean);
+    tile.label.textContent = off.length ? `${tile.name} · ${off.join(", ")}` : tile.name;
+  }
+
+  #layout() {
+    // Columns for a roughly square grid: 1, 2, 2, 2, 3, 3, 3, 3, 3, 4, …
+    const n = Math.max(1, this.tiles.size);
+    const cols = Math.ceil(Math.sqrt(n));
+    this.grid.style.setProperty("--cols", String(cols));
+    this.grid.style.setProperty("--rows", String(Math.ceil(n / cols)));
+  }
+}

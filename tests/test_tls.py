@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from signaling import turn
 from signaling.client import SignalingClient
+from tests import callpage
 from tests.conftest import BrowserFactory
 
 
@@ -34,12 +35,14 @@ def free_port() -> int:
 
 
 class Served:
-    def __init__(self, state: Path, port: int, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, state: Path, port: int, extra: tuple[str, ...] = ("--no-sfu",)
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
         self.port = port
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sealroom.cli", "serve", "--self-signed", "--host",
-             "127.0.0.1", "--port", str(port), "--state-dir", str(state), "--no-sfu", *extra],
+             "127.0.0.1", "--port", str(port), "--state-dir", str(state), *extra],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.out: list[str] = []
@@ -158,5 +161,33 @@ async def test_chromium_trusting_the_spki_opens_the_page_over_https(
         assert await page.title() == "sealroom"
         assert await page.evaluate("window.isSecureContext") is True
         assert await page.evaluate("typeof crypto.subtle") == "object"
+    finally:
+        served.stop()
+
+
+@pytest.mark.browser
+@pytest.mark.media
+async def test_browsers_trusting_the_certificate_hold_a_call_over_https(
+    tmp_path: Path, chromium: BrowserFactory
+) -> None:
+    """Two browsers on https:// (a secure context, as on a LAN) join one call through a
+    real ``sealroom serve --self-signed`` process and see each other's camera."""
+    served = Served(
+        tmp_path / "state", free_port(),
+        ("--media-host", "127.0.0.1", "--media-ports", "47000-47999"),
+    )
+    try:
+        spki = printed(served.wait_open(), "SPKI SHA-256")
+        trust = (f"--ignore-certificate-errors-spki-list={spki}",)
+        url = f"https://127.0.0.1:{served.port}"
+        pages = [await callpage.open_browser(chromium, tmp_path, seed, trust) for seed in (4, 5)]
+        for page, name in zip(pages, ("Lan One", "Lan Two"), strict=True):
+            await callpage.join(page, url, name)
+        want = "s => s.tiles.filter(t => t.id !== 'self' && t.width > 0).length === 1"
+        ids = [(await callpage.until(page, want))["id"] for page in pages]
+        assert await pages[0].evaluate("window.isSecureContext") is True
+        await callpage.sees(pages[0], pages[1], ids[1], [])
+        await callpage.sees(pages[1], pages[0], ids[0], [])
+        assert all(page.errors == [] for page in pages)
     finally:
         served.stop()

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -28,7 +29,8 @@ from sfu import Sfu, SfuConfig
 from sfu.ice import IcePolicy, TurnRelay
 from signaling import turn
 from signaling.client import SignalingClient
-from tests.conftest import RunningServer
+from tests import callpage
+from tests.conftest import BrowserFactory, RunningServer
 
 pytestmark = pytest.mark.media
 TURNSERVER = "/usr/bin/turnserver"
@@ -257,3 +259,32 @@ def test_turn_urls_parse_as_rfc_7065_says() -> None:
     assert "secret-pw" not in repr(relay)
     with pytest.raises(ValueError):
         TurnRelay.from_ice_server({"urls": ["stun:x:1"], "username": "u", "credential": "c"})
+
+
+@pytest.mark.browser
+async def test_chromium_forced_to_relay_holds_a_call_through_coturn(
+    signaling: Callable[..., Awaitable[RunningServer]],
+    coturn: Coturn,
+    chromium: BrowserFactory,
+    tmp_path: Path,
+) -> None:
+    """The page with ``?relay`` (iceTransportPolicy "relay") sends and receives encrypted
+    video only through coturn, with the credentials the server minted after admission;
+    a second browser without the restriction sees its picture and is seen by it."""
+    sfu = Sfu(SfuConfig(port_min=46000, port_max=46999))
+    srv = await signaling(media=sfu, turn_urls=(coturn.url,), turn_secret=coturn.secret)
+    relayed = await callpage.open_browser(chromium, tmp_path, 1)
+    direct = await callpage.open_browser(chromium, tmp_path, 2)
+    await callpage.join(relayed, srv.http, "Relayed", query="?relay")
+    await callpage.join(direct, srv.http, "Direct")
+    want_two = "s => s.tiles.filter(t => t.id !== 'self' && t.width > 0).length === 1"
+    relayed_id = (await callpage.until(relayed, want_two))["id"]
+    direct_id = (await callpage.until(direct, want_two))["id"]
+    await callpage.sees(direct, relayed, relayed_id, [])
+    await callpage.sees(relayed, direct, direct_id, [])
+    assert await callpage.selected_candidate_types(relayed) == {"pub": "relay", "sub": "relay"}
+    assert "relay" not in (await callpage.selected_candidate_types(direct)).values()
+    log = coturn.log()
+    assert f":{relayed_id}" in log, log[-3000:]  # the minted username is expiry:participant id
+    assert len(re.findall(r"ALLOCATE processed, success", log)) >= 2, log[-3000:]
+    assert relayed.errors == [] and direct.errors == []

@@ -150,14 +150,17 @@ async function join(room, password, name) {
   const { stream, warning } = await localMedia();
   lastStream = stream;
   status("Deriving the room key…");
-  const c = new Call({ room, password, name: name || "anonymous", stream });
+  // `?relay` forces all media through TURN (iceTransportPolicy "relay"): for checking a
+  // TURN deployment (docs/DEPLOY.md), as Jitsi's and LiveKit's force-relay options do.
+  const relayOnly = new URLSearchParams(location.search).has("relay");
+  const c = new Call({ room, password, name: name || "anonymous", stream, relayOnly });
   tiles = new Tiles($("grid"), { selfName: name || "you" });
   wire(c);
   try {
     await c.start();
     call = c;
     lastJoin = { room, password, name };
-    history.replaceState(null, "", `/r/${encodeURIComponent(room)}${secretFromLink ? `#${secretFromLink}` : ""}`);
+    history.replaceState(null, "", `/r/${encodeURIComponent(room)}${location.search}${secretFromLink ? `#${secretFromLink}` : ""}`);
     show("room-view");
     $("room-title").textContent = room;
     $("count").textContent = `${tiles.size} in the call`;

@@ -38,6 +38,10 @@ from sfu.vp8 import build_descriptor
 logger = logging.getLogger(__name__)
 
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
+# Frame sources (e.g. sealroom/e2eebot.py): one encoded, encrypted frame per call, or None.
+VideoSource = Callable[[bool], bytes | None]  # argument: a key frame is wanted
+AudioSource = Callable[[], bytes | None]
+MAX_VP8_CHUNK = 1100  # bytes of VP8 frame per RTP packet when a frame source is set
 CODECS = {"audio": "opus", "video": "vp8"}
 CLOCK = {"audio": 48000, "video": 90000}
 
@@ -88,7 +92,9 @@ class MediaBot:
     def __init__(self, pid: str, signal: Signal | None = None, *, ice: IcePolicy | None = None,
                  audio: bool = True, video: bool = True, fps: int = 20,
                  packets_per_frame: int = 2, level: int = 100,
-                 loss: Callable[[str, int], bool] | None = None, nack: bool = True) -> None:
+                 loss: Callable[[str, int], bool] | None = None, nack: bool = True,
+                 video_frames: VideoSource | None = None,
+                 audio_frames: AudioSource | None = None) -> None:
         self.pid = pid
         self._signal = signal
         self.ice = ice or IcePolicy("127.0.0.1")
@@ -98,6 +104,8 @@ class MediaBot:
         self.level = level  # RFC 6464 -dBov sent in every audio packet (127 = silence)
         self.loss = loss  # (kind, seq) -> True to drop an incoming packet (injected loss)
         self.nack = nack
+        self.video_frames = video_frames  # None: random opaque frames (the default)
+        self.audio_frames = audio_frames
         self.counters: Counter[str] = Counter()
         self.pub = RawPeer(self.ice, self._pub_rtp, self._pub_rtcp)
         self.sub = RawPeer(self.ice, self._sub_rtp, self._sub_rtcp)
@@ -251,17 +259,33 @@ class MediaBot:
 
     async def _send_audio(self) -> None:
         self._ts["audio"] = (self._ts["audio"] + 960) & 0xFFFFFFFF
-        payload = b"\x78" + os.urandom(random.randint(40, 80))
+        if self.audio_frames is None:
+            payload = b"\x78" + os.urandom(random.randint(40, 80))
+        else:
+            source = self.audio_frames()
+            if not source:
+                return  # nothing to send this 20 ms (encoder delay, DTX)
+            payload = source
         packet = self._packet("audio", payload, False, self._ts["audio"])
         if packet is not None and await self.pub.send(packet):
             self.sent["audio"].append(payload)
 
     async def _send_video(self) -> None:
         key, self._key_wanted = self._key_wanted, False
-        frame = vp8_frame(key, random.randint(600, 1800))
         self._ts["video"] = (self._ts["video"] + 90000 // self.fps) & 0xFFFFFFFF
+        if self.video_frames is None:
+            frame = vp8_frame(key, random.randint(600, 1800))
+            n = self.packets_per_frame
+        else:
+            source = self.video_frames(key)
+            if not source:
+                self._key_wanted = self._key_wanted or key
+                return
+            wanted, key = key, source[0] & 0x01 == 0  # RFC 6386 §9.1: P bit clear = key frame
+            self._key_wanted = self._key_wanted or (wanted and not key)
+            frame = source
+            n = -(-len(frame) // MAX_VP8_CHUNK)  # RFC 7741 §4.4: one frame over n packets
         self._picture_id = (self._picture_id + 1) & 0x7FFF
-        n = self.packets_per_frame
         step = -(-len(frame) // n)
         for i in range(n):
             chunk = frame[i * step : (i + 1) * step]
@@ -369,6 +393,10 @@ class MediaBot:
             if t["participant"] == participant and t["kind"] == kind:
                 return next((s for s, m in self._sub_ssrc.items() if m == mid), None)
         return None
+
+    def want_key_frame(self) -> None:
+        """Make the next video frame a key frame (as a PLI from the SFU would)."""
+        self._key_wanted = True
 
     async def request_keyframe(self, participant: str) -> bool:
         """Send a PLI (RFC 4585 §6.3.1) for ``participant``'s video, as a browser would."""

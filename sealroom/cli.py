@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sealroom import logs, tls
+from sealroom import logs, tls, workers
 from sfu import Sfu, SfuConfig
 from signaling.config import ServerConfig
 from signaling.server import MediaPlane, SignalingServer
@@ -46,6 +46,13 @@ def _port_range(text: str) -> tuple[int, int]:
     if not (0 <= low <= high <= 65535):
         raise argparse.ArgumentTypeError("ports are 0..65535 and MIN <= MAX")
     return low, high
+
+
+def _workers(text: str) -> int:
+    try:
+        return workers.worker_count(int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number of processes, or 0 = one per core") from None
 
 
 def _flag(text: str) -> bool:
@@ -148,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="each participant receives video from at most N publishers; 0 = all [%(default)s]",
     )
     a(
+        "--workers",
+        type=_workers,
+        default=_env("workers", 1, _workers),
+        help="SFU worker processes, rooms pinned to one each; 1 = the SFU runs in this "
+        "process; 0 = one per CPU core; --media-ports is split evenly between them "
+        "[%(default)s]",
+    )
+    a(
         "--no-sfu",
         action="store_true",
         default=_env("no-sfu", False, _flag),
@@ -186,26 +201,47 @@ def sfu_config_from_args(args: argparse.Namespace) -> SfuConfig:
     )
 
 
-async def serve(cfg: ServerConfig, sfu_cfg: SfuConfig | None) -> None:
-    media: MediaPlane | None = Sfu(sfu_cfg) if sfu_cfg is not None else None
+async def serve(cfg: ServerConfig, sfu_cfg: SfuConfig | None, n_workers: int = 1,
+                log_format: str = "text") -> None:
+    media: MediaPlane | None = None
+    pool: workers.SfuWorkers | None = None
+    if sfu_cfg is not None and n_workers > 1:
+        # Started before the listening socket: ready means the workers are up.
+        pool = workers.SfuWorkers(sfu_cfg, n_workers, log_level=cfg.log_level,
+                                  log_format=log_format)
+        try:
+            await pool.start()
+        except RuntimeError as exc:
+            raise SystemExit(f"sealroom: {exc}") from None
+        media = pool
+    elif sfu_cfg is not None:
+        media = Sfu(sfu_cfg)
+    try:
+        await _serve(cfg, media)
+    finally:
+        if pool is not None:
+            await pool.close()  # idempotent: normally done by the server's shutdown
+
+
+async def _serve(cfg: ServerConfig, media: MediaPlane | None) -> None:
     server = SignalingServer(cfg, media)
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
-    ssl_ctx: ssl.SSLContext | None = None
-    if cfg.tls_cert and cfg.tls_key:
-        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-    site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx)
-    await site.start()
-    scheme = "https" if ssl_ctx else "http"
-    shown = "localhost" if cfg.host in ("localhost", "127.0.0.1", "::1") else cfg.host
-    log.info("sealroom serving %s://%s:%d/", scheme, shown, cfg.port)
-    print(f"sealroom: open {scheme}://{shown}:{cfg.port}/", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
+        ssl_ctx: ssl.SSLContext | None = None
+        if cfg.tls_cert and cfg.tls_key:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx)
+        await site.start()
+        scheme = "https" if ssl_ctx else "http"
+        shown = "localhost" if cfg.host in ("localhost", "127.0.0.1", "::1") else cfg.host
+        log.info("sealroom serving %s://%s:%d/", scheme, shown, cfg.port)
+        print(f"sealroom: open {scheme}://{shown}:{cfg.port}/", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -238,7 +274,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.setup(cfg.log_level, args.log_format)
         if args.self_signed:
             self_signed(args, cfg)
-        run(serve(cfg, None if args.no_sfu else sfu_config_from_args(args)))
+        sfu_cfg = None if args.no_sfu else sfu_config_from_args(args)
+        if sfu_cfg is not None and args.workers > 1:
+            try:
+                workers.split_ports(sfu_cfg.port_min, sfu_cfg.port_max, args.workers)
+            except ValueError as exc:
+                raise SystemExit(f"sealroom: --media-ports: {exc}") from None
+        run(serve(cfg, sfu_cfg, args.workers, args.log_format))
         return 0
     return 2
 

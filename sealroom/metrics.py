@@ -1,10 +1,12 @@
 """``/metrics`` in the Prometheus text format, and the event-loop lag probe behind it.
 
-Numbers come from ``SignalingServer.stats`` and ``Sfu.stats()`` at scrape time through a
-custom collector (prometheus_client's documented way to export values another component
-keeps, https://prometheus.github.io/client_python/collector/custom/), registered on a
-registry of its own per server: nothing global, so several servers in one process (tests)
-never share or clash. No label carries a room name or a participant id.
+Numbers come from ``SignalingServer.stats`` and ``Sfu.stats()`` (with worker processes,
+``SfuWorkers.stats()`` summed over the workers, plus per-worker families labelled
+``worker``) at scrape time through a custom collector (prometheus_client's documented way
+to export values another component keeps,
+https://prometheus.github.io/client_python/collector/custom/), registered on a registry of
+its own per server: nothing global, so several servers in one process (tests) never share
+or clash. No label carries a room name or a participant id.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from sealroom.workers import WorkerStats
     from signaling.server import SignalingServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -75,6 +78,28 @@ SIGNALING_COUNTERS = {
 # Refusals of a join, besides a wrong password (counted on its own by the server).
 ADMISSION_REFUSALS = ("too-many-attempts", "room-locked", "room-full", "no-such-room",
                       "too-many-rooms", "weak-kdf")
+
+# sfu_gauges() key -> (metric name, help).
+SFU_GAUGES = {
+    "rooms": ("sfu_rooms", "rooms with media sessions"),
+    "participants": ("sfu_participants", "media sessions"),
+    "publishers": ("sfu_publishers", "participants publishing at least one track"),
+    "subscribers": ("sfu_subscribers", "participants receiving at least one track"),
+    "published_tracks": ("sfu_published_tracks", "tracks published"),
+}
+
+
+def sfu_gauges(sfu: Any) -> dict[str, int]:
+    """The SFU_GAUGES of one in-process ``Sfu`` (a worker process sends its own up)."""
+    participants = list(getattr(sfu, "participants", {}).values())
+    return {
+        "rooms": len(getattr(sfu, "rooms", {})),
+        "participants": len(participants),
+        "publishers": sum(1 for p in participants if getattr(p, "tracks", None)),
+        "subscribers": sum(1 for p in participants if getattr(p, "slots", None)),
+        "published_tracks": sum(len(getattr(p, "tracks", {})) for p in participants),
+    }
+
 
 # Sfu.stats() key -> (metric name, help).
 SFU_COUNTERS = {
@@ -160,15 +185,10 @@ class ServerCollector(Collector):
         if media is None or not callable(stats_of):
             return
         stats: dict[str, int] = stats_of()
-        participants = list(getattr(media, "participants", {}).values())
-        yield _gauge("sfu_rooms", "rooms with media sessions", len(getattr(media, "rooms", {})))
-        yield _gauge("sfu_participants", "media sessions", len(participants))
-        yield _gauge("sfu_publishers", "participants publishing at least one track",
-                     sum(1 for p in participants if getattr(p, "tracks", None)))
-        yield _gauge("sfu_subscribers", "participants receiving at least one track",
-                     sum(1 for p in participants if getattr(p, "slots", None)))
-        yield _gauge("sfu_published_tracks", "tracks published",
-                     sum(len(getattr(p, "tracks", {})) for p in participants))
+        gauges_of = getattr(media, "gauges", None)
+        gauges: dict[str, int] = gauges_of() if callable(gauges_of) else sfu_gauges(media)
+        for key, (name, help_text) in SFU_GAUGES.items():
+            yield _gauge(name, help_text, gauges.get(key, 0))
         for key, (name, help_text) in SFU_COUNTERS.items():
             yield _counter(name, help_text, stats.get(key, 0))
         drops = {k[5:]: v for k, v in stats.items() if k.startswith("drop_")}
@@ -176,6 +196,41 @@ class ServerCollector(Collector):
                         drops)
         errors = {k[6:]: v for k, v in stats.items() if k.startswith("error_")}
         yield _labelled("sfu_error_messages", "sfu-error messages by id", "id", errors)
+        workers_of = getattr(media, "worker_stats", None)
+        if callable(workers_of):
+            yield from _workers(workers_of())
+
+
+def _workers(workers: list[WorkerStats]) -> Iterator[Metric]:
+    """Per worker process of ``SfuWorkers`` (label ``worker``: its index, 0..N-1)."""
+    yield _gauge("sfu_workers", "SFU worker processes running", sum(w.alive for w in workers))
+    Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
+    families: list[tuple[Family, str, str, Callable[[WorkerStats], float]]] = [
+        (GaugeMetricFamily, "sfu_worker_up", "1 if the worker process is running",
+         lambda w: float(w.alive)),
+        (CounterMetricFamily, "sfu_worker_restarts", "times the worker was restarted",
+         lambda w: w.restarts),
+        (GaugeMetricFamily, "sfu_worker_rooms", "rooms on the worker",
+         lambda w: w.gauges.get("rooms", 0)),
+        (GaugeMetricFamily, "sfu_worker_participants", "media sessions on the worker",
+         lambda w: w.gauges.get("participants", 0)),
+        (CounterMetricFamily, "sfu_worker_received_packets",
+         "RTP packets received by the worker (since it started)",
+         lambda w: w.counters.get("received_packets", 0)),
+        (CounterMetricFamily, "sfu_worker_forwarded_packets",
+         "RTP packets forwarded by the worker (since it started)",
+         lambda w: w.counters.get("forwarded_packets", 0)),
+        (CounterMetricFamily, "sfu_worker_cpu_seconds", "CPU time of the worker process",
+         lambda w: w.gauges.get("cpu_seconds", 0.0)),
+        (GaugeMetricFamily, "sfu_worker_event_loop_lag_max_seconds",
+         "largest loop probe lateness in the worker since it started",
+         lambda w: w.gauges.get("loop_lag_max", 0.0)),
+    ]
+    for kind, name, help_text, get in families:
+        family = kind(PREFIX + name, help_text, labels=["worker"])
+        for w in workers:
+            family.add_metric([str(w.index)], get(w))
+        yield family
 
 
 class Metrics:

@@ -24,7 +24,9 @@ async def open_browser(
     ctx = await chromium(extra_args=[f"--use-file-for-fake-video-capture={cam}", *extra_args])
     page = await ctx.new_page()
     page.errors = []
+    page.console = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: page.console.append(f"{m.type}: {m.text}"))
     page.set_default_timeout(30_000)
     return page
 
@@ -53,7 +55,8 @@ async def until(page: Any, predicate: str, seconds: float = 40) -> dict[str, Any
         if await page.evaluate(f"(s) => ({predicate})(s)", snap):
             return snap
         await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {predicate}: {snap}")
+    console = "\n".join(page.console[-40:])
+    raise AssertionError(f"timed out waiting for {predicate}: {snap}\nconsole:\n{console}")
 
 
 async def sample(page: Any, tile: str) -> list[int] | None:

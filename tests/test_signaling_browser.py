@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from sealroom.mediakeys import Identity, make_hello, verify_hello
 from signaling.client import SignalingClient
 from tests.browser import ARTIFACTS
 from tests.conftest import BrowserFactory, RunningServer
@@ -36,20 +37,27 @@ async def test_browser_and_python_meet_in_a_sealed_room(
         await browser_join(page, srv, "mixed-room", PASSWORD, "Browser Ada")
         await page.wait_for_selector("#room-view:not([hidden])", timeout=20_000)
         joined = await py.expect("member-joined")
-        # The browser's sealed hello opens in Python: same KDF, keys, AAD and AES-GCM.
+        # The browser's sealed, signed hello opens and verifies in Python: same KDF, keys,
+        # AAD and AES-GCM for the envelope, same transcript and Ed25519 for the hello.
         hello = await py.next_sealed()
         assert hello.sender == joined["id"]
-        assert hello.json() == {"type": "hello", "name": "Browser Ada"}
-        await py.seal(hello.sender, {"type": "hello", "name": "Python Bot", "reply": False})
+        peer = verify_hello(hello.json(), "mixed-room", hello.sender, joined["index"])
+        assert peer.name == "Browser Ada"
+        assert py.id is not None and py.index is not None
+        mine = make_hello(Identity.generate(), "mixed-room", py.id, py.index, "Python Bot")
+        await py.seal(hello.sender, mine)
+        await page.wait_for_function(
+            "document.querySelector('#grid').innerText.includes('Python Bot')"
+        )
         await py.seal("*", {"type": "chat", "text": "sealed from python"})
+        await page.click("#chat-toggle")
         await page.wait_for_selector("#chat li", timeout=10_000)
         assert await page.inner_text("#chat") == "Python Bot: sealed from python"
-        await page.wait_for_function(
-            "document.querySelector('#members').innerText.includes('Python Bot')"
-        )
         await page.fill("#chat-text", "sealed from chromium")
         await page.click("#chat-form button")
         chat = await py.next_sealed()
+        while chat.json().get("type") != "chat":  # the browser's mute state, media keys, …
+            chat = await py.next_sealed()
         assert chat.json() == {"type": "chat", "text": "sealed from chromium"}
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "signaling-room.png"))

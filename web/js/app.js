@@ -274,6 +274,8 @@ function snapshot() {
     api,
     joined: call !== null,
     id: call?.id ?? null,
+    index: call?.signaling?.index ?? null,
+    sendGeneration: call?.sendGeneration ?? null,
     securityCode: $("security-code").textContent,
     banner: $("banner").hidden ? null : $("banner").textContent,
     tiles: tiles?.snapshot() ?? [],

@@ -54,6 +54,7 @@ export class Call extends EventTarget {
     this.media = null;
     this.names = new Map(); // participant id → display name (from signed hellos)
     this.left = false;
+    this.sendGeneration = 0; // generation of our media key: +1 at every rotation
     this.#generation = 0;
   }
 
@@ -134,6 +135,9 @@ export class Call extends EventTarget {
       this.#sendState(detail.id); // tell the newcomer whether we are muted
     });
     keys.addEventListener("security-code", ({ detail }) => live() && this.#emit("security-code", detail));
+    keys.addEventListener("rotated", ({ detail }) => {
+      if (live()) this.sendGeneration = detail.generation; // after a leave (DESIGN.md item 6)
+    });
     keys.onKeyFrameNeeded = () => live() && this.media?.requestKeyFrame();
     this.names.set(sig.id, this.name);
     await keys.start();
@@ -228,6 +232,7 @@ export class Call extends EventTarget {
 
   // The socket or a PeerConnection died: drop this session and rejoin, a bounded number of times.
   async #lost(reason) {
+    console.warn(`sealroom: connection lost (${reason}); rejoining`);
     const token = {};
     this.#reconnect = token;
     this.#generation++;

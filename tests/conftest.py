@@ -17,6 +17,7 @@ import pytest_asyncio
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 BrowserFactory = Callable[..., Awaitable[Any]]
+ServerFactory = Callable[..., Awaitable["RunningServer"]]
 
 
 @pytest_asyncio.fixture
@@ -86,3 +87,5 @@ async def signaling() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
     finally:
         for srv in running:
             await srv.runner.cleanup()
+            if srv.server.media is not None:
+                await srv.server.media.close()

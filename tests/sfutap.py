@@ -20,7 +20,7 @@ import av
 import numpy as np
 import pytest
 
-from sealroom.sframe import EncryptedFrame, FrameRejected, KeyId
+from sealroom.sframe import EncryptedFrame, FrameRejected, KeyId, Kind
 from sfu.peer import RawPeer
 from sfu.rtp import RtpHeader, is_rtcp
 from sfu.vp8 import Vp8Descriptor
@@ -107,28 +107,27 @@ def analyse(
         kind = kind_of(h.ssrc)
         if kind == "video":
             video[h.ssrc].append((h.sequence_number, h.timestamp, h.marker, payload))
-        elif kind == "audio" and payload:
+        elif kind == "audio" and payload:  # empty frames (Opus DTX) are not encrypted
             report.audio_frames += 1
-            try:
-                report.senders.add(KeyId.parse(EncryptedFrame.parse("audio", payload).kid).sender)
-            except FrameRejected as e:
-                report.unparsable += 1
-                report.reasons[str(e)] = report.reasons.get(str(e), 0) + 1
-                if len(report.samples) < 3:
-                    report.samples.append(f"{h.payload_type} {h.ssrc} " + payload.hex())
+            _trailer(report, "audio", payload)
     frames = [f for stream in video.values() for f in _frames(stream)]
     for frame in frames:
         report.video_frames += 1
         report.key_frames += (frame[0] & 1) == 0
-        try:
-            report.senders.add(KeyId.parse(EncryptedFrame.parse("video", frame).kid).sender)
-        except FrameRejected as e:
-            report.unparsable += 1
-            report.reasons[str(e)] = report.reasons.get(str(e), 0) + 1
-            if len(report.samples) < 3:
-                report.samples.append(frame[:16].hex() + "…" + frame[-24:].hex())
+        _trailer(report, "video", frame)
     _decode_into(report, frames, cameras)
     return report
+
+
+def _trailer(report: TapReport, kind: Kind, frame: bytes) -> None:
+    """Read the sender index from the frame-format trailer, with no key (FORMAT.md)."""
+    try:
+        report.senders.add(KeyId.parse(EncryptedFrame.parse(kind, frame).kid).sender)
+    except FrameRejected as e:
+        report.unparsable += 1
+        report.reasons[e.reason] = report.reasons.get(e.reason, 0) + 1
+        if len(report.samples) < 3:
+            report.samples.append(f"{kind} {frame[:16].hex()}…{frame[-24:].hex()}")
 
 
 def analyse_frames(frames: Sequence[bytes], cameras: Sequence[list[int]]) -> TapReport:

@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("no-sfu", False, _flag),
         help="signaling only (no media plane)",
     )
+    from bench import cli as bench_cli  # the benchmark's own flags (docs/BENCHMARKS.md)
+
+    bench_cli.add_arguments(
+        sub.add_parser("bench", help="measure forwarding against a reflector, Janus, MediaRelay")
+    )
     return parser
 
 
@@ -282,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise SystemExit(f"sealroom: --media-ports: {exc}") from None
         run(serve(cfg, sfu_cfg, args.workers, args.log_format))
         return 0
+    if args.command == "bench":
+        from bench import cli as bench_cli
+
+        return bench_cli.run(args)
     return 2
 
 

@@ -1,0 +1,173 @@
+"""``sealroom bench`` / ``python -m bench``: measure systems side by side, one run.
+
+Wiring into another parser::
+
+    from bench import cli as bench_cli
+    bench_cli.add_arguments(subparsers.add_parser("bench", help=...))
+    ...
+    return bench_cli.run(args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from . import report
+from .run import SYSTEMS, Options, run_all, supports
+from .scenarios import NAMES
+
+DEFAULT_SIZES = {"meeting": "2,4,8,12,16,20", "broadcast": "2,10,25,50", "audio": "10,25,50",
+                 "lastn": "6,10,16"}
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        out = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of integers") from None
+    if not out or out[0] < 2 or out[-1] > 50:
+        raise argparse.ArgumentTypeError("room sizes are 2…50")
+    return out
+
+
+def _systems(text: str) -> list[str]:
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in out if x not in SYSTEMS]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"systems are {', '.join(SYSTEMS)}")
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    a = parser.add_argument
+    a("--scenario", choices=NAMES, default="meeting", help="[%(default)s]")
+    a("--participants", type=_sizes, default=None,
+      help="room sizes, comma-separated, e.g. 2,4,8 (default depends on the scenario)")
+    a("--systems", type=_systems, default=["sealroom", "reflector", "janus"],
+      help=f"comma-separated, from {', '.join(SYSTEMS)} [sealroom,reflector,janus]")
+    a("--windows", type=int, default=3, help="measurement windows per point [%(default)s]")
+    a("--window", type=float, default=5.0, help="window length, seconds [%(default)s]")
+    a("--warmup", type=float, default=3.0, help="seconds before the first window [%(default)s]")
+    a("--last-n", type=int, default=4, help="last-N for the lastn scenario [%(default)s]")
+    a("--search", action="store_true",
+      help="also search the highest forwarded pkt/s held at ≤0.1%% loss and p99 ≤ 5 ms")
+    a("--gen-procs", type=int, default=1, help="load generator processes [%(default)s]")
+    a("--nice", type=int, default=0,
+      help="run server and generators at this niceness, e.g. -10 on a busy machine (root)")
+    a("--no-pin", action="store_true", help="do not pin server and generator to cores")
+    a("--out", type=Path, default=Path("bench-results"),
+      help="directory for bench-<scenario>.json and .png [%(default)s]")
+    a("--quick", action="store_true", help="smoke run: 1 window of 1 s, 0.5 s warm-up")
+    a("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+
+class Bar:
+    """A plain progress line on stderr: [####----] k/n what."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(1, total)
+        self.done = 0
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.monotonic()
+
+    def step(self) -> None:
+        self.done += 1
+
+    def __call__(self, text: str) -> None:
+        width = 20
+        filled = int(width * self.done / self.total)
+        line = (f"[{'#' * filled}{'-' * (width - filled)}] {self.done}/{self.total} "
+                f"{time.monotonic() - self.t0:5.0f}s {text}")
+        if self.tty:
+            cols = shutil.get_terminal_size((100, 20)).columns
+            sys.stderr.write("\r\033[K" + line[: cols - 1])
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def options(args: argparse.Namespace) -> Options:
+    opts = Options(windows=args.windows, window=args.window, warmup=args.warmup,
+                   last_n=args.last_n, gen_procs=args.gen_procs, pin=not args.no_pin,
+                   search=args.search, nice=args.nice)
+    if args.quick:
+        opts.windows, opts.window, opts.warmup, opts.grace = 1, 1.0, 0.5, 0.3
+    return opts
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if os.geteuid() != 0 and "janus" in args.systems:
+        print("sealroom bench: Janus runs in a network namespace, which needs root: "
+              "skipping janus", file=sys.stderr)
+        args.systems = [s for s in args.systems if s != "janus"]
+        if not args.systems:
+            return 2
+    sizes = args.participants or _sizes(DEFAULT_SIZES[args.scenario])
+    opts = options(args)
+    systems = [s for s in args.systems if supports(s, args.scenario)]
+    bar = Bar(len(sizes) * len(systems))
+    started = time.time()
+
+    async def main() -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for n in sizes:
+            for system in systems:
+                bar(f"{system} {args.scenario} N={n}")
+                results += await run_all([system], args.scenario, [n], opts, bar)
+                bar.step()
+        return results
+
+    results = asyncio.run(main())
+    bar("done")
+    bar.finish()
+    doc = {
+        "scenario": args.scenario, "participants": sizes, "systems": systems,
+        "options": asdict(opts),
+        "machine": report.machine(), "started": started, "seconds": time.time() - started,
+        "results": results, "ratios": report.ratios(results),
+        "mesh": report.mesh(args.scenario, sizes), "mesh_limit_10mbps":
+            report.mesh_limit(args.scenario),
+        "command": "sealroom bench " + shlex.join(
+            sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
+    }
+    out: Path = args.out
+    json_path = out / f"bench-{args.scenario}.json"
+    png_path = out / f"bench-{args.scenario}.png"
+    report.write_json(json_path, doc)
+    report.plot(png_path, results, f"{args.scenario}: " + ", ".join(systems))
+    print(report.table(results))
+    for r in doc["ratios"]:
+        print("  N={participants}: ".format(**r) + "  ".join(
+            f"{k} {v:.2f}×" for k, v in r.items() if k != "participants"))
+    print(report.mesh_text(args.scenario, sizes))
+    print(f"results: {json_path}  plot: {png_path}")
+    failed = [r for r in results if r.get("error")]
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure SFUs' forwarding side by side, one run (docs/BENCHMARKS.md).")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,423 @@
+"""The load generator: many virtual participants in one process, driven over stdin/stdout.
+
+Handshakes are real: for an SFU each participant has aiortc PeerConnections (the SFU's
+own ``RawPeer``, so aiortc never encodes or decodes) that do ICE and DTLS-SRTP with the
+server. Once a PeerConnection is up, the generator takes its packets over (DESIGN.md
+"lean raw-bytes path"): it wraps the ICE socket's ``datagram_received`` so that SRTP and
+SRTCP (RFC 7983 §7: first byte 128..191) go straight to libsrtp and a counter, while STUN
+(ICE consent, RFC 7675) and DTLS still reach aioice/aiortc; and it sends by protecting
+pre-shaped RTP with the same libsrtp session and writing it to the nominated pair's
+socket. No aiortc code runs per packet.
+
+Control protocol (one JSON object per line): the generator prints ``{"ev": "published"}``
+when its publishers are connected, then waits for ``{"op": "subscribe"}``, prints
+``{"ev": "connected"}``, waits for ``{"op": "start"}``, starts media and prints
+``{"ev": "flowing", "missing": k}`` once every participant hears what it should (or after
+a bounded wait). Then ``{"op": "window", "id", "start", "end"}`` (CLOCK_MONOTONIC ns)
+opens a tally of packets *sent* in [start, end); ``{"op": "report", "id"}`` returns it;
+``{"op": "rate", "x"}`` scales every stream's packet rate; ``{"op": "stop"}`` ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import random
+import struct
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pylibsrtp
+
+from .media import (
+    MAGIC,
+    PROBE,
+    PROBE_AFTER,
+    StreamSpec,
+    frame_payloads,
+    packetize_vp8,
+    rtp_header,
+)
+from .scenarios import Member, Scenario, build
+
+logger = logging.getLogger("bench.gen")
+
+HIST_FINE = 5000  # 1 µs buckets below 5 ms, then 1 ms buckets
+HIST_SIZE = HIST_FINE + 1000
+RR_EMPTY = struct.Struct("!BBHI")  # RFC 3550 §6.4.2 receiver report with RC = 0
+
+Send = Callable[[bytes], None]
+
+
+class Window:
+    """Everything counted for packets whose send time lies in [start, end)."""
+
+    def __init__(self, wid: int, start: int, end: int) -> None:
+        self.id = wid
+        self.start = start
+        self.end = end
+        self.sent: dict[int, int] = {}
+        self.received: dict[int, int] = {}
+        self.pairs: set[int] = set()
+        self.hist = [0] * HIST_SIZE
+        self.unprobed = 0  # packets without our probe (re-encoded media), by arrival time
+        self.lag_max = 0.0
+        self.late = 0
+        self.ticks = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "start": self.start, "end": self.end,
+            "sent": self.sent, "received": self.received,
+            "pairs": sorted(self.pairs),
+            "hist": {i: c for i, c in enumerate(self.hist) if c}, "unprobed": self.unprobed,
+            "lag_max_ms": round(self.lag_max * 1000, 3), "late": self.late, "ticks": self.ticks,
+        }
+
+
+class Tally:
+    """Receive-side counters shared by every participant of this process."""
+
+    def __init__(self) -> None:
+        self.windows: list[Window] = []
+        self.unknown = 0
+        self.rtcp = 0
+        self.srtp_errors = 0
+        self.plis = 0
+
+    def on_media(self, receiver: int, packet: bytes, seen: set[int]) -> None:
+        """One received RTP packet (plaintext): find the probe and count it (hot path)."""
+        i = packet.find(MAGIC, 12, 108)
+        if i < 0 or i + PROBE.size > len(packet):
+            self.unknown += 1
+            seen.add(-1)  # "heard something" (re-encoded media carries no probe)
+            now = time.monotonic_ns()
+            for w in self.windows:
+                if w.start <= now < w.end:
+                    w.unprobed += 1
+            return
+        sid, _seq, sent = PROBE_AFTER.unpack_from(packet, i + 4)
+        seen.add(sid)
+        for w in self.windows:
+            if w.start <= sent < w.end:
+                w.received[sid] = w.received.get(sid, 0) + 1
+                w.pairs.add((receiver << 16) | sid)
+                lat = (time.monotonic_ns() - sent) // 1000
+                w.hist[lat if lat < HIST_FINE else min(HIST_SIZE - 1, HIST_FINE + lat // 1000)] += 1
+                return
+
+    def on_sent(self, sid: int, sent: int, count: int) -> None:
+        for w in self.windows:
+            if w.start <= sent < w.end:
+                w.sent[sid] = w.sent.get(sid, 0) + count
+                return
+
+    def on_lag(self, sent: int, lag: float) -> None:
+        for w in self.windows:
+            if w.start <= sent < w.end:
+                w.ticks += 1
+                if lag > w.lag_max:
+                    w.lag_max = lag
+                if lag > 0.005:
+                    w.late += 1
+                return
+
+
+class OutStream:
+    """One paced stream of pre-shaped packets (video frames or audio packets)."""
+
+    def __init__(self, sid: int, spec: StreamSpec, tally: Tally) -> None:
+        self.sid = sid
+        self.spec = spec
+        self.tally = tally
+        self.pt = 96 if spec.kind == "video" else 111
+        self.ssrc = random.getrandbits(32)
+        self.ext = b""
+        self.send: Send | None = None
+        self.seq = random.getrandbits(16)
+        self.ts = random.getrandbits(32)
+        self.count = 0
+        self.picture_id = random.getrandbits(15)
+        self.key_wanted = True
+        self.scale = 1.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0
+        self._tsstep = int((90000 if spec.kind == "video" else 48000) / spec.rate)
+        self.real: list[bytes] | None = None  # real encoded frames (for decoding systems)
+        self._real_next = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._due = loop.time() + random.random() / self.spec.rate  # stagger streams
+        self._timer = loop.call_at(self._due, self._fire, loop)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        lag = now - self._due
+        period = 1.0 / (self.spec.rate * self.scale)
+        self._due += period
+        if self._due < now - 10 * period:  # far behind: do not burst, resynchronise
+            self._due = now + period
+        self._timer = loop.call_at(self._due, self._fire, loop)
+        send = self.send
+        if send is None:
+            return
+        sent = time.monotonic_ns()
+        n = self.spec.packets_per_frame()
+        probes = [PROBE.pack(MAGIC, self.sid, (self.count + i) & 0xFFFFFFFF, sent)
+                  for i in range(n)]
+        self.count += n
+        key = self.key_wanted and self.spec.kind == "video"
+        self.key_wanted = False
+        self.picture_id = (self.picture_id + 1) & 0x7FFF
+        self.ts = (self.ts + self._tsstep) & 0xFFFFFFFF
+        if self.real is None:
+            payloads = frame_payloads(self.spec, key, self.picture_id, probes)
+        else:  # real media: no probe inside (the system re-encodes it anyway)
+            payloads = self._real_payloads(key)
+            n = len(payloads)
+        last = len(payloads) - 1
+        for i, payload in enumerate(payloads):
+            self.seq = (self.seq + 1) & 0xFFFF
+            send(rtp_header(self.pt, self.seq, self.ts, self.ssrc,
+                            i == last and self.spec.kind == "video", self.ext) + payload)
+        self.tally.on_sent(self.sid, sent, n)
+        self.tally.on_lag(sent, lag)
+
+    def _real_payloads(self, key: bool) -> list[bytes]:
+        real = self.real
+        assert real is not None
+        if self.spec.kind == "audio":
+            self._real_next = (self._real_next + 1) % len(real)
+            return [real[self._real_next]]
+        if key or self._real_next == 0:
+            self._real_next = 0
+        frame = real[self._real_next]
+        self._real_next = self._real_next % (len(real) - 1) + 1  # frame 0 is the key frame
+        return packetize_vp8(frame, self.picture_id)
+
+
+class Participant:
+    """One virtual participant: its streams and what it has heard."""
+
+    def __init__(self, member: Member, tally: Tally) -> None:
+        self.member = member
+        self.index = member.index
+        self.pid = f"p{member.index}"
+        self.tally = tally
+        self.streams = [OutStream(sid, spec, tally) for sid, spec in member.streams()]
+        self.seen: set[int] = set()
+
+    def on_media(self, packet: bytes) -> None:
+        self.tally.on_media(self.index, packet, self.seen)
+
+    def on_pub_rtcp(self, packet: bytes) -> None:
+        """RTCP from the server on our publishing transport: key-frame requests matter."""
+        pos = 0
+        while pos + 4 <= len(packet):
+            pt = packet[pos + 1]
+            fmt = packet[pos] & 0x1F
+            if pt == 206 and fmt in (1, 4):  # RFC 4585 §6.3.1 PLI, RFC 5104 §4.3.1 FIR
+                self.tally.plis += 1
+                for s in self.streams:
+                    if s.spec.kind == "video":
+                        s.key_wanted = True
+            pos += 4 * (struct.unpack_from("!H", packet, pos + 2)[0] + 1)
+
+
+def take_over(peer: Any, on_rtp: Callable[[bytes], None],
+              on_rtcp: Callable[[bytes], None] | None, tally: Tally) -> tuple[Send, Send]:
+    """Route a connected RawPeer's SRTP past aiortc; return (send RTP, send RTCP)."""
+    dtls = peer._dtls
+    pair = dtls.transport._connection._nominated[1]
+    proto = pair.protocol
+    original = proto.datagram_received
+    rx = dtls._rx_srtp
+    tx = dtls._tx_srtp
+    transport = proto.transport
+    addr = pair.remote_addr
+
+    def datagram_received(data: bytes, src: Any) -> None:
+        first = data[0]
+        if 127 < first < 192:  # RFC 7983 §7: SRTP/SRTCP
+            try:
+                if 191 < data[1] < 224:  # RFC 5761 §4: RTCP packet types
+                    tally.rtcp += 1
+                    if on_rtcp is not None:
+                        on_rtcp(rx.unprotect_rtcp(data))
+                else:
+                    on_rtp(rx.unprotect(data))
+            except pylibsrtp.Error:
+                tally.srtp_errors += 1
+        else:  # STUN (consent freshness) and DTLS stay with aioice / aiortc
+            original(data, src)
+
+    proto.datagram_received = datagram_received
+
+    def send_rtp(packet: bytes) -> None:
+        transport.sendto(tx.protect(packet), addr)
+
+    def send_rtcp(packet: bytes) -> None:
+        transport.sendto(tx.protect_rtcp(packet), addr)
+
+    return send_rtp, send_rtcp
+
+
+class Generator:
+    """The virtual participants of one process and the control loop."""
+
+    def __init__(self, scenario: Scenario, indices: list[int], backend: Any) -> None:
+        self.scenario = scenario
+        self.tally = Tally()
+        self.participants = [Participant(scenario.members[i], self.tally) for i in indices]
+        self.backend = backend
+        self._rr_task: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def emit(self, **msg: Any) -> None:
+        sys.stdout.write(json.dumps(msg) + "\n")
+        sys.stdout.flush()
+
+    async def run(self, reader: asyncio.StreamReader) -> None:
+        loop = asyncio.get_running_loop()
+        await self.backend.publish(self.participants)
+        self.emit(ev="published")
+        await self._expect(reader, "subscribe")
+        await self.backend.subscribe(self.participants)
+        self.emit(ev="connected")
+        await self._expect(reader, "start")
+        # The packet loop makes no reference cycles; a full collection over aiortc's
+        # objects would stall the loop for up to hundreds of ms and show up as latency.
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        for p in self.participants:
+            for s in p.streams:
+                s.start(loop)
+        self._rr_task = asyncio.ensure_future(self._keepalive())
+        missing = await self._wait_flowing(20.0 + 0.5 * self.scenario.participants)
+        self.emit(ev="flowing", missing=missing)
+        while True:
+            line = await reader.readline()
+            if not line:
+                break
+            msg = json.loads(line)
+            op = msg.get("op")
+            if op == "window":
+                self.tally.windows.append(Window(msg["id"], msg["start"], msg["end"]))
+            elif op == "report":
+                w = next((w for w in self.tally.windows if w.id == msg["id"]), None)
+                if w is not None:
+                    self.tally.windows.remove(w)
+                self.emit(ev="report", window=w.to_json() if w else None,
+                          unknown=self.tally.unknown, rtcp=self.tally.rtcp,
+                          srtp_errors=self.tally.srtp_errors, plis=self.tally.plis)
+            elif op == "rate":
+                for p in self.participants:
+                    for s in p.streams:
+                        s.scale = float(msg["x"])
+            elif op == "stop":
+                break
+        await self.close()
+        self.emit(ev="stopped")
+
+    async def _expect(self, reader: asyncio.StreamReader, op: str) -> None:
+        line = await reader.readline()
+        if not line or json.loads(line).get("op") != op:
+            raise SystemExit(f"bench.gen: expected {op!r}, got {line[:80]!r}")
+
+    async def _wait_flowing(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        reencodes = getattr(self.backend, "reencodes", False)
+        while True:
+            if reencodes:  # no probes survive a re-encode: anything heard will do
+                missing = sum(1 for p in self.participants
+                              if self.scenario.expected_sources(p.index) and -1 not in p.seen)
+            else:
+                missing = sum(len(self.scenario.expected_sources(p.index) - p.seen)
+                              for p in self.participants)
+            if missing == 0 or time.monotonic() > deadline:
+                return missing
+            await asyncio.sleep(0.1)
+
+    async def _keepalive(self) -> None:
+        """An empty RR per second on every receiving transport: the SFU's liveness check."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.backend.keepalive(self.participants)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        gc.enable()
+        for p in self.participants:
+            for s in p.streams:
+                s.stop()
+        if self._rr_task is not None:
+            self._rr_task.cancel()
+            await asyncio.gather(self._rr_task, return_exceptions=True)
+        await self.backend.close()
+
+
+def make_backend(args: argparse.Namespace, scenario: Scenario) -> Any:
+    if args.system == "reflector":
+        from .reflector import ReflectorClient
+        return ReflectorClient(args.host, args.port)
+    if args.system == "sealroom":
+        from .sealroom_client import SealroomClient
+        return SealroomClient(args.host, args.port, args.bind, scenario)
+    if args.system == "mediarelay":
+        from .sealroom_client import MediaRelayClient
+        return MediaRelayClient(args.host, args.port, args.bind, scenario)
+    if args.system == "janus":
+        from .janus import JanusClient
+        return JanusClient(args.host, args.port, args.bind, scenario)
+    raise SystemExit(f"bench.gen: unknown system {args.system!r}")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    scenario = build(args.scenario, args.participants, args.last_n)
+    indices = [int(x) for x in args.indices.split(",")] if args.indices else list(
+        range(args.participants))
+    gen = Generator(scenario, indices, make_backend(args, scenario))
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        await gen.run(reader)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(gen.close(), 10.0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.gen")
+    p.add_argument("--system", required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--participants", type=int, required=True)
+    p.add_argument("--last-n", type=int, default=4)
+    p.add_argument("--indices", default="", help="comma-separated participant indices")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--bind", default="127.0.0.1", help="address for our ICE candidates")
+    p.add_argument("--log-level", default="warning")
+    args = p.parse_args()
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="gen %(levelname)s %(name)s: %(message)s")
+    import uvloop
+    uvloop.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

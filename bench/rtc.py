@@ -1,0 +1,122 @@
+"""Handshake helpers shared by the generator's SFU clients (sealroom, Janus).
+
+A virtual participant has a ``pub`` RawPeer (sendonly audio/video) and a ``sub`` RawPeer
+(whatever the server offers). aiortc does ICE, DTLS and SDP; once a PeerConnection is
+connected, ``gen.take_over`` moves its packets off aiortc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from aiortc import RTCRtpSender, RTCSessionDescription
+
+from sfu.ice import IcePolicy
+from sfu.peer import RawPeer, negotiated
+from sfu.rtp import build_extensions
+
+from .gen import Participant, Tally, take_over
+
+CODECS = {"audio": "opus", "video": "vp8"}
+SILENCE = 127  # RFC 6464 level: -127 dBov, so nobody is "speaking" (deterministic last-N)
+
+
+async def _drop(data: bytes) -> None:
+    """RawPeer callback: never reached once the packets are taken over."""
+
+
+class Peers:
+    """The two PeerConnections of one virtual participant."""
+
+    def __init__(self, part: Participant, ice: IcePolicy) -> None:
+        self.part = part
+        self.pub = RawPeer(ice, _drop, _drop)
+        self.sub = RawPeer(ice, _drop, _drop)
+        self.lock = asyncio.Lock()
+        self.sub_rtcp: Any = None
+        self.sub_taken = False
+        self.pub_taken = False
+        self.rr_ssrc = 0x5EA1 + part.index
+
+    async def pub_offer(self) -> str:
+        pc = self.pub.pc
+        for _, spec in self.part.member.streams():
+            t = pc.addTransceiver(spec.kind, direction="sendonly")
+            caps = RTCRtpSender.getCapabilities(spec.kind).codecs
+            t.setCodecPreferences([c for c in caps if c.mimeType.lower() in
+                                   (f"{spec.kind}/{CODECS[spec.kind]}", f"{spec.kind}/rtx")])
+        self.pub.adopt()
+        await pc.setLocalDescription(await pc.createOffer())
+        self.pub.adopt()
+        sdp: str = pc.localDescription.sdp
+        return sdp
+
+    async def pub_answer(self, sdp: str) -> None:
+        async with self.lock:
+            await self.pub.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            self.pub.adopt()
+            transceivers: list[Any] = self.pub.pc.getTransceivers()
+            for t in transceivers:
+                n = negotiated(t)
+                for s in self.part.streams:
+                    if s.spec.kind != n.kind:
+                        continue
+                    s.pt = n.payload_types[CODECS[n.kind]]
+                    s.ssrc = n.ssrc
+                    elements: list[tuple[int, bytes]] = []
+                    if n.mid_id is not None:
+                        elements.append((n.mid_id, n.mid.encode()))
+                    if n.kind == "audio" and n.audio_level_id is not None:
+                        elements.append((n.audio_level_id, bytes([SILENCE])))
+                    s.ext = build_extensions(elements)
+
+    async def sub_offer(self, sdp: str) -> str:
+        async with self.lock:
+            pc = self.sub.pc
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            self.sub.adopt()
+            await pc.setLocalDescription(await pc.createAnswer())
+            self.sub.adopt()
+            answer: str = pc.localDescription.sdp
+            return answer
+
+    def try_take_over(self, tally: Tally) -> None:
+        if not self.pub_taken and self.part.streams and self.pub.connected:
+            send, _ = take_over(self.pub, self.part.on_media, self.part.on_pub_rtcp, tally)
+            for s in self.part.streams:
+                s.send = send
+            self.pub_taken = True
+        if not self.sub_taken and self.sub.connected:
+            _, self.sub_rtcp = take_over(self.sub, self.part.on_media, None, tally)
+            self.sub_taken = True
+
+    def keepalive(self) -> None:
+        if self.sub_rtcp is not None:
+            self.sub_rtcp(b"\x80\xc9\x00\x01" + self.rr_ssrc.to_bytes(4, "big"))
+
+    async def close(self) -> None:
+        for peer in (self.pub, self.sub):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(peer.close(), 5.0)
+
+
+async def wait_until(peers: list[Peers], tally: Tally, want_pub: bool, want_sub: bool,
+                     timeout: float) -> None:
+    """Poll every 50 ms until the wanted transports are connected and taken over."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in peers:
+            p.try_take_over(tally)
+        done = all((not want_pub or not p.part.streams or p.pub_taken)
+                   and (not want_sub or p.sub_taken) for p in peers)
+        if done:
+            return
+        if time.monotonic() > deadline:
+            missing = [p.part.pid for p in peers
+                       if (want_pub and p.part.streams and not p.pub_taken)
+                       or (want_sub and not p.sub_taken)]
+            raise TimeoutError(f"not connected after {timeout:.0f} s: {missing[:10]}")
+        await asyncio.sleep(0.05)

@@ -1,0 +1,68 @@
+"""A seconds-long run of the forwarding benchmark, so that it cannot rot.
+
+Real processes end to end: sealroom's SFU (``bench.sfu_runner``), the bare UDP reflector
+and Janus VideoRoom (Debian's ``janus``, in a network namespace of its own), each driven
+by the load generator doing real ICE + DTLS-SRTP (for the two SFUs).
+Asserts behaviour (things were forwarded and counted, files written), never speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from bench import cli
+
+pytestmark = pytest.mark.media
+
+
+def _children() -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            if int(data[data.rindex(")") + 2 :].split()[1]) == os.getpid():
+                out.add(int(entry))
+    return out
+
+
+def test_smoke_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--systems", "sealroom,reflector,janus", "--participants", "3",
+                              "--quick", "--out", str(tmp_path)])
+    before = _children()
+    assert cli.run(args) == 0
+    assert _children() <= before  # every server and generator process was reaped
+    netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    assert not [n for n in netns if n.startswith("srbench")]  # Janus's namespace is gone
+
+    doc = json.loads((tmp_path / "bench-meeting.json").read_text())
+    png = (tmp_path / "bench-meeting.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack("!II", png[16:24])[0] > 100
+    results = {r["system"]: r for r in doc["results"]}
+    assert set(results) == {"sealroom", "reflector", "janus"}
+    for r in results.values():
+        assert "error" not in r, r.get("error")
+        assert r["missing_streams"] == 0
+        # 3 participants × (audio 50/s + video 30 fps × 2 packets) × 2 receivers
+        assert r["offered_pps"] == pytest.approx(3 * 110 * 2, rel=0.05)
+        assert r["forwarded_pps"] > 0
+        assert 0.0 <= r["loss"] <= 1.0
+        assert r["p50_ms"] is not None and 0 < r["p50_ms"] <= r["p99_ms"]
+        assert r["server_rss_mb"] > 1
+        assert r["server_us_per_packet"] is None or r["server_us_per_packet"] > 0
+        assert len(r["windows"]) == 1
+    assert doc["ratios"] and {"sealroom/reflector", "sealroom/janus"} <= set(doc["ratios"][0])
+    assert doc["mesh_limit_10mbps"] > 2
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("sealroom", "reflector", "janus", "fwd pkt/s"))

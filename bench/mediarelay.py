@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
-import signal
 import sys
 from typing import Any
 
@@ -33,6 +31,7 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 
+from bench import control
 from sfu.ice import IcePolicy
 
 logger = logging.getLogger("bench.mediarelay")
@@ -103,54 +102,37 @@ class RelayServer:
                     await asyncio.wait_for(pc.close(), 5.0)
 
 
-async def serve(args: argparse.Namespace) -> None:
-    server = RelayServer(args.media_host)
+class RelayPlane:
+    """``RelayServer`` behind the benchmark's control channel (bench/control.py)."""
 
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pids: set[str] = set()
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
 
-        def make_send(pid: str) -> Any:
-            async def send(msg: dict[str, Any]) -> None:
-                writer.write((json.dumps({"pid": pid, "msg": msg}) + "\n").encode())
-            return send
+    async def join(self, room: str, pid: str, send: control.Send) -> None:
+        self.server.members[pid] = Member(pid, send)
 
+    async def handle(self, pid: str, msg: dict[str, Any]) -> None:
+        member = self.server.members.get(pid)
+        if member is None:
+            return
         try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                req = json.loads(line)
-                op = req.get("op")
-                if op == "join":
-                    pids.add(req["pid"])
-                    server.members[req["pid"]] = Member(req["pid"], make_send(req["pid"]))
-                elif op == "msg" and req["pid"] in server.members:
-                    try:
-                        await server.handle(server.members[req["pid"]], req["msg"])
-                    except Exception:
-                        logger.exception("handling %s", req["msg"].get("type"))
-                elif op == "leave":
-                    pids.discard(req["pid"])
-                    await server.leave(req["pid"])
-        except ConnectionError:
-            pass
-        finally:
-            for pid in pids:
-                await server.leave(pid)
-            writer.close()
+            await self.server.handle(member, msg)
+        except Exception:
+            logger.exception("handling %s", msg.get("type"))
 
-    tcp = await asyncio.start_server(client, "127.0.0.1", args.port, limit=1 << 24)
-    print(json.dumps({"port": tcp.sockets[0].getsockname()[1]}), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        tcp.close()
-        for pid in list(server.members):
-            await server.leave(pid)
+    async def leave(self, pid: str) -> None:
+        await self.server.leave(pid)
+
+    async def close(self) -> None:
+        for pid in list(self.server.members):
+            await self.server.leave(pid)
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+
+async def serve(args: argparse.Namespace) -> None:
+    await control.serve(RelayPlane(RelayServer(args.media_host)), args.port)
 
 
 def main() -> None:

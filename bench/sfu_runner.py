@@ -11,65 +11,17 @@ forwarding path, so the benchmark skips it; the media path is exactly ``sealroom
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
-import signal
 import sys
-from typing import Any
 
+from bench import control
 from sfu import Sfu, SfuConfig
 
 logger = logging.getLogger("bench.sfu_runner")
 
 
 async def serve(args: argparse.Namespace) -> None:
-    sfu = Sfu(SfuConfig(bind_host=args.media_host, last_n=args.last_n))
-
-    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        pids: set[str] = set()
-
-        def make_send(pid: str) -> Any:
-            async def send(msg: dict[str, Any]) -> None:
-                writer.write((json.dumps({"pid": pid, "msg": msg}) + "\n").encode())
-            return send
-
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                req = json.loads(line)
-                op = req.get("op")
-                if op == "join":
-                    pids.add(req["pid"])
-                    await sfu.join(req["room"], req["pid"], make_send(req["pid"]))
-                elif op == "msg":
-                    await sfu.handle(req["pid"], req["msg"])
-                elif op == "leave":
-                    pids.discard(req["pid"])
-                    await sfu.leave(req["pid"])
-                elif op == "stats":
-                    writer.write((json.dumps({"stats": sfu.stats()}) + "\n").encode())
-        except ConnectionError:
-            pass  # the generator went away: its participants leave below
-        finally:
-            for pid in pids:
-                await sfu.leave(pid)
-            writer.close()
-
-    server = await asyncio.start_server(client, "127.0.0.1", args.port, limit=1 << 24)
-    port = server.sockets[0].getsockname()[1]
-    print(json.dumps({"port": port}), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        server.close()
-        await asyncio.wait_for(sfu.close(), 20.0)
+    await control.serve(Sfu(SfuConfig(bind_host=args.media_host, last_n=args.last_n)), args.port)
 
 
 def main() -> None:

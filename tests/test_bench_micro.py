@@ -80,9 +80,10 @@ def make_track(subscribers: int) -> tuple[PublishedTrack, list[FakeOwner]]:
     return track, owners
 
 
-def test_forward_one_packet_one_subscriber(benchmark: Any) -> None:
-    """Publisher packet → parse → PublishedTrack.on_rtp → Slot.forward rewrite → send."""
-    track, owners = make_track(1)
+def forwarder(subscribers: int) -> tuple[Any, list[Any], bytes]:
+    """A track with `subscribers` slots past its first key frame, and a function that
+    forwards the next delta packet (fresh sequence number) through it."""
+    track, owners = make_track(subscribers)
     run_sync(track.on_rtp(RtpHeader.parse(video_packet(1, True)), video_packet(1, True)))
     packet = video_packet(2, False)
     counter = iter(range(3, 10**9))
@@ -92,6 +93,12 @@ def test_forward_one_packet_one_subscriber(benchmark: Any) -> None:
         data = packet[:2] + struct.pack("!H", seq) + packet[4:]
         run_sync(track.on_rtp(RtpHeader.parse(data), data))
 
+    return forward, owners, packet
+
+
+def test_forward_one_packet_one_subscriber(benchmark: Any) -> None:
+    """Publisher packet → parse → PublishedTrack.on_rtp → Slot.forward rewrite → send."""
+    forward, owners, packet = forwarder(1)
     benchmark(forward)
     out = owners[0].sub.sent[-1]
     h = RtpHeader.parse(out)
@@ -101,16 +108,7 @@ def test_forward_one_packet_one_subscriber(benchmark: Any) -> None:
 
 
 def test_forward_one_packet_ten_subscribers(benchmark: Any) -> None:
-    track, owners = make_track(10)
-    run_sync(track.on_rtp(RtpHeader.parse(video_packet(1, True)), video_packet(1, True)))
-    packet = video_packet(2, False)
-    counter = iter(range(3, 10**9))
-
-    def forward() -> None:
-        seq = next(counter) & 0xFFFF
-        data = packet[:2] + struct.pack("!H", seq) + packet[4:]
-        run_sync(track.on_rtp(RtpHeader.parse(data), data))
-
+    forward, owners, _ = forwarder(10)
     benchmark(forward)
     assert all(o.sub.sent and RtpHeader.parse(o.sub.sent[-1]).ssrc == SUB_SSRC + i
                for i, o in enumerate(owners))

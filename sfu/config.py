@@ -22,4 +22,5 @@ class SfuConfig:
     speaker_interval: float = 0.3  # how often the active speaker is re-evaluated, seconds
     speaker_window: float = 1.0  # audio levels averaged over this window, seconds
     speaker_threshold: int = 60  # mean level (-dBov) must be below this to count as speaking
+    drop_silence: bool = True  # do not forward audio whose RFC 6464 level is 127 (silence)
     rtx_cache: int = 512  # packets kept per published track for retransmission

@@ -23,6 +23,7 @@ from . import rtcp
 from .errors import SfuError
 from .peer import RawPeer, negotiated
 from .rtp import URI_MID, RtpHeader
+from .track import CODEC as CODECS
 from .track import PublishedTrack, Slot
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-CODECS = {"audio": "opus", "video": "vp8"}  # DESIGN.md: only VP8 and Opus are negotiated
 
 
 class Participant:
@@ -59,7 +59,7 @@ class Participant:
 
     @property
     def sub_connected(self) -> bool:
-        return self.sub.connected
+        return self.sub.up
 
     async def send(self, msg: dict[str, Any]) -> None:
         """A message to this participant's signaling socket; a dead socket is not our error."""
@@ -76,10 +76,9 @@ class Participant:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def send_rtcp_soon(self, data: bytes) -> None:
-        """RTCP to this participant's publisher PC, from sync code (PLI timers)."""
-        if not self.closed:
-            self.spawn(self.pub.send(data))
+    def send_rtcp(self, data: bytes) -> bool:
+        """RTCP to this participant's publisher PC (PLI, RR, REMB)."""
+        return not self.closed and self.pub.send_rtcp(data)
 
     # --- pub: the participant publishes -------------------------------------------------
 
@@ -106,7 +105,7 @@ class Participant:
             if t.mid in self.tracks or t.direction not in ("recvonly", "sendrecv"):
                 continue
             track = PublishedTrack(self, t.kind, t.mid, self.stats, self.sfu.config.rtx_cache,
-                                   self.sfu.config.pli_interval)
+                                   self.sfu.config.pli_interval, self.sfu.config.drop_silence)
             track.ssrc, rtx_ssrc = _media_ssrcs(parsed, t.mid)
             self.tracks[t.mid] = track
             if track.ssrc is not None:
@@ -121,14 +120,14 @@ class Participant:
         self.pub.adopt()
         for t in transceivers:
             if t.mid in self.tracks:
-                self.tracks[t.mid].pub = negotiated(t)
+                self.tracks[t.mid].set_pub(negotiated(t))
         local = self.pub.pc.localDescription
         await self.send({"type": "sfu-answer", "pc": "pub", "sdp": local.sdp})
         if new:
             logger.info("%s publishes %s", self.pid, [t.kind for t in new])
             await self.room.tracks_changed(exclude=self)
 
-    async def _pub_rtp(self, data: bytes) -> None:
+    def _pub_rtp(self, data: bytes) -> None:
         """Publisher RTP: parse the header, find the track, fan out (hot path)."""
         try:
             h = RtpHeader.parse(data)
@@ -141,13 +140,12 @@ class Participant:
             if track is None:
                 self.stats.drop("unknown_ssrc")
                 return
-        pub = track.pub
-        if pub is None or h.payload_type != pub.payload_types.get(CODECS[track.kind]):
+        if h.payload_type != track.payload_type:
             # RTX / padding probes from the publisher, or a codec we did not accept
             self.stats.drop("unexpected_pt")
             return
-        self.stats.add("received_packets")
-        await track.on_rtp(h, data)
+        self.stats.received_packets += 1
+        track.on_rtp(h, data)
 
     def _learn_ssrc(self, h: RtpHeader) -> PublishedTrack | None:
         """No a=ssrc in the offer: bind the SSRC by the MID extension (RFC 8843 §9.2)."""
@@ -160,7 +158,7 @@ class Participant:
                     return track
         return None
 
-    async def _pub_rtcp(self, data: bytes) -> None:
+    def _pub_rtcp(self, data: bytes) -> None:
         try:
             packets = rtcp.parse_compound(data)
         except ValueError:
@@ -176,7 +174,7 @@ class Participant:
                     continue  # the SR of the publisher's RTX stream: nothing to translate
                 self.stats.add("sr_received")
                 for slot, sr in track.on_sender_report(p):
-                    if await slot.owner.sub.send(sr):
+                    if slot.owner.sub.send_rtcp(sr):
                         self.stats.add("sr_sent")
 
     # --- sub: the participant receives --------------------------------------------------
@@ -274,10 +272,10 @@ class Participant:
                     self._slot_by_ssrc[slot.params.rtx_ssrc] = slot  # type: ignore[union-attr]
         await self._maybe_offer()
 
-    async def _sub_rtp(self, data: bytes) -> None:
+    def _sub_rtp(self, data: bytes) -> None:
         self.stats.drop("rtp_on_sub")  # the sub PC is sendonly from the SFU
 
-    async def _sub_rtcp(self, data: bytes) -> None:
+    def _sub_rtcp(self, data: bytes) -> None:
         """Feedback from a subscriber about the streams we send it."""
         try:
             packets = rtcp.parse_compound(data)
@@ -294,7 +292,7 @@ class Participant:
                     slot.track.request_keyframe("pli")
                 else:
                     self.stats.add("nacks_received")
-                    await slot.retransmit(p.lost)
+                    slot.retransmit(p.lost)
             elif isinstance(p, rtcp.Fir):
                 for ssrc, _ in p.entries[:16]:
                     slot = self._slot_by_ssrc.get(ssrc)
@@ -340,9 +338,9 @@ class Participant:
                     and now - self._joined_at > cfg.connect_timeout):
                 await self.sfu.transport_failed(self, "ICE/DTLS did not connect")
                 return
-            await self._send_reports(now)
+            self._send_reports(now)
 
-    async def _send_reports(self, now: float) -> None:
+    def _send_reports(self, now: float) -> None:
         """RFC 3550 §6.4.2 RR for each published source, plus REMB (draft-alvestrand §2)."""
         if not self.pub.connected:
             return
@@ -356,7 +354,7 @@ class Participant:
             t.remb = {k: v for k, v in t.remb.items() if now - v[1] < 5.0}
             bitrate = min([self.sfu.config.max_video_bitrate, *limits])
             data += bytes(rtcp.Remb(self.rtcp_ssrc, bitrate, [t.ssrc]))  # type: ignore[list-item]
-        if await self.pub.send(data):
+        if self.pub.send_rtcp(data):
             self.stats.add("rr_sent")
 
     async def close(self) -> None:

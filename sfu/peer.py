@@ -11,25 +11,45 @@
   callbacks, and ``send`` writes raw RTP/RTCP through the same transport's SRTP session;
 * ICE gathers one host candidate chosen by ``IcePolicy`` and never contacts a STUN server.
 
+The fast path (plain-function handlers, as the SFU uses): once DTLS is connected, the
+packets skip aiortc altogether. aioice hands every datagram to ``stun.parse_message``
+first, then to an ``asyncio.Queue`` that aiortc's receive task drains, one ``await``
+chain per packet (30–50 µs, and an unbounded queue under overload: latency grows to
+seconds before anything is lost). Instead we wrap the ICE socket's
+``datagram_received``: SRTP/SRTCP (RFC 7983 §7: first byte 128..191) is unprotected
+with aiortc's own libsrtp session and handed to the handler right there, in the
+socket's read callback; STUN (consent freshness, RFC 7675) and DTLS still go to
+aioice/aiortc. ``send_rtp``/``send_rtcp`` protect with aiortc's outbound session and
+write to the nominated pair's socket in one call. The kernel's socket buffer is then the
+only queue, so overload shows as loss, not latency. Peers with coroutine handlers (the
+media bot) keep aiortc's path.
+
 The SFU and the Python media bot both use it, so neither ever decodes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pylibsrtp
+from aioice.ice import StunProtocol
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
 
 from .ice import IcePolicy
-from .rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
+from .rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, is_rtcp
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[bytes], Awaitable[None]]
+Handler = Callable[[bytes], Awaitable[None]] | Callable[[bytes], None]
+
+SOCKET_BUFFER = 2 * 1024 * 1024  # bytes; asked of the kernel, which caps it (net.core.*mem_max)
+ICE_COMPONENT = 1  # RTP and RTCP share component 1 (RFC 5761 mux, bundle)
 
 
 @dataclass
@@ -82,7 +102,11 @@ async def _not_started(*args: Any, **kwargs: Any) -> None:
 
 
 class RawPeer:
-    """One RTCPeerConnection whose media bytes go to ``on_rtp``/``on_rtcp`` untouched."""
+    """One RTCPeerConnection whose media bytes go to ``on_rtp``/``on_rtcp`` untouched.
+
+    Handlers are plain functions (the fast path, see the module docstring) or coroutine
+    functions (aiortc's receive task awaits them).
+    """
 
     def __init__(self, policy: IcePolicy, on_rtp: Handler, on_rtcp: Handler,
                  on_error: Callable[[str], None] | None = None) -> None:
@@ -93,8 +117,16 @@ class RawPeer:
         self._on_rtp = on_rtp
         self._on_rtcp = on_rtcp
         self._on_error = on_error
+        self._fast_ok = not (inspect.iscoroutinefunction(on_rtp)
+                             or inspect.iscoroutinefunction(on_rtcp))
         self._dtls: Any = None
+        # set while DTLS is connected and the socket is ours: (outbound SRTP session,
+        # aioice's nominated-pair dict); read on every send
+        self._fast: tuple[Any, dict[int, Any]] | None = None
+        self._wrapped: set[int] = set()  # id() of the StunProtocols whose input we take
+        self.up = False  # DTLS connected: SRTP keys exist and sends can go out
         self.received = 0  # SRTP/SRTCP datagrams handed to us, for liveness checks
+        self.srtp_rejected = 0  # failed authentication or replay (RFC 3711 §3.3.2)
 
     def adopt(self) -> None:
         """Take over every transceiver and transport of the PC (idempotent).
@@ -113,33 +145,144 @@ class RawPeer:
                 dtls._sealroom_raw = True
                 dtls._handle_rtp_data = self._rtp_in
                 dtls._handle_rtcp_data = self._rtcp_in
+                dtls.on("statechange", lambda d=dtls: self._dtls_state(d))
                 self._dtls = dtls
             self.policy.apply(dtls.transport.iceGatherer._connection)
 
+    # --- aiortc's path: before the takeover, and for coroutine handlers ------------------
+
     async def _rtp_in(self, data: bytes, arrival_time_ms: int = 0) -> None:
         self.received += 1
-        try:
-            await self._on_rtp(data)
-        except Exception:  # never let one packet kill the DTLS receive loop
-            logger.exception("RTP handler failed")
-            if self._on_error:
-                self._on_error("handler_error")
+        await self._call(self._on_rtp, data)
 
     async def _rtcp_in(self, data: bytes) -> None:
         self.received += 1
+        await self._call(self._on_rtcp, data)
+
+    async def _call(self, handler: Handler, data: bytes) -> None:
         try:
-            await self._on_rtcp(data)
-        except Exception:
-            logger.exception("RTCP handler failed")
+            result = handler(data)
+            if result is not None:
+                await result
+        except Exception:  # never let one packet kill the DTLS receive loop
+            logger.exception("media handler failed")
             if self._on_error:
                 self._on_error("handler_error")
+
+    # --- the fast path -------------------------------------------------------------------
+
+    def _dtls_state(self, dtls: Any) -> None:
+        if dtls.state == "connected":
+            self.up = True
+            if self._fast_ok:
+                self._take_over(dtls)
+        elif dtls is self._dtls:
+            self.up = False
+            self._fast = None
+
+    def _take_over(self, dtls: Any) -> None:
+        """Route SRTP past aioice's queue and aiortc's receive task (module docstring)."""
+        conn = dtls.transport._connection
+        rx = dtls._rx_srtp
+        protocols: list[Any] = list(conn._protocols)
+        receiver = None
+        for proto in protocols:
+            # Only plain UDP sockets: a TURN-relayed local candidate keeps aiortc's path.
+            if type(proto) is not StunProtocol or id(proto) in self._wrapped:
+                continue
+            self._wrapped.add(id(proto))
+            _grow_buffers(proto.transport)
+            target: Any = proto  # an instance attribute shadows the method
+            target.datagram_received = receiver = self._make_receiver(
+                rx, proto.datagram_received)
+        self._fast = (dtls._tx_srtp, conn._nominated)
+        if receiver is not None:
+            # SRTP that arrived during the handshake waits in aioice's queue for a receive
+            # task that has not started yet. Handle it now, before anything newer: served
+            # later, it would reach the SFU out of order (a key frame's first packet after
+            # its second makes a hole that no NACK can fill).
+            queue = conn._queue._queue  # the asyncio.Queue's deque of (data, component)
+            backlog = [item for item in queue if item is not None and _is_srtp(item[0])]
+            kept = [item for item in queue if item is None or not _is_srtp(item[0])]
+            queue.clear()
+            queue.extend(kept)
+            for data, _component in backlog:
+                receiver(data, None)
+
+    def _make_receiver(self, rx: Any, original: Callable[[bytes, Any], None]
+                       ) -> Callable[[bytes, Any], None]:
+        on_rtp, on_rtcp = self._on_rtp, self._on_rtcp
+
+        def datagram_received(data: bytes, addr: Any) -> None:
+            # Hot path: one call per datagram from uvloop's read callback (_is_srtp inlined).
+            if len(data) < 12 or not 127 < data[0] < 192:
+                original(data, addr)  # STUN and DTLS: aioice / aiortc as before
+                return
+            try:
+                if 191 < data[1] < 224:  # RFC 5761 §4: RTCP packet types 192..223
+                    plain, handler = rx.unprotect_rtcp(data), on_rtcp
+                else:
+                    plain, handler = rx.unprotect(data), on_rtp
+            except pylibsrtp.Error:  # forged, corrupted or replayed (RFC 3711 §3.3.2)
+                self.srtp_rejected += 1
+                if self._on_error:
+                    self._on_error("srtp_rejected")
+                return
+            self.received += 1
+            try:
+                handler(plain)
+            except Exception:  # one bad packet must not break the socket's reader
+                logger.exception("media handler failed")
+                if self._on_error:
+                    self._on_error("handler_error")
+
+        return datagram_received
 
     @property
     def connected(self) -> bool:
         return self._dtls is not None and self._dtls.state == "connected"
 
+    def send_rtp(self, data: bytes) -> bool:
+        """Protect and send one RTP packet now; False if the transport is not up (hot path)."""
+        fast = self._fast
+        if fast is None:
+            return self._send_later(data)
+        pair = fast[1].get(ICE_COMPONENT)
+        if pair is None:
+            return False
+        try:
+            pair.protocol.transport.sendto(fast[0].protect(data), pair.remote_addr)
+        except (OSError, pylibsrtp.Error):
+            return False
+        return True
+
+    def send_rtcp(self, data: bytes) -> bool:
+        """Protect and send one (compound) RTCP packet now; False if not up."""
+        fast = self._fast
+        if fast is None:
+            return self._send_later(data)
+        pair = fast[1].get(ICE_COMPONENT)
+        if pair is None:
+            return False
+        try:
+            pair.protocol.transport.sendto(fast[0].protect_rtcp(data), pair.remote_addr)
+        except (OSError, pylibsrtp.Error):
+            return False
+        return True
+
+    def _send_later(self, data: bytes) -> bool:
+        """No fast path (coroutine handlers, TURN socket): aiortc sends it in a task."""
+        if not self.connected:
+            return False
+        task = asyncio.ensure_future(self.send(data))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+        return True
+
     async def send(self, data: bytes) -> bool:
         """Protect and send one RTP or RTCP packet; False if the transport is not up."""
+        if self._fast is not None:
+            return self.send_rtcp(data) if is_rtcp(data) else self.send_rtp(data)
         dtls = self._dtls
         if dtls is None or dtls.state != "connected":
             return False
@@ -150,5 +293,27 @@ class RawPeer:
         return True
 
     async def close(self) -> None:
+        self._fast = None
+        self.up = False
         await self.pc.close()
         self._dtls = None
+
+
+def _is_srtp(data: bytes) -> bool:
+    """RFC 7983 §7: first byte 128..191 is RTP/RTCP (here SRTP/SRTCP); 12 bytes at least."""
+    return len(data) >= 12 and 127 < data[0] < 192
+
+
+_pending: set[asyncio.Future[bool]] = set()  # sends handed to aiortc, kept until done
+
+
+def _grow_buffers(transport: Any) -> None:
+    """Larger socket buffers absorb bursts (a key frame is dozens of packets at once)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError as exc:  # pragma: no cover - the kernel refused: keep its default
+            logger.debug("setsockopt %s: %s", opt, exc)

@@ -14,12 +14,11 @@ import logging
 import random
 import struct
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import rtcp
 from .peer import Negotiated
-from .rtp import RtpHeader, build_extensions, build_packet, seq_newer
+from .rtp import ONE_BYTE_PROFILE, RtpHeader, build_extensions, build_packet, seq_newer
 from .stats import Stats
 from .vp8 import is_keyframe
 
@@ -29,13 +28,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CLOCK = {"audio": 48000, "video": 90000}
+CODEC = {"audio": "opus", "video": "vp8"}  # DESIGN.md: the only codecs negotiated
+SILENCE = 127  # RFC 6464 §3: the lowest level, -127 dBov: digital silence
+RTP_V2 = 0x80  # RFC 3550 §5.1: V=2 in the first octet
+EXT_BIT = 0x10  # RFC 3550 §5.1: X
+_FIXED = struct.Struct("!BBHII")
+# RFC 8285 §4.2: "0xBEDE" + length in 32-bit words, for every length a block can have
+_ONE_BYTE_HEAD = [struct.pack("!HH", ONE_BYTE_PROFILE, words) for words in range(64)]
+_PAD = [b"", b"\x00", b"\x00\x00", b"\x00\x00\x00"]
 
 
 class PublishedTrack:
     """One audio or video stream a participant sends to the SFU."""
 
     def __init__(self, owner: Participant, kind: str, mid: str, stats: Stats,
-                 cache_size: int, pli_interval: float) -> None:
+                 cache_size: int, pli_interval: float, drop_silence: bool = True) -> None:
         self.owner = owner
         self.kind = kind
         self.mid = mid  # the publisher's MID for this m-line
@@ -43,6 +50,10 @@ class PublishedTrack:
         self.stats = stats
         self.slots: list[Slot] = []
         self.pub: Negotiated | None = None  # negotiated params of the publisher's m-line
+        self.payload_type = -1  # the publisher's PT for the codec (-1: not negotiated yet)
+        self._level_id = 0  # the publisher's RFC 6464 extension id (0: not negotiated)
+        self._ast_id = 0  # the publisher's abs-send-time extension id (0: not negotiated)
+        self.drop_silence = drop_silence
         # retransmission cache, indexed by seq % size (RFC 4588 needs the original payload)
         self._cache_size = cache_size
         self._cache: list[tuple[int, bytes, RtpHeader] | None] = [None] * cache_size
@@ -65,23 +76,53 @@ class PublishedTrack:
         self.levels: list[tuple[float, int]] = []  # (time, -dBov) from RFC 6464
         self.remb: dict[int, tuple[int, float]] = {}  # subscriber slot ssrc -> (bps, time)
 
+    def set_pub(self, pub: Negotiated) -> None:
+        """The publisher's negotiated m-line: which extension ids carry what."""
+        self.pub = pub
+        self.payload_type = pub.payload_types.get(CODEC[self.kind], -1)
+        self._level_id = pub.audio_level_id or 0
+        self._ast_id = pub.abs_send_time_id or 0
+
     # --- receive path -----------------------------------------------------------------
 
-    async def on_rtp(self, h: RtpHeader, data: bytes) -> None:
-        """Forward one packet to every attached slot (hot path)."""
+    def on_rtp(self, h: RtpHeader, data: bytes) -> None:
+        """Forward one packet to every attached slot (hot path).
+
+        Everything that is the same for all subscribers is done once here: the payload
+        slice, the extension values kept, key-frame and silence detection, the clock.
+        """
         self._count(h)
-        self._cache[h.sequence_number % self._cache_size] = (h.sequence_number, data, h)
+        seq = h.sequence_number
+        self._cache[seq % self._cache_size] = (seq, data, h)
+        exts = h.extensions
+        level = exts.get(self._level_id) if self._level_id else None
+        ast = exts.get(self._ast_id) if self._ast_id else None
         key = False
+        start = h.payload_offset
         if self.kind == "video":
-            key = is_keyframe(data[h.payload_offset : h.payload_end])
-            if key:
-                self.keyframes += 1
-        elif self.pub is not None and self.pub.audio_level_id is not None:
-            level = h.extensions.get(self.pub.audio_level_id)
-            if level:
-                self.levels.append((time.monotonic(), level[0] & 0x7F))  # RFC 6464 §3
-        for slot in self.slots:
-            await slot.forward(h, data, key)
+            # Only the first packet of a frame can start a key frame (RFC 7741 §4.3: S=1,
+            # PID=0); the byte test spares the descriptor parse on all the others.
+            if start < h.payload_end and data[start] & 0x17 == 0x10:
+                key = is_keyframe(data[start : h.payload_end])
+                if key:
+                    self.keyframes += 1
+        elif level:
+            value = level[0] & 0x7F  # RFC 6464 §3: -dBov, 127 = digital silence
+            self.levels.append((time.monotonic(), value))
+            if value == SILENCE and self.drop_silence:
+                # Nobody needs digital silence (a muted or silent microphone): drop it for
+                # every subscriber, keeping their sequence numbers gapless (Slot.skip).
+                for slot in self.slots:
+                    slot.skip(h)
+                self.stats.drop("silence")
+                return
+        slots = self.slots
+        if not slots:
+            return
+        payload = data[start : h.payload_end]
+        now = time.monotonic()
+        for slot in slots:
+            slot.forward(h, payload, level, ast, key, now)
 
     def _count(self, h: RtpHeader) -> None:
         """RFC 3550 App. A.1 sequence tracking (simplified: no probation)."""
@@ -166,7 +207,7 @@ class PublishedTrack:
             return
         self._last_pli = time.monotonic()
         self.stats.add("plis_sent")
-        self.owner.send_rtcp_soon(bytes(rtcp.Pli(self.owner.rtcp_ssrc, self.ssrc)))
+        self.owner.send_rtcp(bytes(rtcp.Pli(self.owner.rtcp_ssrc, self.ssrc)))
 
     def close(self) -> None:
         if self._pli_timer is not None:
@@ -186,13 +227,20 @@ class Slot:
         self.kind = kind
         self.transceiver = transceiver
         self.stats = stats
+        self._sub = owner.sub  # the RawPeer this slot sends through
         self.params: Negotiated | None = None  # set once the subscriber's answer is applied
         self.track: PublishedTrack | None = None
         self.publisher: str | None = None  # the one participant this MID ever shows
         self.active = True  # False when last-N leaves this publisher out
         self.waiting_key = False
         self._last_key_request = -1e9
-        self._mid_ext = b""
+        # precomputed rewrite state (set_params): what every packet of this slot gets
+        self._pt = -1  # our payload type for the codec (-1: not negotiated)
+        self._ssrc = 0
+        self._mid_elem = b""  # the whole RFC 8285 one-byte MID element, header included
+        self._level_head = b""  # one-byte element header for a 1-byte audio level
+        self._ast_head = b""  # one-byte element header for a 3-byte abs-send-time
+        self._one_byte = False  # every element fits RFC 8285 §4.2's one-byte form
         # rewrite state: continuous across publishers and pauses (DESIGN.md "Media plane")
         self._started = False  # first packet of the current run not seen yet
         self._seq_offset = 0
@@ -212,8 +260,21 @@ class Slot:
         return self.params.ssrc if self.params else 0
 
     def set_params(self, params: Negotiated) -> None:
+        """The subscriber's answer is in: precompute everything per-packet rewriting needs."""
         self.params = params
-        self._mid_ext = params.mid.encode()
+        self._pt = params.payload_types.get(CODEC[self.kind], -1)
+        self._ssrc = params.ssrc
+        mid = params.mid.encode()
+        ids = [i for i in (params.mid_id, params.audio_level_id, params.abs_send_time_id)
+               if i is not None]
+        self._one_byte = all(1 <= i <= 14 for i in ids) and 1 <= len(mid) <= 16
+        if self._one_byte:
+            self._mid_elem = (bytes([(params.mid_id << 4) | (len(mid) - 1)]) + mid
+                              if params.mid_id is not None else b"")
+            self._level_head = (bytes([params.audio_level_id << 4])
+                                if params.audio_level_id is not None else b"")
+            self._ast_head = (bytes([(params.abs_send_time_id << 4) | 2])
+                              if params.abs_send_time_id is not None else b"")
 
     def attach(self, track: PublishedTrack) -> None:
         """Show ``track`` in this slot from the next key frame on (video)."""
@@ -243,19 +304,23 @@ class Slot:
 
     @property
     def ready(self) -> bool:
-        return self.params is not None and self.owner.sub_connected
+        return self.params is not None and self._sub.up
 
-    async def forward(self, h: RtpHeader, data: bytes, key: bool) -> None:
-        """Rewrite and send one packet, or skip it keeping sequence numbers continuous."""
-        if not self.ready or not self.active:
-            self._skip(h)
-            self.stats.drop("not_ready" if self.active else "last_n")
+    def forward(self, h: RtpHeader, payload: bytes, level: bytes | None, ast: bytes | None,
+                key: bool, now: float) -> None:
+        """Rewrite and send one packet, or skip it keeping sequence numbers continuous.
+
+        Hot path, once per packet per subscriber: integer arithmetic, one header built
+        from precomputed pieces, one SRTP protect and one ``sendto`` (RawPeer.send_rtp).
+        """
+        if not self.active or self._pt < 0 or not self._sub.up:
+            self.skip(h)
+            self.stats.drop(self._not_sending())
             return
         if self.waiting_key:
             if not key:
-                self._skip(h)
+                self.skip(h)
                 self.stats.drop("await_keyframe")
-                now = time.monotonic()
                 track = self.track
                 if track is not None and now - self._last_key_request >= track.pli_interval:
                     self._last_key_request = now
@@ -266,9 +331,8 @@ class Slot:
         if not self._started:
             # Start a run: next out seq follows the last one sent, timestamps advance by
             # the wall time elapsed, so the subscriber sees one continuous stream.
-            now = time.monotonic()
-            clock = CLOCK[self.kind]
-            out_ts = self._last_out_ts + max(1, int((now - self._last_out_time) * clock))
+            out_ts = self._last_out_ts + max(1, int((now - self._last_out_time)
+                                                    * CLOCK[self.kind]))
             self._seq_offset = (seq - self._last_out_seq - 1) & 0xFFFF
             self._ts_offset = (out_ts - h.timestamp) & 0xFFFFFFFF
             self._resume_seq = seq
@@ -284,68 +348,71 @@ class Slot:
         if seq_newer(out_seq, self._last_out_seq):
             self._last_out_seq = out_seq
             self._last_out_ts = out_ts
-            self._last_out_time = time.monotonic()
-        self._sent_map[out_seq % 512] = (out_seq << 16) | seq
-        packet = self._rewrite(h, data, out_seq, out_ts, None)
-        if packet is None:
-            return
-        if await self.owner.sub.send(packet):
+            self._last_out_time = now
+        self._sent_map[out_seq & 511] = (out_seq << 16) | seq
+        ext = self._extensions(level, ast)
+        packet = b"".join((
+            _FIXED.pack(RTP_V2 | (EXT_BIT if ext else 0) | (len(h.csrcs) >> 2),
+                        (0x80 if h.marker else 0) | self._pt, out_seq, out_ts, self._ssrc),
+            h.csrcs, ext, payload))
+        if self._sub.send_rtp(packet):
             self.packets += 1
-            self.octets += h.payload_end - h.payload_offset
-            self.stats.add("forwarded_packets")
-            self.stats.add("forwarded_bytes", len(packet))
+            self.octets += len(payload)
+            stats = self.stats
+            stats.forwarded_packets += 1
+            stats.forwarded_bytes += len(packet)
         else:
             self.stats.drop("send_failed")
 
-    def _skip(self, h: RtpHeader) -> None:
+    def _not_sending(self) -> str:
+        if not self.active:
+            return "last_n"
+        if self.params is None or not self._sub.up:
+            return "not_ready"
+        return "codec_not_negotiated"
+
+    def _extensions(self, level: bytes | None, ast: bytes | None) -> bytes:
+        """Our RFC 8285 block: our MID (RFC 8843 §15), the audio level kept (RFC 6464),
+        abs-send-time kept; every id is the subscriber's, not the publisher's."""
+        if not self._one_byte or (level is not None and len(level) != 1) \
+                or (ast is not None and len(ast) != 3):
+            return self._extensions_slow(level, ast)  # never with aiortc's ids
+        body = self._mid_elem
+        if level is not None and self._level_head:
+            body += self._level_head + level
+        if ast is not None and self._ast_head:
+            body += self._ast_head + ast
+        if not body:
+            return b""
+        pad = -len(body) & 3
+        return _ONE_BYTE_HEAD[(len(body) + pad) >> 2] + body + _PAD[pad]
+
+    def _extensions_slow(self, level: bytes | None, ast: bytes | None) -> bytes:
+        p = self.params
+        if p is None:
+            return b""
+        elements: list[tuple[int, bytes]] = []
+        if p.mid_id is not None:
+            elements.append((p.mid_id, p.mid.encode()))
+        if p.audio_level_id is not None and level is not None:
+            elements.append((p.audio_level_id, level))
+        if p.abs_send_time_id is not None and ast is not None:
+            elements.append((p.abs_send_time_id, ast))
+        return build_extensions(elements)
+
+    def skip(self, h: RtpHeader) -> None:
         """Dropping an in-order packet shifts later ones down by one: no hole (no NACK)."""
         if self._started and seq_newer(h.sequence_number, self._last_in_seq):
             self._last_in_seq = h.sequence_number
             self._seq_offset = (self._seq_offset + 1) & 0xFFFF
 
-    def _rewrite(self, h: RtpHeader, data: bytes, out_seq: int, out_ts: int,
-                 rtx_osn: int | None) -> bytes | None:
-        p = self.params
-        track = self.track
-        if p is None or track is None or track.pub is None:
-            return None
-        codec = "vp8" if self.kind == "video" else "opus"
-        pt = p.payload_types.get(codec)
-        if pt is None:
-            self.stats.drop("codec_not_negotiated")
-            return None
-        # header extensions: our MID (RFC 8843 §15), the audio level kept (RFC 6464)
-        elements: list[tuple[int, bytes]] = []
-        if p.mid_id is not None:
-            elements.append((p.mid_id, self._mid_ext))
-        if p.audio_level_id is not None and track.pub.audio_level_id is not None:
-            level = h.extensions.get(track.pub.audio_level_id)
-            if level is not None:
-                elements.append((p.audio_level_id, level))
-        if p.abs_send_time_id is not None and track.pub.abs_send_time_id is not None:
-            ast = h.extensions.get(track.pub.abs_send_time_id)
-            if ast is not None:
-                elements.append((p.abs_send_time_id, ast))
-        payload = data[h.payload_offset : h.payload_end]
-        ssrc = p.ssrc
-        if rtx_osn is not None:
-            # RFC 4588 §4: RTX payload = original sequence number + original payload
-            assert p.rtx_payload_type is not None
-            payload = struct.pack("!H", rtx_osn) + payload
-            pt, ssrc = p.rtx_payload_type, p.rtx_ssrc
-            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            out_seq = self._rtx_seq
-        return build_packet(payload_type=pt, sequence_number=out_seq, timestamp=out_ts,
-                            ssrc=ssrc, marker=h.marker, extensions=build_extensions(elements),
-                            payload=payload, csrcs=h.csrcs)
-
-    async def retransmit(self, lost: list[int]) -> None:
+    def retransmit(self, lost: list[int]) -> None:
         """Answer a NACK (RFC 4585 §6.2.1) from the cache, as RTX if negotiated (RFC 4588)."""
         track, p = self.track, self.params
-        if track is None or p is None:
+        if track is None or p is None or self._pt < 0:
             return
         for out_seq in lost[:64]:
-            entry = self._sent_map[out_seq % 512]
+            entry = self._sent_map[out_seq & 511]
             cached = None
             if entry >= 0 and entry >> 16 == out_seq:
                 cached = track.cached(entry & 0xFFFF)
@@ -354,11 +421,21 @@ class Slot:
                 continue
             data, h = cached
             out_ts = (h.timestamp + self._ts_offset) & 0xFFFFFFFF
+            exts = h.extensions
+            ext = self._extensions(exts.get(track._level_id) if track._level_id else None,
+                                   exts.get(track._ast_id) if track._ast_id else None)
+            payload = data[h.payload_offset : h.payload_end]
+            pt, ssrc, seq = self._pt, p.ssrc, out_seq
             if p.rtx_payload_type is not None:
-                packet = self._rewrite(h, data, out_seq, out_ts, rtx_osn=out_seq)
-            else:  # no RTX negotiated: resend the packet as it was
-                packet = self._rewrite(h, data, out_seq, out_ts, None)
-            if packet is not None and await self.owner.sub.send(packet):
+                # RFC 4588 §4: RTX payload = original sequence number + original payload
+                payload = struct.pack("!H", out_seq) + payload
+                pt, ssrc = p.rtx_payload_type, p.rtx_ssrc
+                self._rtx_seq = seq = (self._rtx_seq + 1) & 0xFFFF
+            # else: no RTX negotiated, resend the packet as it was
+            packet = build_packet(payload_type=pt, sequence_number=seq, timestamp=out_ts,
+                                  ssrc=ssrc, marker=h.marker, extensions=ext,
+                                  payload=payload, csrcs=h.csrcs)
+            if self._sub.send_rtp(packet):
                 self.stats.add("rtx_sent")
 
     def translate_sr(self, sr: rtcp.SenderReport) -> bytes | None:
@@ -368,6 +445,3 @@ class Slot:
         return bytes(rtcp.SenderReport(self.params.ssrc, sr.ntp,
                                        (sr.rtp_timestamp + self._ts_offset) & 0xFFFFFFFF,
                                        self.packets, self.octets))
-
-
-SendRtcp = Callable[[bytes], None]

@@ -1,6 +1,6 @@
 """A tap inside the SFU: what it forwards to subscribers, and what can be read from it.
 
-``SfuTap`` wraps ``RawPeer.send`` — the last step before SRTP protection — and records
+``SfuTap`` wraps ``RawPeer.send_rtp`` — the last step before SRTP protection — and records
 every RTP packet the SFU sends. ``analyse`` then does what a curious SFU operator could:
 reassemble the VP8 frames (RFC 7741 §4.2 descriptor, same RTP timestamp, marker on the
 last packet), parse the frame format's trailer without any key (FORMAT.md, the SFrame
@@ -22,7 +22,7 @@ import pytest
 
 from sealroom.sframe import EncryptedFrame, FrameRejected, KeyId, Kind
 from sfu.peer import RawPeer
-from sfu.rtp import RtpHeader, is_rtcp
+from sfu.rtp import RtpHeader
 from sfu.vp8 import Vp8Descriptor
 from tests.fakecam import block_diff
 
@@ -30,16 +30,14 @@ from tests.fakecam import block_diff
 class SfuTap:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.packets: list[bytes] = []
-        original = RawPeer.send
+        original = RawPeer.send_rtp
         packets = self.packets
 
-        async def send(peer: RawPeer, data: bytes) -> bool:
-            if not is_rtcp(data):
-                packets.append(bytes(data))
-            ok: bool = await original(peer, data)
-            return ok
+        def send_rtp(peer: RawPeer, data: bytes) -> bool:
+            packets.append(bytes(data))
+            return original(peer, data)
 
-        monkeypatch.setattr(RawPeer, "send", send)
+        monkeypatch.setattr(RawPeer, "send_rtp", send_rtp)
 
 
 @dataclass

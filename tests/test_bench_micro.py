@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Coroutine
 from typing import Any
 
 from bench.media import MAGIC, PROBE, StreamSpec, find_probe, frame_payloads, rtp_header
@@ -24,22 +23,18 @@ from sfu.vp8 import Vp8Descriptor, is_keyframe
 SUB_SSRC = 0x11223344
 
 
-def run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Drive a coroutine that never suspends (our fake send does not) without a loop."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    raise AssertionError("the coroutine suspended")
-
-
 class FakeSub:
+    """RawPeer's sending side, without SRTP and socket."""
+
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.up = True
 
-    async def send(self, data: bytes) -> bool:
+    def send_rtp(self, data: bytes) -> bool:
         self.sent.append(data)
         return True
+
+    send_rtcp = send_rtp
 
 
 class FakeOwner:
@@ -48,11 +43,10 @@ class FakeOwner:
     def __init__(self, pid: str = "p") -> None:
         self.pid = pid
         self.sub = FakeSub()
-        self.sub_connected = True
         self.rtcp_ssrc = 1
 
-    def send_rtcp_soon(self, data: bytes) -> None:
-        pass
+    def send_rtcp(self, data: bytes) -> bool:
+        return True
 
 
 def video_packet(seq: int, key: bool) -> bytes:
@@ -68,7 +62,7 @@ def make_track(subscribers: int) -> tuple[PublishedTrack, list[FakeOwner]]:
     owner = FakeOwner()
     track = PublishedTrack(owner, "video", "0", stats, 512, 1.0)  # type: ignore[arg-type]
     track.ssrc = 0xCAFE
-    track.pub = Negotiated("video", "0", 0xCAFE, 0, {"vp8": 96}, None, {URI_MID: 1})
+    track.set_pub(Negotiated("video", "0", 0xCAFE, 0, {"vp8": 96}, None, {URI_MID: 1}))
     owners = []
     for i in range(subscribers):
         sub_owner = FakeOwner()
@@ -84,14 +78,14 @@ def forwarder(subscribers: int) -> tuple[Any, list[Any], bytes]:
     """A track with `subscribers` slots past its first key frame, and a function that
     forwards the next delta packet (fresh sequence number) through it."""
     track, owners = make_track(subscribers)
-    run_sync(track.on_rtp(RtpHeader.parse(video_packet(1, True)), video_packet(1, True)))
+    track.on_rtp(RtpHeader.parse(video_packet(1, True)), video_packet(1, True))
     packet = video_packet(2, False)
     counter = iter(range(3, 10**9))
 
     def forward() -> None:
         seq = next(counter) & 0xFFFF
         data = packet[:2] + struct.pack("!H", seq) + packet[4:]
-        run_sync(track.on_rtp(RtpHeader.parse(data), data))
+        track.on_rtp(RtpHeader.parse(data), data)
 
     return forward, owners, packet
 

@@ -47,7 +47,7 @@ async def test_speaker_events_follow_the_loudest() -> None:
 
 async def test_last_n_selects_recent_speakers() -> None:
     sfu = Sfu(SfuConfig(last_n=1, speaker_interval=0.1, speaker_window=0.5, pli_interval=0.2))
-    a, b, c = await room(sfu, {"a": 127, "b": 127, "c": 127})
+    a, b, c = await room(sfu, {"a": 100, "b": 100, "c": 100})  # quiet, not silent
     try:
         # nobody spoke yet: each subscriber gets video from one publisher only (join order)
         assert await a.wait_for(lambda: count(a, "b", "video") > 10, timeout=15)
@@ -68,5 +68,32 @@ async def test_last_n_selects_recent_speakers() -> None:
         assert sfu.stats()["last_n_switches"] >= 2
     finally:
         for x in (a, b, c):
+            await x.close()
+        await sfu.close()
+
+
+async def test_silence_is_not_forwarded_and_leaves_no_hole() -> None:
+    """RFC 6464 level 127 (digital silence: a muted or silent microphone) is dropped for
+    everyone; when the sender speaks again its stream goes on without a sequence hole."""
+    sfu = Sfu(SfuConfig())
+    a, b = await room(sfu, {"a": 127, "b": 90})
+    try:
+        assert await a.wait_for(lambda: count(a, "b", "audio") > 20, timeout=15)
+        assert count(b, "a", "audio") == 0  # a's silence never reached b
+        assert sfu.stats()["drop_silence"] > 20
+        a.level = 30
+        assert await b.wait_for(lambda: count(b, "a", "audio") > 10, timeout=10)
+        a.level = 127
+        await asyncio.sleep(0.5)
+        during = count(b, "a", "audio")
+        await asyncio.sleep(0.5)
+        assert count(b, "a", "audio") == during  # silent again: nothing forwarded
+        a.level = 30
+        assert await b.wait_for(lambda: count(b, "a", "audio") > during + 10, timeout=10)
+        r = b.stream("a", "audio")
+        assert r is not None and r.contiguous()  # the silence left no sequence gap
+        assert r.duplicates == 0
+    finally:
+        for x in (a, b):
             await x.close()
         await sfu.close()

@@ -18,12 +18,12 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from . import report
-from .run import SYSTEMS, Options, run_all, supports
+from .run import MULTI, SYSTEMS, Options, run_all, supports
 from .scenarios import NAMES
 
 DEFAULT_SIZES = {"meeting": "2,4,8,12,16,20", "broadcast": "2,10,25,50", "audio": "10,25,50",
@@ -37,6 +37,16 @@ def _sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError("expected a comma-separated list of integers") from None
     if not out or out[0] < 2 or out[-1] > 50:
         raise argparse.ArgumentTypeError("room sizes are 2…50")
+    return out
+
+
+def _workers(text: str) -> list[int]:
+    try:
+        out = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of integers") from None
+    if not out or out[0] < 0 or out[-1] > 64:
+        raise argparse.ArgumentTypeError("worker counts are 0…64")
     return out
 
 
@@ -59,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--window", type=float, default=5.0, help="window length, seconds [%(default)s]")
     a("--warmup", type=float, default=3.0, help="seconds before the first window [%(default)s]")
     a("--last-n", type=int, default=4, help="last-N for the lastn scenario [%(default)s]")
+    a("--rooms", type=int, default=1,
+      help="independent copies of the scenario, one room each (sealroom only) [%(default)s]")
+    a("--workers", type=_workers, default=[0],
+      help="sealroom's SFU worker processes, comma-separated counts to compare, e.g. 1,2; "
+           "0 = the SFU inside the runner process [0]")
     a("--search", action="store_true",
       help="also search the highest forwarded pkt/s held at ≤0.1%% loss and p99 ≤ 5 ms")
     a("--gen-procs", type=int, default=1, help="load generator processes [%(default)s]")
@@ -103,7 +118,8 @@ class Bar:
 def options(args: argparse.Namespace) -> Options:
     opts = Options(windows=args.windows, window=args.window, warmup=args.warmup,
                    last_n=args.last_n, gen_procs=args.gen_procs, pin=not args.no_pin,
-                   search=args.search, nice=args.nice)
+                   search=args.search, nice=args.nice, rooms=args.rooms,
+                   workers=args.workers[0])
     if args.quick:
         opts.windows, opts.window, opts.warmup, opts.grace = 1, 1.0, 0.5, 0.3
     return opts
@@ -118,18 +134,33 @@ def run(args: argparse.Namespace) -> int:
         args.systems = [s for s in args.systems if s != "janus"]
         if not args.systems:
             return 2
+    if args.rooms < 1:
+        print("sealroom bench: --rooms must be at least 1", file=sys.stderr)
+        return 2
     sizes = args.participants or _sizes(DEFAULT_SIZES[args.scenario])
     opts = options(args)
-    systems = [s for s in args.systems if supports(s, args.scenario)]
-    bar = Bar(len(sizes) * len(systems))
+    # every (system, worker count) to measure: systems without workers once, without
+    # workers, and not at all with rooms > 1
+    points = [(s, w) for s in args.systems for w in (args.workers if s in MULTI else [0])
+              if supports(s, args.scenario, args.rooms, w)]
+    systems = sorted({s for s, _ in points}, key=args.systems.index)
+    skipped = [s for s in args.systems if s not in systems]
+    if skipped:
+        print(f"sealroom bench: {', '.join(skipped)} cannot run {args.scenario} with "
+              f"--rooms {args.rooms} --workers {','.join(map(str, args.workers))}: skipped",
+              file=sys.stderr)
+    if not points:
+        return 2
+    bar = Bar(len(sizes) * len(points))
     started = time.time()
 
     async def main() -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         for n in sizes:
-            for system in systems:
-                bar(f"{system} {args.scenario} N={n}")
-                results += await run_all([system], args.scenario, [n], opts, bar)
+            for system, workers in points:
+                point = replace(opts, workers=workers)
+                bar(f"{system} {args.scenario} N={n} rooms={args.rooms} workers={workers}")
+                results += await run_all([system], args.scenario, [n], point, bar)
                 bar.step()
         return results
 
@@ -138,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     bar.finish()
     doc = {
         "scenario": args.scenario, "participants": sizes, "systems": systems,
-        "options": asdict(opts),
+        "rooms": args.rooms, "workers": args.workers, "options": asdict(opts),
         "machine": report.machine(), "started": started, "seconds": time.time() - started,
         "results": results, "ratios": report.ratios(results),
         "mesh": report.mesh(args.scenario, sizes), "mesh_limit_10mbps":
@@ -147,11 +178,15 @@ def run(args: argparse.Namespace) -> int:
             sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
     }
     out: Path = args.out
-    json_path = out / f"bench-{args.scenario}.json"
-    png_path = out / f"bench-{args.scenario}.png"
+    stem = report.stem(args.scenario, args.rooms, args.workers)
+    json_path = out / f"{stem}.json"
+    png_path = out / f"{stem}.png"
     report.write_json(json_path, doc)
-    report.plot(png_path, results, f"{args.scenario}: " + ", ".join(systems))
+    report.plot(png_path, results, report.title(args.scenario, systems, args.rooms))
     print(report.table(results))
+    workers_text = report.workers_text(results)
+    if workers_text:
+        print(workers_text)
     for r in doc["ratios"]:
         print("  N={participants}: ".format(**r) + "  ".join(
             f"{k} {v:.2f}×" for k, v in r.items() if k != "participants"))

@@ -63,8 +63,7 @@ class Window:
         self.start = start
         self.end = end
         self.sent: dict[int, int] = {}
-        self.received: dict[int, int] = {}
-        self.pairs: set[int] = set()
+        self.pairs: dict[int, int] = {}  # (receiver << 16) | stream id -> packets received
         self.hist = [0] * HIST_SIZE
         self.unprobed = 0  # packets without our probe (re-encoded media), by arrival time
         self.lag_max = 0.0
@@ -72,10 +71,12 @@ class Window:
         self.ticks = 0
 
     def to_json(self) -> dict[str, Any]:
+        received: dict[int, int] = {}
+        for key, count in self.pairs.items():
+            received[key & 0xFFFF] = received.get(key & 0xFFFF, 0) + count
         return {
             "id": self.id, "start": self.start, "end": self.end,
-            "sent": self.sent, "received": self.received,
-            "pairs": sorted(self.pairs),
+            "sent": self.sent, "received": received, "pairs": self.pairs,
             "hist": {i: c for i, c in enumerate(self.hist) if c}, "unprobed": self.unprobed,
             "lag_max_ms": round(self.lag_max * 1000, 3), "late": self.late, "ticks": self.ticks,
         }
@@ -106,8 +107,8 @@ class Tally:
         seen.add(sid)
         for w in self.windows:
             if w.start <= sent < w.end:
-                w.received[sid] = w.received.get(sid, 0) + 1
-                w.pairs.add((receiver << 16) | sid)
+                key = (receiver << 16) | sid
+                w.pairs[key] = w.pairs.get(key, 0) + 1
                 lat = (time.monotonic_ns() - sent) // 1000
                 w.hist[lat if lat < HIST_FINE else min(HIST_SIZE - 1, HIST_FINE + lat // 1000)] += 1
                 return
@@ -305,7 +306,7 @@ class Generator:
             for s in p.streams:
                 s.start(loop)
         self._rr_task = asyncio.ensure_future(self._keepalive())
-        missing = await self._wait_flowing(20.0 + 0.5 * self.scenario.participants)
+        missing = await self._wait_flowing(20.0 + 0.5 * self.scenario.total)
         self.emit(ev="flowing", missing=missing)
         while True:
             line = await reader.readline()
@@ -387,9 +388,9 @@ def make_backend(args: argparse.Namespace, scenario: Scenario) -> Any:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    scenario = build(args.scenario, args.participants, args.last_n)
+    scenario = build(args.scenario, args.participants, args.last_n, args.rooms)
     indices = [int(x) for x in args.indices.split(",")] if args.indices else list(
-        range(args.participants))
+        range(scenario.total))
     gen = Generator(scenario, indices, make_backend(args, scenario))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
@@ -405,7 +406,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.gen")
     p.add_argument("--system", required=True)
     p.add_argument("--scenario", required=True)
-    p.add_argument("--participants", type=int, required=True)
+    p.add_argument("--participants", type=int, required=True, help="per room")
+    p.add_argument("--rooms", type=int, default=1)
     p.add_argument("--last-n", type=int, default=4)
     p.add_argument("--indices", default="", help="comma-separated participant indices")
     p.add_argument("--host", default="127.0.0.1")

@@ -1,7 +1,9 @@
-"""CPU time and memory of a process, from /proc (proc(5))."""
+"""CPU time and memory of a process (or a process and its descendants), from /proc (proc(5))."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -13,6 +15,70 @@ def cpu_seconds(pid: int) -> float:
         data = f.read()
     fields = data[data.rindex(")") + 2 :].split()  # the command name may contain spaces
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of ``pid``: the union of /proc/pid/task/*/children (proc(5), Linux
+    3.5+ with CONFIG_PROC_CHILDREN); without that file, by the ppid field of /proc/*/stat."""
+    files = glob.glob(f"/proc/{pid}/task/*/children")
+    if files:
+        out: set[int] = set()
+        for name in files:
+            # the thread may have ended meanwhile
+            with contextlib.suppress(OSError), open(name) as f:
+                out.update(int(x) for x in f.read().split())
+        return out
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            if int(data[data.rindex(")") + 2 :].split()[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
+def tree(pid: int, limit: int = 10_000) -> list[int]:
+    """``pid`` and all its descendants (breadth first, at most ``limit`` processes)."""
+    out = [pid]
+    seen = {pid}
+    i = 0
+    while i < len(out) and len(out) < limit:
+        for child in sorted(children(out[i])):
+            if child not in seen:
+                seen.add(child)
+                out.append(child)
+        i += 1
+    return out
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of ``pid`` and of each live descendant; a process that ends while it is
+    read is left out (its time is lost, unless its parent reaped it: proc(5) cutime)."""
+    out: dict[int, float] = {}
+    for p in tree(pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            out[p] = cpu_seconds(p)
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two :func:`tree_cpu` readings: by the processes seen in
+    both, plus all of the time of those that appeared in between."""
+    return sum(t - before.get(p, 0.0) for p, t in after.items())
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident set sizes of ``pid`` and its descendants, summed (shared pages counted
+    in each process, as ``ps`` does)."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(OSError):
+            total += rss_bytes(p)
+    return total
 
 
 def rss_bytes(pid: int) -> int:

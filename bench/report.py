@@ -22,30 +22,72 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def stem(scenario: str, rooms: int = 1, workers: list[int] | None = None) -> str:
+    """File name stem of a run: ``bench-<scenario>[-r<rooms>][-w<counts>]``."""
+    out = f"bench-{scenario}"
+    if rooms > 1:
+        out += f"-r{rooms}"
+    if workers and workers != [0]:
+        out += "-w" + "_".join(map(str, workers))
+    return out
+
+
+def title(scenario: str, systems: list[str], rooms: int = 1) -> str:
+    return (f"{scenario}" + (f" × {rooms} rooms" if rooms > 1 else "") + ": "
+            + ", ".join(systems))
+
+
+def label(r: dict[str, Any]) -> str:
+    """A result's series: the system, and its worker count and rooms if any."""
+    out = str(r["system"])
+    if r.get("workers"):
+        out += f" W={r['workers']}"
+    if (r.get("rooms") or 1) > 1:
+        out += f" R={r['rooms']}"
+    return out
+
+
+def _notes(r: dict[str, Any], md: bool) -> list[str]:
+    notes = []
+    if r.get("error"):
+        notes.append(("error: " if md else "ERROR ") + r["error"][:60])
+    if r.get("gen_saturated"):
+        notes.append("generator saturated" if md else "GENERATOR SATURATED")
+    if r.get("gen_shares_core"):
+        pin = r.get("pinning") or {}
+        core = pin.get("generators")
+        who = [f"worker {i}" for i, c in enumerate(pin.get("workers") or []) if c == core]
+        notes.append(f"generators share core {core} with "
+                     + (", ".join(who) if who else "the server"))
+    if (r.get("gen_late_fraction") or 0) > 0.05:
+        notes.append(f"gen timers late {100 * r['gen_late_fraction']:.0f}%")
+    busy = (r.get("other_load_cores") or 0) + (r.get("steal_cores") or 0)
+    if busy > 0.25:
+        notes.append(f"busy machine: other {r['other_load_cores']:.1f} + steal "
+                     f"{r['steal_cores']:.1f} cores")
+    if (r.get("loss") or 0) > 0.01:
+        notes.append("**overloaded** (CPU/packet not meaningful)" if md
+                     else "OVERLOADED (CPU/packet not meaningful)")
+    if r.get("max_generator_bound"):
+        notes.append("max is a lower bound: the generator saturated first")
+    if r.get("missing_streams"):
+        notes.append(f"{r['missing_streams']} streams never arrived")
+    unexpected = r.get("unexpected_pps") or 0
+    if unexpected > 0.01 * (r.get("forwarded_pps") or 0) and unexpected > 1:
+        notes.append(f"{unexpected:.0f} pkt/s not expected (silence forwarded?)")
+    return notes
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    head = ("system", "N", "offered/s", "fwd pkt/s", "loss %", "p50 ms", "p99 ms", "µs/pkt",
-            "srv CPU", "RSS MB", "gen CPU", "max pkt/s", "max (loss)", "notes")
+    head = ("system", "N", "rooms", "workers", "offered/s", "fwd pkt/s", "loss %", "p50 ms",
+            "p99 ms", "µs/pkt", "srv CPU", "RSS MB", "gen CPU", "max pkt/s", "max (loss)",
+            "notes")
     rows = [head]
     for r in results:
-        notes = []
-        if r.get("error"):
-            notes.append("ERROR " + r["error"][:60])
-        if r.get("gen_saturated"):
-            notes.append("GENERATOR SATURATED")
-        if (r.get("gen_late_fraction") or 0) > 0.05:
-            notes.append(f"gen timers late {100 * r['gen_late_fraction']:.0f}%")
-        busy = (r.get("other_load_cores") or 0) + (r.get("steal_cores") or 0)
-        if busy > 0.25:
-            notes.append(f"busy machine: other {r['other_load_cores']:.1f} + steal "
-                         f"{r['steal_cores']:.1f} cores")
-        if (r.get("loss") or 0) > 0.01:
-            notes.append("OVERLOADED (CPU/packet not meaningful)")
-        if r.get("max_generator_bound"):
-            notes.append("max is a lower bound: the generator saturated first")
-        if r.get("missing_streams"):
-            notes.append(f"{r['missing_streams']} streams never arrived")
+        notes = _notes(r, md=False)
         rows.append((
-            r["system"], str(r["participants"]), _fmt(r.get("offered_pps"), ".0f"),
+            r["system"], str(r["participants"]), str(r.get("rooms", 1)),
+            str(r.get("workers", 0)), _fmt(r.get("offered_pps"), ".0f"),
             _fmt(r.get("forwarded_pps"), ".0f"),
             _fmt(None if r.get("loss") is None else 100 * r["loss"], ".2f"),
             _fmt(r.get("p50_ms"), ".2f"), _fmt(r.get("p99_ms"), ".2f"),
@@ -67,37 +109,37 @@ def markdown(doc: dict[str, Any]) -> str:
     """A result file as Markdown tables (for docs/BENCHMARKS.md)."""
     results = doc["results"]
     lines = [
-        "| system | N | offered pkt/s | forwarded pkt/s | loss % | p50 ms | p99 ms "
-        "| server µs/pkt | server CPU | RSS MB | gen CPU | max pkt/s held "
+        "| system | N | rooms | workers | offered pkt/s | forwarded pkt/s | loss % | p50 ms "
+        "| p99 ms | server µs/pkt | server CPU | RSS MB | gen CPU | max pkt/s held "
         "| max pkt/s (loss only) | notes |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in results:
-        notes = []
-        if r.get("error"):
-            notes.append("error: " + r["error"][:60])
-        if r.get("gen_saturated"):
-            notes.append("generator saturated")
-        if (r.get("gen_late_fraction") or 0) > 0.05:
-            notes.append(f"gen timers late {100 * r['gen_late_fraction']:.0f} %")
-        if (r.get("loss") or 0) > 0.01:
-            notes.append("**overloaded** (CPU/packet not meaningful)")
-        if r.get("max_generator_bound"):
-            notes.append("max: lower bound, the generator saturated first")
-        if (r.get("other_load_cores") or 0) + (r.get("steal_cores") or 0) > 0.25:
-            notes.append(f"busy machine: other {r['other_load_cores']:.1f} + steal "
-                         f"{r['steal_cores']:.1f} cores")
+        notes = _notes(r, md=True)
         loss = None if r.get("loss") is None else 100 * r["loss"]
         cpu = None if r.get("server_cpu") is None else 100 * r["server_cpu"]
         gen = None if r.get("gen_cpu") is None else 100 * r["gen_cpu"]
         lines.append(
-            f"| {r['system']} | {r['participants']} | {_fmt(r.get('offered_pps'), '.0f')} "
+            f"| {r['system']} | {r['participants']} | {r.get('rooms', 1)} "
+            f"| {r.get('workers', 0)} | {_fmt(r.get('offered_pps'), '.0f')} "
             f"| {_fmt(r.get('forwarded_pps'), '.0f')} | {_fmt(loss, '.2f')} "
             f"| {_fmt(r.get('p50_ms'), '.2f')} | {_fmt(r.get('p99_ms'), '.1f')} "
             f"| {_fmt(r.get('server_us_per_packet'), '.1f')} | {_fmt(cpu, '.0f')} % "
             f"| {_fmt(r.get('server_rss_mb'), '.0f')} | {_fmt(gen, '.0f')} % "
             f"| {_fmt(r.get('max_forwarded_pps'), '.0f')} "
             f"| {_fmt(r.get('max_forwarded_pps_loss_only'), '.0f')} | {'; '.join(notes)} |")
+    per_worker = [(r, w) for r in results for w in r.get("per_worker") or []]
+    if per_worker:
+        lines += ["", "Per SFU worker (CPU of its process; packets the rooms on it forwarded):",
+                  "", "| system | N | rooms | workers | worker | core | forwarded pkt/s "
+                  "| CPU | µs/pkt |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        for r, w in per_worker:
+            cpu = None if w.get("cpu") is None else 100 * w["cpu"]
+            lines.append(
+                f"| {r['system']} | {r['participants']} | {r.get('rooms', 1)} "
+                f"| {r.get('workers', 0)} | {w['index']} | {_fmt(w.get('core'), 'd')} "
+                f"| {_fmt(w.get('forwarded_pps'), '.0f')} | {_fmt(cpu, '.0f')} % "
+                f"| {_fmt(w.get('us_per_packet'), '.1f')} |")
     rat = ratios(results)
     if rat:
         lines += ["", "CPU per forwarded packet, ratios:", ""]
@@ -113,21 +155,44 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Only where both forwarded what they were offered (loss ≤ 1 %, or not measurable for a
     re-encoding system): an overloaded system's CPU per *counted* packet means nothing.
     """
-    by = {(r["system"], r["participants"]): r for r in results
+    ok = [r for r in results
           if not r.get("error") and (r.get("loss") is None or r["loss"] <= 0.01)
-          and r.get("forwarded_pps")}
-    out = []
-    for (system, n), r in sorted(by.items(), key=lambda kv: kv[0][1]):
-        if system != "sealroom" or r.get("server_us_per_packet") is None:
+          and r.get("forwarded_pps") and (r.get("rooms") or 1) == 1]
+    others = {(r["system"], r["participants"]): r for r in ok if r["system"] != "sealroom"}
+    rows: dict[int, dict[str, Any]] = {}
+    for r in sorted(ok, key=lambda r: (r["participants"], r.get("workers") or 0)):
+        if r["system"] != "sealroom" or r.get("server_us_per_packet") is None:
             continue
-        row: dict[str, Any] = {"participants": n}
+        n = r["participants"]
+        name = "sealroom" + (f"(W={r['workers']})" if r.get("workers") else "")
         for other in ("janus", "reflector", "mediarelay"):
-            o = by.get((other, n))
+            o = others.get((other, n))
             if o and o.get("server_us_per_packet"):
-                row[f"sealroom/{other}"] = r["server_us_per_packet"] / o["server_us_per_packet"]
-        if len(row) > 1:
-            out.append(row)
-    return out
+                row = rows.setdefault(n, {"participants": n})
+                row[f"{name}/{other}"] = r["server_us_per_packet"] / o["server_us_per_packet"]
+    return [rows[n] for n in sorted(rows)]
+
+
+def workers_text(results: list[dict[str, Any]]) -> str:
+    """Per SFU worker: core, CPU share, packets/s its rooms forwarded, µs per packet; and
+    what the runner process itself used (signaling relay). Empty without workers."""
+    lines = []
+    for r in results:
+        rows = r.get("per_worker")
+        if not rows:
+            continue
+        runner = (r.get("server_cpu") or 0.0) - sum(w.get("cpu") or 0.0 for w in rows)
+        lines.append(f"  {label(r)} N={r['participants']}: runner "
+                     f"{100 * max(0.0, runner):.0f}% CPU")
+        for w in rows:
+            cpu = None if w.get("cpu") is None else 100 * w["cpu"]
+            lines.append(f"    worker {w['index']} (core {_fmt(w.get('core'), 'd')}, pid "
+                         f"{w.get('pid')}): {_fmt(w.get('forwarded_pps'), '.0f')} pkt/s, "
+                         f"{_fmt(cpu, '.0f')}% CPU, "
+                         f"{_fmt(w.get('us_per_packet'), '.1f')} µs/pkt")
+    if not lines:
+        return ""
+    return "\n".join(["per SFU worker:", *lines])
 
 
 def mesh(scenario: str, sizes: list[int]) -> list[dict[str, Any]]:
@@ -207,29 +272,42 @@ def plot(path: Path, results: list[dict[str, Any]], title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    systems = sorted({r["system"] for r in results})
-    for system in systems:
-        pts = sorted((r["participants"], r) for r in results
-                     if r["system"] == system and not r.get("error"))
+    markers = "osD^v"
+    series = sorted({label(r) for r in results})
+    for name in series:
+        pts = sorted(((r["participants"], r) for r in results
+                      if label(r) == name and not r.get("error")), key=lambda p: p[0])
         if not pts:
             continue
         xs = [n for n, _ in pts]
-        color = COLORS.get(system, "black")
-        ax1.plot(xs, [r.get("forwarded_pps") or 0 for _, r in pts], marker="o", label=system,
+        first = pts[0][1]
+        color = COLORS.get(first["system"], "black")
+        marker = markers[(first.get("workers") or 0) % len(markers)]
+        ax1.plot(xs, [r.get("forwarded_pps") or 0 for _, r in pts], marker=marker, label=name,
                  color=color)
         if any(r.get("max_forwarded_pps") for _, r in pts):
             ax1.plot(xs, [r.get("max_forwarded_pps") or float("nan") for _, r in pts],
-                     linestyle="--", marker="x", label=f"{system} max (≤0.1% loss, p99≤5ms)",
+                     linestyle="--", marker="x", label=f"{name} max (≤0.1% loss, p99≤5ms)",
                      color=color)
         if any(r.get("max_forwarded_pps_loss_only") for _, r in pts):
             ax1.plot(xs, [r.get("max_forwarded_pps_loss_only") or float("nan") for _, r in pts],
-                     linestyle=":", marker="+", label=f"{system} max (≤0.1% loss)",
+                     linestyle=":", marker="+", label=f"{name} max (≤0.1% loss)",
                      color=color)
         ax2.plot(xs, [r.get("server_us_per_packet") or float("nan")
                       if r.get("loss") is None or r["loss"] <= 0.01 else float("nan")
-                      for _, r in pts], marker="o", label=system, color=color)
+                      for _, r in pts], marker=marker, label=name, color=color)
+        for i in range(first.get("workers") or 0):  # per worker: its CPU / its packets
+            ys = []
+            for _, r in pts:
+                rows = [w for w in r.get("per_worker") or [] if w["index"] == i]
+                ok = r.get("loss") is None or r["loss"] <= 0.01
+                ys.append(rows[0].get("us_per_packet") or float("nan") if rows and ok
+                          else float("nan"))
+            ax2.plot(xs, ys, linestyle=":", marker=marker, label=f"{name} worker {i}",
+                     color=color, alpha=0.6)
     offered = sorted({(r["participants"], build(r["scenario"]["name"], r["participants"],
-                                                r["scenario"]["last_n"] or 4)
+                                                r["scenario"]["last_n"] or 4,
+                                                r.get("rooms") or 1)
                        .offered_packets_per_second()) for r in results})
     if offered:
         ax1.plot([n for n, _ in offered], [o for _, o in offered], color="grey", linestyle=":",
@@ -241,7 +319,7 @@ def plot(path: Path, results: list[dict[str, Any]], title: str) -> None:
     ax1.grid(alpha=0.3)
     ax2.set_xlabel("participants")
     ax2.set_ylabel("server CPU µs per forwarded packet")
-    ax2.set_title("cost per packet, one core (points with > 1 % loss left out)")
+    ax2.set_title("cost per packet (points with > 1 % loss left out)")
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
     fig.suptitle(title)
@@ -262,10 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     for name in args.files:
         doc = json.loads(name.read_text())
+        rooms = doc.get("rooms") or 1
         if args.png is not None:
-            plot(args.png / f"bench-{doc['scenario']}.png", doc["results"],
-                 f"{doc['scenario']}: " + ", ".join(doc["systems"]))
-        print(f"### {doc['scenario']} ({name})\n")
+            plot(args.png / f"{stem(doc['scenario'], rooms, doc.get('workers'))}.png",
+                 doc["results"], title(doc["scenario"], doc["systems"], rooms))
+        print(f"### {title(doc['scenario'], doc['systems'], rooms)} ({name})\n")
         print(markdown(doc))
         print()
         print(mesh_text(doc["scenario"], doc["participants"]))

@@ -19,9 +19,9 @@ from sfu.peer import RawPeer, negotiated
 from sfu.rtp import build_extensions
 
 from .gen import Participant, Tally, take_over
+from .scenarios import level_byte
 
 CODECS = {"audio": "opus", "video": "vp8"}
-SILENCE = 127  # RFC 6464 level: -127 dBov, so nobody is "speaking" (deterministic last-N)
 
 
 async def _drop(data: bytes) -> None:
@@ -70,7 +70,8 @@ class Peers:
                     if n.mid_id is not None:
                         elements.append((n.mid_id, n.mid.encode()))
                     if n.kind == "audio" and n.audio_level_id is not None:
-                        elements.append((n.audio_level_id, bytes([SILENCE])))
+                        # RFC 6464 §3: the member's level (bench/scenarios.py), fixed
+                        elements.append((n.audio_level_id, level_byte(self.part.member.level)))
                     s.ext = build_extensions(elements)
 
     async def sub_offer(self, sdp: str) -> str:

@@ -6,6 +6,11 @@ media, warms up, then measures ``windows`` fixed windows back to back. For each 
 reads the server's and the generators' CPU time from /proc at the window's edges and asks
 the generators what was sent and received in it (by the packets' send timestamps), then
 reports per-window figures and their medians.
+
+Server CPU is that of the server process and all its descendants (``--workers N``: the
+runner and its N SFU worker processes, each pinned to core ``i mod cores``); per worker it
+also reports CPU and the packets its rooms forwarded (counted by the generators, which know
+each receiver's room, the runner tells which worker holds which room).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class Options:
     server_cpu: int | None = None
     gen_cpu: int | None = None
     nice: int = 0  # niceness for server and generators (negative needs root)
+    rooms: int = 1  # independent copies of the scenario, one room each
+    workers: int = 0  # sealroom: SFU worker processes; 0 = sfu.Sfu inside the runner
 
 
 def cores(opts: Options) -> tuple[int | None, int | None]:
@@ -61,6 +68,15 @@ def cores(opts: Options) -> tuple[int | None, int | None]:
         return None, None
     return (opts.server_cpu if opts.server_cpu is not None else cpus[0],
             opts.gen_cpu if opts.gen_cpu is not None else cpus[1])
+
+
+def worker_cores(opts: Options, n: int) -> list[int]:
+    """The core of each of ``n`` SFU workers: worker ``i`` on the ``i mod k``-th of the
+    ``k`` CPUs we may run on (none when not pinning)."""
+    if not opts.pin or n <= 0:
+        return []
+    cpus = sorted(os.sched_getaffinity(0))
+    return [cpus[i % len(cpus)] for i in range(n)]
 
 
 NICE = 0  # set from Options.nice by run_point
@@ -93,6 +109,10 @@ class Server:
         self.host = "127.0.0.1"
         self.bind = "127.0.0.1"
         self.netns: str | None = None
+        self.workers = 0  # SFU worker processes to ask for (systems that have them)
+        self.worker_cpus: list[int] = []
+        self.info: dict[str, Any] = {}  # what the server printed before its port
+        self.placement: dict[str, int] = {}  # room name -> SFU worker index
 
     @property
     def pid(self) -> int:
@@ -106,10 +126,31 @@ class Server:
         self.proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        if not line:
-            raise RuntimeError(f"{self.name}: server exited before it was ready")
-        self.port = int(json.loads(line)["port"])
+        deadline = time.monotonic() + timeout
+        while True:
+            line = await asyncio.wait_for(self.proc.stdout.readline(),
+                                          max(0.1, deadline - time.monotonic()))
+            if not line:
+                raise RuntimeError(f"{self.name}: server exited before it was ready")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}: no port within {timeout:.0f} s")
+            obj = json.loads(line)
+            if "port" in obj:
+                self.port = int(obj["port"])
+                return
+            self.info.update(obj)
+
+    async def learn_placement(self) -> None:
+        """Ask the server where its rooms are (workers only; at most 1 s old)."""
+        if not self.worker_pids():
+            return
+        counters = await self.counters()
+        self.placement = {k[5:]: int(v) for k, v in counters.items() if k.startswith("room.")}
+
+    def worker_pids(self) -> list[tuple[int, int, int | None]]:
+        """(index, pid, core) of each worker process the server reported."""
+        return [(int(w["index"]), int(w["pid"]), w.get("cpu"))
+                for w in self.info.get("workers", []) if w.get("pid") is not None]
 
     async def counters(self) -> dict[str, Any]:
         """The system's own counters, if it has any (a cross-check of the generator's)."""
@@ -149,7 +190,10 @@ class SealroomServer(Server):
 
     async def start(self, scenario: Scenario, cpu: int | None) -> None:
         cmd = [PY, "-m", "bench.sfu_runner", "--port", "0", "--last-n", str(scenario.last_n)]
-        await self._spawn_json_port(wrap(cmd, cpu))
+        if self.workers > 0:
+            cmd += ["--workers", str(self.workers),
+                    "--worker-cpus", ",".join(map(str, self.worker_cpus))]
+        await self._spawn_json_port(wrap(cmd, cpu), timeout=30.0 + 15.0 * self.workers)
 
 
 class ReflectorServer(Server):
@@ -185,8 +229,14 @@ def make_server(name: str) -> Server:
 SYSTEMS = ("sealroom", "reflector", "janus", "mediarelay")
 
 
-def supports(system: str, scenario: str) -> bool:
-    """last-N is an SFU feature: only sealroom has it among the systems measured."""
+MULTI = ("sealroom",)  # systems with rooms (``rooms`` > 1) and worker processes
+
+
+def supports(system: str, scenario: str, rooms: int = 1, workers: int = 0) -> bool:
+    """last-N is an SFU feature: only sealroom has it among the systems measured; so are
+    several rooms (the reflector and the Janus client have one) and SFU workers."""
+    if (rooms > 1 or workers > 0) and system not in MULTI:
+        return False
     return scenario != "lastn" or system == "sealroom"
 
 
@@ -195,6 +245,7 @@ class GenProc:
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
+        self.published = False  # its "published" event was already read
 
     @property
     def pid(self) -> int:
@@ -220,20 +271,43 @@ class GenProc:
 
 
 async def start_gens(server: Server, scenario: Scenario, opts: Options,
-                     cpu: int | None) -> list[GenProc]:
-    gens = []
-    n = max(1, min(opts.gen_procs, scenario.participants))
-    for k in range(n):
-        indices = [i for i in range(scenario.participants) if i % n == k]
-        cmd = [PY, "-m", "bench.gen", "--system", server.gen_system,
-               "--scenario", scenario.name, "--participants", str(scenario.participants),
-               "--last-n", str(scenario.last_n), "--indices", ",".join(map(str, indices)),
-               "--host", server.host, "--port", str(server.port), "--bind", server.bind]
-        proc = await asyncio.create_subprocess_exec(
-            *wrap(cmd, cpu, server.netns), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=1 << 26)
-        gens.append(GenProc(proc))
+                     cpu: int | None, setup: float = 60.0) -> list[GenProc]:
+    """Start the generators; participant ``i`` goes to generator ``i mod n``.
+
+    With last-N the room's join order decides who sees whom, so then generator ``k`` gets
+    the ``k``-th contiguous block of indices and starts only after generator ``k − 1``
+    has joined and published everybody: the join order is the index order.
+    """
+    gens: list[GenProc] = []
+    n = max(1, min(opts.gen_procs, scenario.total))
+    ordered = scenario.last_n > 0 and n > 1
+    try:
+        for k in range(n):
+            gens.append(await _start_gen(server, scenario, cpu, k, n, ordered))
+            if ordered:
+                await gens[-1].expect("published", setup)
+                gens[-1].published = True
+    except BaseException:
+        await stop_gens(gens)
+        raise
     return gens
+
+
+async def _start_gen(server: Server, scenario: Scenario, cpu: int | None, k: int, n: int,
+                     ordered: bool) -> GenProc:
+    if ordered:
+        indices = list(range(k * scenario.total // n, (k + 1) * scenario.total // n))
+    else:
+        indices = [i for i in range(scenario.total) if i % n == k]
+    cmd = [PY, "-m", "bench.gen", "--system", server.gen_system,
+           "--scenario", scenario.name, "--participants", str(scenario.participants),
+           "--rooms", str(scenario.rooms),
+           "--last-n", str(scenario.last_n), "--indices", ",".join(map(str, indices)),
+           "--host", server.host, "--port", str(server.port), "--bind", server.bind]
+    proc = await asyncio.create_subprocess_exec(
+        *wrap(cmd, cpu, server.netns), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, limit=1 << 26)
+    return GenProc(proc)
 
 
 async def stop_gens(gens: list[GenProc]) -> None:
@@ -269,7 +343,7 @@ def percentile(hist: dict[int, int], q: float) -> float | None:
 def merge_window(reports: list[dict[str, Any]]) -> dict[str, Any]:
     sent: dict[int, int] = {}
     received: dict[int, int] = {}
-    pairs: set[int] = set()
+    pairs: dict[int, int] = {}  # (receiver << 16) | stream id -> packets
     hist: dict[int, int] = {}
     late = ticks = unprobed = 0
     lag = 0.0
@@ -281,7 +355,8 @@ def merge_window(reports: list[dict[str, Any]]) -> dict[str, Any]:
             sent[int(k)] = sent.get(int(k), 0) + v
         for k, v in w["received"].items():
             received[int(k)] = received.get(int(k), 0) + v
-        pairs.update(w["pairs"])
+        for k, v in w["pairs"].items():
+            pairs[int(k)] = pairs.get(int(k), 0) + v
         for k, v in w["hist"].items():
             hist[int(k)] = hist.get(int(k), 0) + v
         late += w["late"]
@@ -292,6 +367,13 @@ def merge_window(reports: list[dict[str, Any]]) -> dict[str, Any]:
             "late": late, "ticks": ticks, "lag_max_ms": lag, "unprobed": unprobed}
 
 
+def gen_core_load(server: Server, gen_core: int | None, gen: float,
+                  workers: dict[int, float]) -> float:
+    """CPU share of the generators' core: theirs plus any SFU worker pinned to it."""
+    return gen + sum(workers.get(i, 0.0) for i, _, core in server.worker_pids()
+                     if gen_core is not None and core == gen_core)
+
+
 async def measure_window(wid: int, length: float, server: Server, gens: list[GenProc],
                          scenario: Scenario, opts: Options, scale: float) -> dict[str, Any]:
     start = time.monotonic_ns() + 50_000_000
@@ -299,14 +381,14 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
     for g in gens:
         g.send(op="window", id=wid, start=start, end=end)
     await asyncio.sleep(max(0.0, (start - time.monotonic_ns()) / 1e9))
-    s0 = procstat.cpu_seconds(server.pid)
+    s0 = procstat.tree_cpu(server.pid)
     g0 = sum(procstat.cpu_seconds(g.pid) for g in gens)
     d0 = procstat.udp_drops(server.pid)
     m0 = procstat.machine_cpu()
     await asyncio.sleep(max(0.0, (end - time.monotonic_ns()) / 1e9))
-    s1 = procstat.cpu_seconds(server.pid)
+    s1 = procstat.tree_cpu(server.pid)
     g1 = sum(procstat.cpu_seconds(g.pid) for g in gens)
-    rss = procstat.rss_bytes(server.pid)
+    rss = procstat.tree_rss_bytes(server.pid)
     d1 = procstat.udp_drops(server.pid)
     m1 = procstat.machine_cpu()
     await asyncio.sleep(opts.grace)
@@ -317,35 +399,61 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
     expected = 0
     for sid, count in m["sent"].items():
         expected += count * len(scenario.receivers(sid))
-    received = sum(m["received"].values())
+    wanted = scenario.expected_pairs()
+    received = sum(c for k, c in m["pairs"].items() if k in wanted)
+    unexpected = sum(c for k, c in m["pairs"].items() if k not in wanted)
+    forwarded = received + unexpected
     if server.reencodes:  # a new encoding comes out: count its packets by arrival time
         received += m["unprobed"]
-    cpu = s1 - s0
+        forwarded += m["unprobed"]
+    cpu = procstat.cpu_delta(s0, s1)
     gen_cpu = g1 - g0
+    # per SFU worker: its CPU, and the packets the rooms placed on it forwarded
+    worker_cpu = {i: s1.get(pid, 0.0) - s0.get(pid, 0.0) for i, pid, _ in server.worker_pids()
+                  if pid in s1}
+    worker_packets: dict[int, int] = {}
+    for k, c in m["pairs"].items():
+        w = server.placement.get(scenario.room_name(k >> 16)) if server.placement else None
+        if w is not None:
+            worker_packets[w] = worker_packets.get(w, 0) + c
+    workers = [{
+        "index": i, "pid": pid, "core": core,
+        "cpu": worker_cpu.get(i, 0.0) / length,
+        "forwarded_pps": worker_packets.get(i, 0) / length,
+        "us_per_packet": worker_cpu[i] * 1e6 / worker_packets[i]
+        if worker_packets.get(i) and i in worker_cpu else None,
+    } for i, pid, core in server.worker_pids()]
     # everything else the machine did meanwhile (other programs), in cores, and the
     # hypervisor's steal: both make a window's numbers less trustworthy
     ncpu = (m1[2] - m0[2]) / length if m1[2] > m0[2] else 1.0
     other = max(0.0, (m1[0] - m0[0]) - cpu - gen_cpu) / length
     steal = (m1[1] - m0[1]) / length
+    _, gen_core = cores(opts)
+    gen_core_share = gen_core_load(server, gen_core, gen_cpu / length,
+                                   {i: c / length for i, c in worker_cpu.items()})
     return {
         "window": wid,
         "seconds": length,
         "rate_scale": scale,
         "offered_pps": expected / length,
-        "forwarded_pps": received / length,
+        "forwarded_pps": forwarded / length,
+        # packets to (receiver, stream) pairs the scenario does not expect, e.g. silence
+        "unexpected_pps": unexpected / length,
         "loss": max(0.0, 1.0 - received / expected) if expected and not server.reencodes
         else None,
         "p50_ms": None if server.reencodes else percentile(m["hist"], 0.50),
         "p99_ms": None if server.reencodes else percentile(m["hist"], 0.99),
-        "server_cpu": cpu / length,
-        "server_us_per_packet": cpu * 1e6 / received if received else None,
+        "server_cpu": cpu / length,  # the server process and its descendants (workers)
+        "server_us_per_packet": cpu * 1e6 / forwarded if forwarded else None,
         "server_rss_mb": rss / 2**20,
+        "per_worker": workers,
         "gen_cpu": gen_cpu / length,
         "gen_late_ticks": m["late"],
         "gen_ticks": m["ticks"],
         "gen_lag_max_ms": m["lag_max_ms"],
-        # all generator processes share one core
-        "gen_saturated": gen_cpu / length > GEN_SATURATED,
+        # all generator processes share one core (with any SFU worker pinned to it)
+        "gen_core_cpu": gen_core_share,
+        "gen_saturated": gen_core_share > GEN_SATURATED,
         "gen_late_fraction": m["late"] / m["ticks"] if m["ticks"] else 0.0,
         "other_load_cores": other,
         "steal_cores": steal,
@@ -362,11 +470,19 @@ def median(values: list[Any]) -> Any:
 
 
 def summarize(windows: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ["offered_pps", "forwarded_pps", "loss", "p50_ms", "p99_ms", "server_cpu",
-            "server_us_per_packet", "server_rss_mb", "gen_cpu", "gen_late_fraction",
-            "other_load_cores", "steal_cores", "udp_rcvbuf_drops"]
-    out = {k: median([w[k] for w in windows]) for k in keys}
+    keys = ["offered_pps", "forwarded_pps", "unexpected_pps", "loss", "p50_ms", "p99_ms",
+            "server_cpu", "server_us_per_packet", "server_rss_mb", "gen_cpu", "gen_core_cpu",
+            "gen_late_fraction", "other_load_cores", "steal_cores", "udp_rcvbuf_drops"]
+    out = {k: median([w.get(k) for w in windows]) for k in keys}
     out["gen_saturated"] = any(w["gen_saturated"] for w in windows)
+    per: dict[int, list[dict[str, Any]]] = {}
+    for w in windows:
+        for row in w.get("per_worker", []):
+            per.setdefault(row["index"], []).append(row)
+    out["per_worker"] = [{
+        "index": i, "pid": rows[0]["pid"], "core": rows[0]["core"],
+        **{k: median([r[k] for r in rows]) for k in ("cpu", "forwarded_pps", "us_per_packet")},
+    } for i, rows in sorted(per.items())]
     return out
 
 
@@ -381,15 +497,17 @@ def loss_ok(w: dict[str, Any]) -> bool:
     return w["loss"] is not None and w["loss"] <= MAX_LOSS and not w["gen_saturated"]
 
 
-def search_summary(steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """The maxima over the measured steps (see ``search``)."""
+def search_summary(steps: list[dict[str, Any]], server_cores: int = 1) -> dict[str, Any]:
+    """The maxima over the measured steps (see ``search``); the server may use
+    ``server_cores`` cores (SFU workers on different cores)."""
     return {
         "max_forwarded_pps": max((s["forwarded_pps"] for s in steps if s["held"]),
                                  default=None),
         "max_forwarded_pps_loss_only": max((s["forwarded_pps"] for s in steps
                                             if loss_ok(s)), default=None),
         # the generator saturated before the server failed: the maxima are lower bounds
-        "generator_bound": any(s["gen_saturated"] and s["server_cpu"] < 0.9 for s in steps),
+        "generator_bound": any(s["gen_saturated"] and s["server_cpu"] < 0.9 * server_cores
+                               for s in steps),
         "steps": steps,
     }
 
@@ -443,7 +561,8 @@ async def search(server: Server, gens: list[GenProc], scenario: Scenario, opts: 
     await bisect(loss_ok)
     for g in gens:
         g.send(op="rate", x=1.0)
-    return search_summary([steps[x] for x in sorted(steps)])
+    server_cores = len({core for _, _, core in server.worker_pids()}) or 1
+    return search_summary([steps[x] for x in sorted(steps)], server_cores)
 
 
 async def run_point(system: str, scenario: Scenario, opts: Options,
@@ -452,17 +571,31 @@ async def run_point(system: str, scenario: Scenario, opts: Options,
     NICE = opts.nice
     server = make_server(system)
     server_cpu, gen_cpu = cores(opts)
+    server.workers = opts.workers
+    server.worker_cpus = worker_cores(opts, opts.workers)
     gens: list[GenProc] = []
     result: dict[str, Any] = {"system": system, "scenario": scenario.to_json(),
-                              "participants": scenario.participants}
-    setup = 60.0 + 2.0 * scenario.participants
+                              "participants": scenario.participants, "rooms": scenario.rooms,
+                              "workers": opts.workers}
+    # which core runs what: with workers, the runner (signaling relay) stays on the server
+    # core and worker i runs on core i mod cores, so a worker can share the generators' core
+    result["pinning"] = {"server": server_cpu, "workers": server.worker_cpus,
+                         "generators": gen_cpu}
+    result["gen_shares_core"] = gen_cpu is not None and (
+        gen_cpu == server_cpu or gen_cpu in server.worker_cpus)
+    setup = 60.0 + 2.0 * scenario.total
     try:
         await server.start(scenario, server_cpu)
         progress(f"{system}: server up (pid {server.pid}), connecting")
-        gens = await start_gens(server, scenario, opts, gen_cpu)
+        if server.worker_pids():
+            result["worker_pids"] = {i: pid for i, pid, _ in server.worker_pids()}
+            progress(f"{system}: workers " + ", ".join(
+                f"{i}: pid {pid} core {core}" for i, pid, core in server.worker_pids()))
         t0 = time.monotonic()
+        gens = await start_gens(server, scenario, opts, gen_cpu, setup)
         for g in gens:
-            await g.expect("published", setup)
+            if not g.published:
+                await g.expect("published", setup)
         for g in gens:
             g.send(op="subscribe")
         for g in gens:
@@ -472,9 +605,12 @@ async def run_point(system: str, scenario: Scenario, opts: Options,
         missing = sum([(await g.expect("flowing", setup))["missing"] for g in gens])
         result["setup_seconds"] = time.monotonic() - t0
         result["missing_streams"] = missing
-        progress(f"{system}: {scenario.participants} connected in "
+        progress(f"{system}: {scenario.total} connected in "
                  f"{result['setup_seconds']:.1f} s, warming up")
         await asyncio.sleep(opts.warmup)
+        await server.learn_placement()
+        if server.placement:
+            result["placement"] = server.placement
         windows = []
         for k in range(opts.windows):
             progress(f"{system}: window {k + 1}/{opts.windows}")
@@ -493,7 +629,8 @@ async def run_point(system: str, scenario: Scenario, opts: Options,
         except (OSError, ValueError, KeyError, TimeoutError) as exc:
             result["server_counters"] = {"error": str(exc)}
     except Exception as exc:
-        logger.exception("%s %s N=%d failed", system, scenario.name, scenario.participants)
+        logger.exception("%s %s N=%d R=%d W=%d failed", system, scenario.name,
+                         scenario.participants, scenario.rooms, opts.workers)
         result["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         await stop_gens(gens)
@@ -505,10 +642,11 @@ async def run_all(systems: list[str], scenario_name: str, sizes: list[int], opts
                   progress: Progress) -> list[dict[str, Any]]:
     results = []
     for n in sizes:
-        scenario = build(scenario_name, n, opts.last_n)
+        scenario = build(scenario_name, n, opts.last_n, opts.rooms)
         for system in systems:
-            if not supports(system, scenario_name):
+            if not supports(system, scenario_name, opts.rooms, opts.workers):
                 continue
-            progress(f"── {system} {scenario_name} N={n}")
+            progress(f"── {system} {scenario_name} N={n} rooms={opts.rooms} "
+                     f"workers={opts.workers}")
             results.append(await run_point(system, scenario, opts, progress))
     return results

@@ -8,7 +8,17 @@ all scenarios share one x-axis:
 * ``broadcast``: 1 → N−1, one participant sends 1.5 Mbit/s VP8 + Opus, N−1 viewers;
 * ``audio``: 10 → N, min(10, N) participants send Opus only, everyone hears everyone;
 * ``lastn``: ``meeting`` with the SFU's last-N on (``last_n`` video sources per
-  subscriber); only an SFU that implements last-N can run it.
+  subscriber); only an SFU that implements last-N can run it. Member 0 speaks, everyone
+  else sends digital silence, which the SFU does not forward.
+
+Audio levels (RFC 6464 §3, the ``ssrc-audio-level`` extension every audio packet carries):
+in ``meeting``, ``broadcast`` and ``audio`` everyone speaks at one level (:data:`SPEAKING`,
+below the SFU's ``speaker_threshold``), so everyone hears everyone; in ``lastn`` member 0
+speaks (:data:`LOUD`) and the others are silent (:data:`SILENCE`, level 127).
+
+Rooms: ``rooms`` independent copies of the scenario, each its own room
+(:meth:`Scenario.room_name`); participant indices continue across rooms (room ``k`` holds
+``k·N … k·N + N − 1``), and a stream is only received inside its room.
 
 Stream ids: participant ``i`` sends audio as ``2i`` and video as ``2i + 1``.
 """
@@ -17,10 +27,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sfu.config import SfuConfig
+
 from .media import StreamSpec
 
 NAMES = ("meeting", "broadcast", "audio", "lastn")
 AUDIO_PPS = 50.0
+# RFC 6464 §3 levels in -dBov (0 loudest … 127 digital silence)
+SILENCE = 127  # the SFU drops these audio packets instead of forwarding them
+SPEAKING = 40  # meeting/broadcast/audio: everyone, at one level (ties: first joined wins)
+LOUD = 30  # lastn: the one speaker
+# a mean level below this makes a participant the active speaker (sfu/room.py)
+SPEAKER_THRESHOLD = SfuConfig().speaker_threshold
+
+
+def level_byte(level: int) -> bytes:
+    """The one-byte RFC 6464 §3 element: V (voice activity) flag, then the level."""
+    if not 0 <= level <= SILENCE:
+        raise ValueError(f"audio level {level} is not 0..127")
+    return bytes([level if level == SILENCE else 0x80 | level])
 
 
 @dataclass
@@ -30,6 +55,12 @@ class Member:
     index: int
     audio: StreamSpec | None = None
     video: StreamSpec | None = None
+    level: int = SILENCE  # RFC 6464 level of every audio packet it sends
+    room: int = 0
+
+    @property
+    def silent(self) -> bool:
+        return self.level >= SILENCE
 
     @property
     def publishes(self) -> bool:
@@ -47,21 +78,62 @@ class Member:
 @dataclass
 class Scenario:
     name: str
-    participants: int
+    participants: int  # per room (the x-axis N)
     members: list[Member] = field(default_factory=list)
     last_n: int = 0
+    rooms: int = 1
     _receivers: dict[int, list[int]] = field(default_factory=dict, repr=False)
     _sources: dict[int, set[int]] = field(default_factory=dict, repr=False)
+    _pairs: set[int] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "participants": self.participants, "last_n": self.last_n}
+        return {"name": self.name, "participants": self.participants, "last_n": self.last_n,
+                "rooms": self.rooms}
+
+    @property
+    def total(self) -> int:
+        """Participants over all rooms."""
+        return self.participants * self.rooms
+
+    def room_name(self, index: int) -> str:
+        """The SFU room participant ``index`` joins."""
+        return f"bench-{self.members[index].room}"
+
+    def room_members(self, room: int) -> list[Member]:
+        """The members of one room, in join order (= index order)."""
+        return self.members[room * self.participants : (room + 1) * self.participants]
+
+    def speaker(self, room: int) -> int | None:
+        """The room's active speaker once levels have settled, as sfu/room.py picks it:
+        the lowest level below the threshold, the first joined on a tie; None if all are
+        silent."""
+        best: Member | None = None
+        for m in self.room_members(room):
+            if m.audio is not None and m.level < SPEAKER_THRESHOLD and (
+                    best is None or m.level < best.level):
+                best = m
+        return None if best is None else best.index
+
+    def speaker_order(self, room: int) -> list[int]:
+        """sfu/room.py ``Room.order``: the active speaker first, then the join order."""
+        order = [m.index for m in self.room_members(room)]
+        top = self.speaker(room)
+        if top is not None:
+            order.remove(top)
+            order.insert(0, top)
+        return order
 
     def receivers(self, sid: int) -> list[int]:
         """Participants that should get stream ``sid`` (room join order = index order).
 
-        last-N with nobody speaking (all audio is silence, RFC 6464 level 127): the
-        speaker order is the join order, so subscriber ``i`` gets video from the first
-        ``last_n`` participants other than itself (docs/SFU.md "Active speaker and last-N").
+        Only members of the sender's room, never the sender. Audio: nobody, if the sender
+        is silent (RFC 6464 level 127: the SFU drops digital silence). last-N video:
+        subscriber ``i`` gets video from the first ``last_n`` participants other than
+        itself in the room's speaker order (docs/SFU.md "Active speaker and last-N"):
+        the active speaker, then the join order. In ``lastn`` the speaker is member 0
+        of the room, first in join order anyway, so this is the join order; in
+        ``meeting`` everyone speaks at the same level, the first joined wins the tie, and
+        last-N is off.
         """
         cached = self._receivers.get(sid)
         if cached is None:
@@ -69,14 +141,17 @@ class Scenario:
         return cached
 
     def _compute_receivers(self, sid: int) -> list[int]:
-        src = sid // 2
-        others = [m.index for m in self.members if m.index != src]
-        if self.last_n <= 0 or sid % 2 == 0:
+        src = self.members[sid // 2]
+        others = [m.index for m in self.room_members(src.room) if m.index != src.index]
+        if sid % 2 == 0:
+            return [] if src.silent else others
+        if self.last_n <= 0:
             return others
+        with_video = {m.index for m in self.room_members(src.room) if m.video is not None}
+        order = [i for i in self.speaker_order(src.room) if i in with_video]
         out = []
         for i in others:
-            order = [m.index for m in self.members if m.index != i and m.video is not None]
-            if src in order[: self.last_n]:
+            if src.index in [j for j in order if j != i][: self.last_n]:
                 out.append(i)
         return out
 
@@ -89,6 +164,13 @@ class Scenario:
                     for r in self.receivers(sid):
                         self._sources[r].add(sid)
         return self._sources[index]
+
+    def expected_pairs(self) -> set[int]:
+        """``(receiver << 16) | stream id`` of every (receiver, stream) that should flow."""
+        if self._pairs is None:
+            self._pairs = {(r << 16) | sid for m in self.members for sid, _ in m.streams()
+                           for r in self.receivers(sid)}
+        return self._pairs
 
     def offered_packets_per_second(self) -> float:
         """Packets/s the SFU should forward if nothing is lost."""
@@ -104,23 +186,36 @@ class Scenario:
         return best
 
 
-def build(name: str, participants: int, last_n: int = 4) -> Scenario:
+def build(name: str, participants: int, last_n: int = 4, rooms: int = 1) -> Scenario:
+    """``rooms`` copies of scenario ``name`` with ``participants`` each."""
     if name not in NAMES:
         raise ValueError(f"unknown scenario {name!r}; one of {', '.join(NAMES)}")
     if participants < 2:
         raise ValueError("a scenario needs at least 2 participants")
-    s = Scenario(name, participants)
-    for i in range(participants):
-        m = Member(i)
-        if name in ("meeting", "lastn"):
-            m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
-            m.video = StreamSpec("video", 500_000, 30.0)
-        elif name == "broadcast" and i == 0:
-            m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
-            m.video = StreamSpec("video", 1_500_000, 30.0)
-        elif name == "audio" and i < 10:
-            m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
-        s.members.append(m)
+    if rooms < 1:
+        raise ValueError("at least one room")
+    s = Scenario(name, participants, rooms=rooms)
+    for k in range(rooms):
+        for j in range(participants):
+            s.members.append(_member(name, k * participants + j, j, k))
     if name == "lastn":
         s.last_n = last_n
     return s
+
+
+def _member(name: str, index: int, i: int, room: int) -> Member:
+    """Member ``i`` of its room."""
+    m = Member(index, room=room)
+    if name == "lastn":  # one speaker; the SFU drops everyone else's silence
+        m.level = LOUD if i == 0 else SILENCE
+    else:
+        m.level = SPEAKING
+    if name in ("meeting", "lastn"):
+        m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
+        m.video = StreamSpec("video", 500_000, 30.0)
+    elif name == "broadcast" and i == 0:
+        m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
+        m.video = StreamSpec("video", 1_500_000, 30.0)
+    elif name == "audio" and i < 10:
+        m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
+    return m

@@ -42,7 +42,8 @@ class SealroomClient:
         self.tally = parts[0].tally if parts else None
         for part in parts:  # join in index order: the room's join order (last-N)
             self.peers[part.pid] = Peers(part, self.ice)
-            self._send({"op": "join", "pid": part.pid, "room": ROOM})
+            self._send({"op": "join", "pid": part.pid,
+                        "room": self.scenario.room_name(part.index)})
         for part in parts:
             if part.streams:
                 sdp = await self.peers[part.pid].pub_offer()

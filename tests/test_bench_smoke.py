@@ -66,3 +66,40 @@ def test_smoke_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert doc["mesh_limit_10mbps"] > 2
     out = capsys.readouterr().out
     assert all(name in out for name in ("sealroom", "reflector", "janus", "fwd pkt/s"))
+
+
+def test_smoke_rooms_and_workers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two rooms of last-N on two SFU worker processes: one room per worker, per-worker
+    figures, the silent members' audio not forwarded, every process reaped."""
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--systems", "sealroom,reflector", "--scenario", "lastn",
+                              "--participants", "4", "--last-n", "2", "--rooms", "2",
+                              "--workers", "2", "--quick", "--out", str(tmp_path)])
+    before = _children()
+    assert cli.run(args) == 0
+    assert _children() <= before
+
+    doc = json.loads((tmp_path / "bench-lastn-r2-w2.json").read_text())
+    assert doc["systems"] == ["sealroom"]  # the reflector has no rooms, no last-N
+    (r,) = doc["results"]
+    assert "error" not in r, r.get("error")
+    assert (r["rooms"], r["workers"], r["missing_streams"]) == (2, 2, 0)
+    # per room: 4 subscribers × 2 video sources × 60 pkt/s + member 0's audio to 3 others
+    assert r["offered_pps"] == pytest.approx(2 * (4 * 2 * 60 + 3 * 50), rel=0.05)
+    assert r["forwarded_pps"] > 0 and r["loss"] is not None
+    assert r["unexpected_pps"] == 0  # silence (level 127) was not forwarded
+    assert sorted(r["placement"].items()) == [("bench-0", 0), ("bench-1", 1)]
+    workers = r["per_worker"]
+    assert [w["index"] for w in workers] == [0, 1]
+    for w in workers:
+        assert w["forwarded_pps"] > 0 and w["cpu"] >= 0
+        assert not os.path.exists(f"/proc/{w['pid']}")  # the worker process is gone
+    assert sum(w["forwarded_pps"] for w in workers) == pytest.approx(r["forwarded_pps"])
+    assert r["server_cpu"] >= sum(w["cpu"] for w in workers) - 1e-9
+    cpus = sorted(os.sched_getaffinity(0))
+    assert r["pinning"]["workers"] == [cpus[0], cpus[1 % len(cpus)]]
+    counters = r["server_counters"]
+    assert counters["worker0.joins"] == counters["worker1.joins"] == 4
+    out = capsys.readouterr().out
+    assert "per SFU worker" in out and "worker 1 (core" in out

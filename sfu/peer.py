@@ -43,6 +43,7 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
 
 from .ice import IcePolicy
 from .rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, is_rtcp
+from .srtp import Protector
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +121,7 @@ class RawPeer:
         self._fast_ok = not (inspect.iscoroutinefunction(on_rtp)
                              or inspect.iscoroutinefunction(on_rtcp))
         self._dtls: Any = None
-        # set while DTLS is connected and the socket is ours: (outbound SRTP session,
-        # aioice's nominated-pair dict); read on every send
-        self._fast: tuple[Any, dict[int, Any]] | None = None
+        self._fast: _Outbound | None = None  # set while DTLS is up and the socket is ours
         self._wrapped: set[int] = set()  # id() of the StunProtocols whose input we take
         self.up = False  # DTLS connected: SRTP keys exist and sends can go out
         self.received = 0  # SRTP/SRTCP datagrams handed to us, for liveness checks
@@ -183,7 +182,7 @@ class RawPeer:
     def _take_over(self, dtls: Any) -> None:
         """Route SRTP past aioice's queue and aiortc's receive task (module docstring)."""
         conn = dtls.transport._connection
-        rx = dtls._rx_srtp
+        rx = Protector(dtls._rx_srtp)
         protocols: list[Any] = list(conn._protocols)
         receiver = None
         for proto in protocols:
@@ -195,7 +194,7 @@ class RawPeer:
             target: Any = proto  # an instance attribute shadows the method
             target.datagram_received = receiver = self._make_receiver(
                 rx, proto.datagram_received)
-        self._fast = (dtls._tx_srtp, conn._nominated)
+        self._fast = _Outbound(Protector(dtls._tx_srtp), conn._nominated)
         if receiver is not None:
             # SRTP that arrived during the handshake waits in aioice's queue for a receive
             # task that has not started yet. Handle it now, before anything newer: served
@@ -247,11 +246,10 @@ class RawPeer:
         fast = self._fast
         if fast is None:
             return self._send_later(data)
-        pair = fast[1].get(ICE_COMPONENT)
-        if pair is None:
+        if fast.nominated.get(ICE_COMPONENT) is not fast.pair and not fast.repoint():
             return False
         try:
-            pair.protocol.transport.sendto(fast[0].protect(data), pair.remote_addr)
+            fast.sendto(fast.protect(data), fast.addr)
         except (OSError, pylibsrtp.Error):
             return False
         return True
@@ -261,11 +259,10 @@ class RawPeer:
         fast = self._fast
         if fast is None:
             return self._send_later(data)
-        pair = fast[1].get(ICE_COMPONENT)
-        if pair is None:
+        if fast.nominated.get(ICE_COMPONENT) is not fast.pair and not fast.repoint():
             return False
         try:
-            pair.protocol.transport.sendto(fast[0].protect_rtcp(data), pair.remote_addr)
+            fast.sendto(fast.protect_rtcp(data), fast.addr)
         except (OSError, pylibsrtp.Error):
             return False
         return True
@@ -302,6 +299,38 @@ class RawPeer:
 def _is_srtp(data: bytes) -> bool:
     """RFC 7983 §7: first byte 128..191 is RTP/RTCP (here SRTP/SRTCP); 12 bytes at least."""
     return len(data) >= 12 and 127 < data[0] < 192
+
+
+class _Outbound:
+    """Where and how a taken-over peer sends: resolved once, not once per packet.
+
+    aioice may switch the nominated pair (RFC 8445 §8.1.1); every send compares the
+    current pair with the one resolved here (one dict lookup) and re-resolves on change.
+    """
+
+    __slots__ = ("addr", "nominated", "pair", "protect", "protect_rtcp", "sendto")
+
+    def __init__(self, protector: Protector, nominated: dict[int, Any]) -> None:
+        self.protect = protector.protect
+        self.protect_rtcp = protector.protect_rtcp
+        self.nominated = nominated
+        self.pair: Any = None
+        self.sendto: Callable[[bytes, Any], None] = _drop_datagram
+        self.addr: Any = None
+        self.repoint()
+
+    def repoint(self) -> bool:
+        pair = self.nominated.get(ICE_COMPONENT)
+        self.pair = pair
+        if pair is None:
+            return False
+        self.sendto = pair.protocol.transport.sendto
+        self.addr = pair.remote_addr  # a property that builds a new tuple on each call
+        return True
+
+
+def _drop_datagram(data: bytes, addr: Any) -> None:
+    """``_Outbound.sendto`` while no pair is nominated (never called: send checks first)."""
 
 
 _pending: set[asyncio.Future[bool]] = set()  # sends handed to aiortc, kept until done

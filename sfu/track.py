@@ -56,7 +56,11 @@ class PublishedTrack:
         self.drop_silence = drop_silence
         # retransmission cache, indexed by seq % size (RFC 4588 needs the original payload)
         self._cache_size = cache_size
-        self._cache: list[tuple[int, bytes, RtpHeader] | None] = [None] * cache_size
+        # Only bytes are kept (re-parsed on a NACK): bytes are not tracked by the cyclic
+        # GC, so 512 cached packets per track never age into the oldest generation, whose
+        # full collections were pausing the forwarding loop for milliseconds (p99).
+        self._cache: list[bytes] = [b""] * cache_size
+        self._cache_seq: list[int] = [-1] * cache_size
         # key-frame request throttle: at most one PLI per pli_interval (RFC 4585 §3.5.2
         # leaves rate control to the sender of feedback; one per second is common practice)
         self.pli_interval = pli_interval
@@ -93,7 +97,8 @@ class PublishedTrack:
         """
         self._count(h)
         seq = h.sequence_number
-        self._cache[seq % self._cache_size] = (seq, data, h)
+        self._cache[seq % self._cache_size] = data
+        self._cache_seq[seq % self._cache_size] = seq
         exts = h.extensions
         level = exts.get(self._level_id) if self._level_id else None
         ast = exts.get(self._ast_id) if self._ast_id else None
@@ -137,10 +142,11 @@ class PublishedTrack:
             self._max_seq = seq
 
     def cached(self, seq: int) -> tuple[bytes, RtpHeader] | None:
-        entry = self._cache[seq % self._cache_size]
-        if entry is None or entry[0] != seq:
+        i = seq % self._cache_size
+        if self._cache_seq[i] != seq:
             return None
-        return entry[1], entry[2]
+        data = self._cache[i]
+        return data, RtpHeader.parse(data)  # it parsed once already: it parses again
 
     def report_block(self) -> rtcp.ReportBlock | None:
         """RFC 3550 §6.4.1 / App. A.3 reception report for this source."""
@@ -215,7 +221,8 @@ class PublishedTrack:
             self._pli_timer = None
         for slot in list(self.slots):
             slot.detach()
-        self._cache = [None] * self._cache_size
+        self._cache = [b""] * self._cache_size
+        self._cache_seq = [-1] * self._cache_size
 
 
 class Slot:
@@ -338,14 +345,14 @@ class Slot:
             self._resume_seq = seq
             self._last_in_seq = seq
             self._started = True
-        elif seq_newer(seq, self._last_in_seq):
+        elif 0 < ((seq - self._last_in_seq) & 0xFFFF) < 0x8000:  # seq_newer, inlined
             self._last_in_seq = seq
-        elif not seq_newer(seq, self._resume_seq) and seq != self._resume_seq:
+        elif seq != self._resume_seq and ((seq - self._resume_seq) & 0xFFFF) >= 0x8000:
             self.stats.drop("before_run")  # reordered from before this run started
             return
         out_seq = (seq - self._seq_offset) & 0xFFFF
         out_ts = (h.timestamp + self._ts_offset) & 0xFFFFFFFF
-        if seq_newer(out_seq, self._last_out_seq):
+        if 0 < ((out_seq - self._last_out_seq) & 0xFFFF) < 0x8000:  # seq_newer, inlined
             self._last_out_seq = out_seq
             self._last_out_ts = out_ts
             self._last_out_time = now

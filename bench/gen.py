@@ -35,6 +35,8 @@ from typing import Any
 
 import pylibsrtp
 
+from sfu.srtp import Protector
+
 from .media import (
     MAGIC,
     PROBE,
@@ -243,8 +245,8 @@ def take_over(peer: Any, on_rtp: Callable[[bytes], None],
     pair = dtls.transport._connection._nominated[1]
     proto = pair.protocol
     original = proto.datagram_received
-    rx = dtls._rx_srtp
-    tx = dtls._tx_srtp
+    rx = Protector(dtls._rx_srtp)  # the SFU's lean libsrtp calls (sfu/srtp.py)
+    tx = Protector(dtls._tx_srtp)
     transport = proto.transport
     addr = pair.remote_addr
 

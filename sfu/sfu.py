@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -29,6 +30,11 @@ class Sfu:
         self._background: set[asyncio.Future[None]] = set()
         self.rooms: dict[str, Room] = {}
         self.participants: dict[str, Participant] = {}
+        # Everything allocated so far (imported modules: aiortc, av, cryptography, …) lives
+        # as long as the process. Moving it out of the cyclic GC's reach makes each full
+        # collection ~20 ms shorter: those collections stop the forwarding loop, and a
+        # 20 ms stop every few seconds is the p99 latency of every packet behind it.
+        gc.freeze()
 
     async def join(self, room: str, pid: str, send: Send) -> None:
         """Register a participant; it gets a sub offer once somebody else publishes."""

@@ -16,7 +16,7 @@ from .stats import Stats
 
 logger = logging.getLogger(__name__)
 
-MAX_SDP = 64 * 1024
+MAX_SDP = 256 * 1024  # a sub answer grows ~1.1-1.7 KB per publisher (docs/SFU.md)
 
 
 class Sfu:
@@ -65,7 +65,7 @@ class Sfu:
                 if msg.get("pc") != want:
                     raise SfuError("bad-message", f"{kind} needs pc={want!r}")
                 if not isinstance(sdp, str) or not sdp or len(sdp) > MAX_SDP:
-                    raise SfuError("bad-message", "sdp must be a non-empty string ≤ 64 KiB")
+                    raise SfuError("bad-message", "sdp must be a non-empty string ≤ 256 KiB")
                 if kind == "sfu-offer":
                     await p.on_pub_offer(sdp)
                 else:

@@ -26,7 +26,7 @@ class ServerConfig:
     turn_ttl: int = 3600
     log_level: str = "info"
     # Hardening (DESIGN.md, item 9).
-    max_message: int = 64 * 1024
+    max_message: int = 256 * 1024  # SDP of a 50-person room (docs/SFU.md "Known limits")
     rate: float = 50.0
     burst: float = 100.0
     heartbeat: float = 20.0

@@ -75,7 +75,7 @@ SPECS: dict[ErrorId, ErrorSpec] = {
     ErrorId.BINARY_FRAME: ErrorSpec(
         "binary frames are not part of the protocol", close_code=CLOSE_UNSUPPORTED_DATA
     ),
-    ErrorId.TOO_BIG: ErrorSpec("message larger than the limit (64 KiB)", close_code=CLOSE_TOO_BIG),
+    ErrorId.TOO_BIG: ErrorSpec("message larger than the limit (256 KiB)", close_code=CLOSE_TOO_BIG),
     ErrorId.RATE_LIMITED: ErrorSpec("too many messages; slow down", close_code=CLOSE_POLICY),
     ErrorId.SLOW_CONSUMER: ErrorSpec(
         "you are not reading your messages fast enough", close_code=CLOSE_TRY_LATER

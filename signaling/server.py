@@ -52,7 +52,7 @@ SERVER_ONLY_TYPES = frozenset(
         "sfu-left",
     }
 )
-MAX_SEALED_CT = 48 * 1024  # ciphertext bytes; the JSON frame must still fit in 64 KiB
+MAX_SEALED_CT = 48 * 1024  # ciphertext bytes of one sealed relay message
 
 
 class MediaPlane(Protocol):

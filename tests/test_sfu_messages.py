@@ -27,7 +27,7 @@ class Inbox:
         ({"type": "sfu-offer", "pc": "sub", "sdp": "v=0"}, "bad-message"),
         ({"type": "sfu-offer", "pc": "pub"}, "bad-message"),
         ({"type": "sfu-offer", "pc": "pub", "sdp": ""}, "bad-message"),
-        ({"type": "sfu-offer", "pc": "pub", "sdp": "x" * 70000}, "bad-message"),
+        ({"type": "sfu-offer", "pc": "pub", "sdp": "x" * 300_000}, "bad-message"),
         ({"type": "sfu-offer", "pc": "pub", "sdp": "this is not SDP"}, "bad-sdp"),
         ({"type": "sfu-offer", "pc": "pub", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"},
          "bad-sdp"),

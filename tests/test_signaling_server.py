@@ -246,7 +246,7 @@ async def test_malformed_input_gets_its_documented_error(
         ('{"v": 1, "type": "sealed", "from": "x"}', "server-only-type", 1008),
         ('{"v": 1, "type": "joined"}', "server-only-type", 1008),
         (b"\x00\x01binary", "binary-frame", 1003),
-        ('{"v": 1, "type": "ping", "pad": "' + "x" * 70_000 + '"}', "too-big", 1009),
+        ('{"v": 1, "type": "ping", "pad": "' + "x" * 300_000 + '"}', "too-big", 1009),
     ],
 )
 async def test_fatal_input_closes_only_that_socket(

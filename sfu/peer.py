@@ -243,26 +243,20 @@ class RawPeer:
 
     def send_rtp(self, data: bytes) -> bool:
         """Protect and send one RTP packet now; False if the transport is not up (hot path)."""
-        fast = self._fast
-        if fast is None:
-            return self._send_later(data)
-        if fast.nominated.get(ICE_COMPONENT) is not fast.pair and not fast.repoint():
-            return False
-        try:
-            fast.sendto(fast.protect(data), fast.addr)
-        except (OSError, pylibsrtp.Error):
-            return False
-        return True
+        return self._transmit(data, False)
 
     def send_rtcp(self, data: bytes) -> bool:
         """Protect and send one (compound) RTCP packet now; False if not up."""
+        return self._transmit(data, True)
+
+    def _transmit(self, data: bytes, rtcp: bool) -> bool:
         fast = self._fast
         if fast is None:
             return self._send_later(data)
         if fast.nominated.get(ICE_COMPONENT) is not fast.pair and not fast.repoint():
             return False
         try:
-            fast.sendto(fast.protect_rtcp(data), fast.addr)
+            fast.sendto(fast.protect_rtcp(data) if rtcp else fast.protect(data), fast.addr)
         except (OSError, pylibsrtp.Error):
             return False
         return True

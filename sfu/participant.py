@@ -57,10 +57,6 @@ class Participant:
         self._joined_at = time.monotonic()
         self._watchdog = asyncio.ensure_future(self._watch())
 
-    @property
-    def sub_connected(self) -> bool:
-        return self.sub.up
-
     async def send(self, msg: dict[str, Any]) -> None:
         """A message to this participant's signaling socket; a dead socket is not our error."""
         if self.closed:

@@ -16,23 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli
+from bench import cli, procstat
 
 pytestmark = pytest.mark.media
 
 
 def _children() -> set[int]:
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            if int(data[data.rindex(")") + 2 :].split()[1]) == os.getpid():
-                out.add(int(entry))
-    return out
+    return procstat.children(os.getpid())
 
 
 def test_smoke_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

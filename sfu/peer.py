@@ -40,6 +40,7 @@ from typing import Any
 import pylibsrtp
 from aioice.ice import StunProtocol
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
+from aiortc.jitterbuffer import JitterBuffer
 
 from .ice import IcePolicy
 from .rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, is_rtcp
@@ -102,6 +103,21 @@ async def _not_started(*args: Any, **kwargs: Any) -> None:
     """Stands in for RTCRtpReceiver.receive / RTCRtpSender.send: start nothing."""
 
 
+_IDLE_JITTER_BUFFER = JitterBuffer(capacity=16, prefetch=4)
+
+
+def _shed(receiver: Any) -> None:
+    """Free what an RTCRtpReceiver keeps for a media pipeline that never runs here.
+
+    Each video receiver holds a bandwidth estimator of 2 000 rate buckets and a 512-slot
+    jitter buffer (~100 kB). A subscriber's PC has one receiver per forwarded stream, so
+    at N=20 that was ~2 MB per participant, growing with N. Our packets never reach the
+    receiver (``_handle_rtp_data`` is ours); aiortc treats a ``None`` estimator as audio.
+    """
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None
+    receiver._RTCRtpReceiver__jitter_buffer = _IDLE_JITTER_BUFFER
+
+
 class RawPeer:
     """One RTCPeerConnection whose media bytes go to ``on_rtp``/``on_rtcp`` untouched.
 
@@ -139,6 +155,7 @@ class RawPeer:
                 t._sealroom_raw = True
                 t.receiver.receive = _not_started
                 t.sender.send = _not_started
+                _shed(t.receiver)
             dtls: Any = t.receiver.transport
             if not getattr(dtls, "_sealroom_raw", False):
                 dtls._sealroom_raw = True
@@ -242,8 +259,20 @@ class RawPeer:
         return self._dtls is not None and self._dtls.state == "connected"
 
     def send_rtp(self, data: bytes) -> bool:
-        """Protect and send one RTP packet now; False if the transport is not up (hot path)."""
-        return self._transmit(data, False)
+        """Protect and send one RTP packet now; False if the transport is not up (hot path).
+
+        ``_transmit`` inlined: once per packet per subscriber, a Python call is worth saving.
+        """
+        fast = self._fast
+        if fast is None:
+            return self._send_later(data)
+        if fast.nominated.get(ICE_COMPONENT) is not fast.pair and not fast.repoint():
+            return False
+        try:
+            fast.sendto(fast.protect(data), fast.addr)
+        except (OSError, pylibsrtp.Error):
+            return False
+        return True
 
     def send_rtcp(self, data: bytes) -> bool:
         """Protect and send one (compound) RTCP packet now; False if not up."""

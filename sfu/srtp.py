@@ -57,13 +57,24 @@ class Protector:
         length[0] = n
         rc = func(self._ctx, self._buf, length)
         if rc:  # srtp_err_status_ok is 0
-            errors = pylibsrtp.ERRORS
-            raise pylibsrtp.Error(errors[rc] if 0 <= rc < len(errors) else f"libsrtp error {rc}")
+            raise _error(rc)
         out: bytes = view[0 : length[0]]
         return out
 
     def protect(self, packet: bytes) -> bytes:
-        return self._run(self._lib.srtp_protect, packet, MAX_TRAILER)
+        # _run inlined: this is once per forwarded packet per subscriber (the hot path).
+        n = len(packet)
+        if n > BUFFER - MAX_TRAILER:
+            raise pylibsrtp.Error("packet is too long")
+        view = self._view
+        view[0:n] = packet
+        length = self._len
+        length[0] = n
+        rc = self._lib.srtp_protect(self._ctx, self._buf, length)
+        if rc:
+            raise _error(rc)
+        out: bytes = view[0 : length[0]]
+        return out
 
     def protect_rtcp(self, packet: bytes) -> bytes:
         return self._run(self._lib.srtp_protect_rtcp, packet, MAX_SRTCP_TRAILER)
@@ -73,3 +84,8 @@ class Protector:
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
         return self._run(self._lib.srtp_unprotect_rtcp, packet, 0)
+
+
+def _error(rc: int) -> pylibsrtp.Error:
+    errors = pylibsrtp.ERRORS
+    return pylibsrtp.Error(errors[rc] if 0 <= rc < len(errors) else f"libsrtp error {rc}")

@@ -1,0 +1,41 @@
+"""sfu/peer.py: what a RawPeer keeps per transceiver (the per-participant memory budget)."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+from sfu.ice import IcePolicy
+from sfu.peer import RawPeer
+
+
+def _drop(data: bytes) -> None:
+    """A plain-function handler: the fast path's kind."""
+
+
+async def _bytes_per_transceiver(adopt: bool, count: int = 20) -> float:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        peer = RawPeer(IcePolicy(), _drop, _drop)
+        for _ in range(count):
+            peer.pc.addTransceiver("video", direction="sendonly")
+        if adopt:
+            peer.adopt()
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    await peer.close()
+    return used / count
+
+
+async def test_adopted_video_transceivers_drop_the_unused_receive_pipeline() -> None:
+    # A subscriber's PC has one transceiver per forwarded stream (2 × (N-1)); aiortc gives
+    # each video receiver a bandwidth estimator and a jitter buffer (~100 kB) that a
+    # RawPeer never feeds. Adopting must free them, or memory per participant grows with N.
+    stock = await _bytes_per_transceiver(adopt=False)
+    adopted = await _bytes_per_transceiver(adopt=True)
+    assert stock > 60_000, f"aiortc's receiver got lighter ({stock:.0f} B): revisit _shed"
+    assert adopted < 25_000, f"{adopted:.0f} B per adopted video transceiver"

@@ -105,17 +105,32 @@ async def _not_started(*args: Any, **kwargs: Any) -> None:
 
 _IDLE_JITTER_BUFFER = JitterBuffer(capacity=16, prefetch=4)
 
+# Synchronisation objects aiortc creates for a media pipeline that a RawPeer never starts
+# (``__started`` stays False, so ``stop()`` and ``_handle_disconnect`` never touch them).
+_RECEIVER_IDLE = ("decoder_error", "decoder_queue", "rtcp_exited", "rtcp_started")
+_SENDER_IDLE = ("rtp_exited", "rtp_started", "rtcp_exited", "rtcp_started")
 
-def _shed(receiver: Any) -> None:
-    """Free what an RTCRtpReceiver keeps for a media pipeline that never runs here.
+
+def _shed(transceiver: Any) -> None:
+    """Free what an aiortc transceiver keeps for a media pipeline that never runs here.
 
     Each video receiver holds a bandwidth estimator of 2 000 rate buckets and a 512-slot
-    jitter buffer (~100 kB). A subscriber's PC has one receiver per forwarded stream, so
-    at N=20 that was ~2 MB per participant, growing with N. Our packets never reach the
-    receiver (``_handle_rtp_data`` is ours); aiortc treats a ``None`` estimator as audio.
+    jitter buffer (~100 kB); every receiver and sender holds a queue and events (~6 kB).
+    A subscriber's PC has one transceiver per forwarded stream, so at N=20 that was
+    ~2.5 MB per participant, growing with N (tests/test_peer.py measures it). Our
+    packets never reach these objects (``_handle_rtp_data`` is ours); aiortc treats a
+    ``None`` estimator as audio.
     """
+    receiver, sender = transceiver.receiver, transceiver.sender
+    if getattr(receiver, "_RTCRtpReceiver__started", True) or \
+            getattr(sender, "_RTCRtpSender__started", True):
+        return  # aiortc has started them after all (or renamed its fields): keep them
     receiver._RTCRtpReceiver__remote_bitrate_estimator = None
     receiver._RTCRtpReceiver__jitter_buffer = _IDLE_JITTER_BUFFER
+    for name in _RECEIVER_IDLE:
+        setattr(receiver, f"_RTCRtpReceiver__{name}", None)
+    for name in _SENDER_IDLE:
+        setattr(sender, f"_RTCRtpSender__{name}", None)
 
 
 class RawPeer:
@@ -155,7 +170,7 @@ class RawPeer:
                 t._sealroom_raw = True
                 t.receiver.receive = _not_started
                 t.sender.send = _not_started
-                _shed(t.receiver)
+                _shed(t)
             dtls: Any = t.receiver.transport
             if not getattr(dtls, "_sealroom_raw", False):
                 dtls._sealroom_raw = True

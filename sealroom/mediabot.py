@@ -229,7 +229,7 @@ class MediaBot:
         next_report = 1.0
         while not self.closed:
             now = time.monotonic() - start
-            if self.pub.connected and self._pub_params:
+            if self.pub.up and self._pub_params:
                 if "audio" in self.kinds:
                     await self._send_audio()
                 if "video" in self.kinds and now >= next_video:
@@ -306,7 +306,7 @@ class MediaBot:
             await self.pub.send(data)
         blocks = [rtcp.ReportBlock(r.ssrc, highest_sequence=(r.highest or 0) & 0xFFFFFFFF)
                   for r in self.received.values()]
-        if self.sub.connected:
+        if self.sub.up:
             await self.sub.send(bytes(rtcp.ReceiverReport(1, blocks[:31])))
 
     # --- receiving ------------------------------------------------------------------------

@@ -280,7 +280,7 @@ class SendKey:
     sender: int
     generation: int
     step: int
-    key: bytes
+    key: bytes = field(repr=False)  # never in a log line or a traceback's locals
 
 
 class FrameEncryptor:

@@ -323,7 +323,7 @@ class Participant:
             if "closed" in states:  # the peer sent DTLS close_notify: aiortc closed the PC
                 await self.sfu.transport_failed(self, "the peer closed the connection")
                 return
-            connected = self.pub.connected or self.sub.connected
+            connected = self.pub.up or self.sub.up
             received = self.pub.received + self.sub.received
             if received != last_seen[0]:
                 last_seen = (received, now)
@@ -338,7 +338,7 @@ class Participant:
 
     def _send_reports(self, now: float) -> None:
         """RFC 3550 §6.4.2 RR for each published source, plus REMB (draft-alvestrand §2)."""
-        if not self.pub.connected:
+        if not self.pub.up:
             return
         blocks = [b for b in (t.report_block() for t in self.tracks.values()) if b is not None]
         if not blocks:

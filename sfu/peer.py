@@ -269,10 +269,6 @@ class RawPeer:
 
         return datagram_received
 
-    @property
-    def connected(self) -> bool:
-        return self._dtls is not None and self._dtls.state == "connected"
-
     def send_rtp(self, data: bytes) -> bool:
         """Protect and send one RTP packet now; False if the transport is not up (hot path).
 
@@ -307,7 +303,7 @@ class RawPeer:
 
     def _send_later(self, data: bytes) -> bool:
         """No fast path (coroutine handlers, TURN socket): aiortc sends it in a task."""
-        if not self.connected:
+        if not self.up:
             return False
         task = asyncio.ensure_future(self.send(data))
         _pending.add(task)

@@ -27,6 +27,7 @@ from sealroom.sframe import (
     KidKeys,
     Kind,
     ReplayWindow,
+    SendKey,
     SFrameHeader,
     UnknownKey,
     derive_key_salt,
@@ -374,3 +375,11 @@ def test_python_encrypts_js_decrypts() -> None:
     expected = [f.hex() for _, f in frames] + [f.hex() for _, f in frames[:4]]
     assert got[:-1] == expected
     assert got[-1] == {"reject": "replay"}
+
+
+def test_send_key_repr_hides_the_key() -> None:
+    # A SendKey in a log line or a traceback's locals must not print the media key.
+    key = bytes(range(100, 116))
+    text = repr(SendKey(sender=7, generation=2, step=3, key=key))
+    assert "sender=7" in text and "generation=2" in text
+    assert "key=" not in text and repr(key) not in text and key.hex() not in text

@@ -455,6 +455,10 @@ class SfuWorkers:
         if not w.post({"op": "join", "room": room, "pid": pid}):
             self._wedged(w)
 
+    def accepting(self) -> bool:
+        """At least one worker is alive to take a room (for /healthz/ready)."""
+        return not self.closing and any(w.alive for w in self.workers)
+
     async def _place(self) -> Worker | None:
         """The live worker with the fewest participants (lowest index on a tie)."""
         deadline = time.monotonic() + PLACE_TIMEOUT

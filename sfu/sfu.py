@@ -129,6 +129,10 @@ class Sfu:
             await room.close()
         self.rooms.clear()
 
+    def accepting(self) -> bool:
+        """In-process SFU: it lives as long as the server does."""
+        return True
+
     def stats(self) -> dict[str, int]:
         """Counters: forwarded packets/bytes, drops by reason, PLIs, NACKs, RTX, errors."""
         return self.counters.snapshot()

@@ -68,6 +68,10 @@ class MediaPlane(Protocol):
 
     async def close(self) -> None: ...
 
+    def accepting(self) -> bool:
+        """Whether a join now would get media (e.g. at least one SFU worker is alive)."""
+        ...
+
 
 class Connection:
     """One WebSocket: its admission challenge, rate limit, room and outbox."""
@@ -198,9 +202,16 @@ class SignalingServer:
         return web.json_response({"status": "live"}, headers={"Cache-Control": "no-store"})
 
     async def healthz_ready(self, request: web.Request) -> web.Response:
-        status = 200 if self.ready else 503
-        body = {"status": "ready" if self.ready else "not-ready", "sfu": self.media is not None}
-        return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+        # Not ready while shutting down, or while no SFU worker is alive (all of them
+        # died and are being restarted): a join would only wait for one.
+        media_ok = self.media is None or self.media.accepting()
+        ready = self.ready and media_ok
+        body: dict[str, Any] = {"status": "ready" if ready else "not-ready",
+                                "sfu": self.media is not None}
+        if self.ready and not media_ok:
+            body["reason"] = "no-live-sfu-worker"
+        return web.json_response(body, status=200 if ready else 503,
+                                 headers={"Cache-Control": "no-store"})
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format 0.0.4; no room names, ids or addresses in it."""

@@ -132,6 +132,13 @@ async def test_rate_limit_close_is_counted(
     assert value(samples, "signaling_closes_total", id="rate-limited") == 1
 
 
+class _NoLiveWorker:
+    """A media plane whose workers are all down (sealroom.workers.SfuWorkers.accepting)."""
+
+    def accepting(self) -> bool:
+        return False
+
+
 async def test_health_probes(signaling: Callable[..., Awaitable[RunningServer]]) -> None:
     srv = await signaling()
     async with aiohttp.ClientSession() as http:
@@ -141,6 +148,15 @@ async def test_health_probes(signaling: Callable[..., Awaitable[RunningServer]])
             async with http.get(srv.http + path) as resp:
                 assert resp.status == 200, path
                 assert await resp.json() == body
+        # No live SFU worker (all being restarted): not ready, and it says why.
+        srv.server.media = _NoLiveWorker()
+        try:
+            async with http.get(srv.http + "/healthz/ready") as resp:
+                assert resp.status == 503
+                assert await resp.json() == {"status": "not-ready", "sfu": True,
+                                             "reason": "no-live-sfu-worker"}
+        finally:
+            srv.server.media = None
         # Shutting down: no longer ready (a load balancer drains it), still live.
         srv.server.ready = False
         async with http.get(srv.http + "/healthz/ready") as resp:

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from sealroom import workers as workers_module
 from sealroom.cli import build_parser
 from sealroom.mediabot import MediaBot
 from sealroom.workers import (
@@ -177,6 +178,31 @@ async def test_rooms_go_to_the_least_loaded_worker_and_a_stopped_worker_comes_ba
     finally:
         await pool.close()
     assert all(w.proc is not None and w.proc.returncode is not None for w in pool.workers)
+
+
+async def test_not_accepting_while_no_worker_is_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    # /healthz/ready reads accepting(): with the only worker dead and its restart pending,
+    # a join would just wait, so a load balancer should send it elsewhere meanwhile.
+    monkeypatch.setattr(workers_module, "RESTART_MIN", 3.0)  # a window wide enough to see
+    pool = SfuWorkers(SfuConfig(port_min=SFU_PORTS[0], port_max=SFU_PORTS[1]), 1)
+    await pool.start()
+    try:
+        assert pool.accepting()
+        old = pool.workers[0].pid
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while pool.accepting():
+            assert time.monotonic() < deadline, "still accepting with its worker dead"
+            await asyncio.sleep(0.02)
+        deadline = time.monotonic() + 30
+        while not pool.accepting():
+            assert time.monotonic() < deadline, "the worker was not restarted"
+            await asyncio.sleep(0.05)
+        assert pool.workers[0].pid != old
+    finally:
+        await pool.close()
+    assert not pool.accepting()
 
 
 # -- media through worker processes ------------------------------------------------------

@@ -270,20 +270,8 @@ class RawPeer:
         return datagram_received
 
     def send_rtp(self, data: bytes) -> bool:
-        """Protect and send one RTP packet now; False if the transport is not up (hot path).
-
-        ``_transmit`` inlined: once per packet per subscriber, a Python call is worth saving.
-        """
-        fast = self._fast
-        if fast is None:
-            return self._send_later(data)
-        if fast.nominated.get(ICE_COMPONENT) is not fast.pair and not fast.repoint():
-            return False
-        try:
-            fast.sendto(fast.protect(data), fast.addr)
-        except (OSError, pylibsrtp.Error):
-            return False
-        return True
+        """Protect and send one RTP packet now; False if the transport is not up (hot path)."""
+        return self._transmit(data, False)
 
     def send_rtcp(self, data: bytes) -> bool:
         """Protect and send one (compound) RTCP packet now; False if not up."""

@@ -42,6 +42,7 @@ from aioice.ice import StunProtocol
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
 from aiortc.jitterbuffer import JitterBuffer
 
+from ._fanout import Sender
 from .ice import IcePolicy
 from .rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, is_rtcp
 from .srtp import Protector
@@ -153,6 +154,9 @@ class RawPeer:
                              or inspect.iscoroutinefunction(on_rtcp))
         self._dtls: Any = None
         self._fast: _Outbound | None = None  # set while DTLS is up and the socket is ours
+        # The same outbound for the compiled fan-out (sfu/_fanout.c): pointed while _fast
+        # is, cleared otherwise; slots' lanes hold it (sfu/track.py).
+        self.sender = Sender()
         self._wrapped: set[int] = set()  # id() of the StunProtocols whose input we take
         self.up = False  # DTLS connected: SRTP keys exist and sends can go out
         self.received = 0  # SRTP/SRTCP datagrams handed to us, for liveness checks
@@ -210,6 +214,7 @@ class RawPeer:
         elif dtls is self._dtls:
             self.up = False
             self._fast = None
+            self.sender.clear()
 
     def _take_over(self, dtls: Any) -> None:
         """Route SRTP past aioice's queue and aiortc's receive task (module docstring)."""
@@ -226,7 +231,7 @@ class RawPeer:
             target: Any = proto  # an instance attribute shadows the method
             target.datagram_received = receiver = self._make_receiver(
                 rx, proto.datagram_received)
-        self._fast = _Outbound(Protector(dtls._tx_srtp), conn._nominated)
+        self._fast = _Outbound(Protector(dtls._tx_srtp), conn._nominated, self.sender)
         if receiver is not None:
             # SRTP that arrived during the handshake waits in aioice's queue for a receive
             # task that has not started yet. Handle it now, before anything newer: served
@@ -313,6 +318,7 @@ class RawPeer:
 
     async def close(self) -> None:
         self._fast = None
+        self.sender.clear()
         self.up = False
         await self.pc.close()
         self._dtls = None
@@ -328,14 +334,20 @@ class _Outbound:
 
     aioice may switch the nominated pair (RFC 8445 §8.1.1); every send compares the
     current pair with the one resolved here (one dict lookup) and re-resolves on change.
+    The compiled ``Sender`` is re-pointed with it: it makes the same comparison, and a
+    lane whose sender is not current is left to ``Slot.forward``, which comes here.
     """
 
-    __slots__ = ("addr", "nominated", "pair", "protect", "protect_rtcp", "sendto")
+    __slots__ = ("addr", "nominated", "pair", "protect", "protect_rtcp", "protector",
+                 "sender", "sendto")
 
-    def __init__(self, protector: Protector, nominated: dict[int, Any]) -> None:
+    def __init__(self, protector: Protector, nominated: dict[int, Any],
+                 sender: Sender) -> None:
+        self.protector = protector
         self.protect = protector.protect
         self.protect_rtcp = protector.protect_rtcp
         self.nominated = nominated
+        self.sender = sender
         self.pair: Any = None
         self.sendto: Callable[[bytes, Any], None] = _drop_datagram
         self.addr: Any = None
@@ -344,11 +356,27 @@ class _Outbound:
     def repoint(self) -> bool:
         pair = self.nominated.get(ICE_COMPONENT)
         self.pair = pair
+        self.sender.clear()
         if pair is None:
             return False
-        self.sendto = pair.protocol.transport.sendto
+        transport = pair.protocol.transport
+        self.sendto = transport.sendto
         self.addr = pair.remote_addr  # a property that builds a new tuple on each call
+        self._point_sender(pair, transport)
         return True
+
+    def _point_sender(self, pair: Any, transport: Any) -> None:
+        """Point the compiled sender at a plain UDP pair; otherwise leave it clear."""
+        native = self.protector.native()
+        sock = transport.get_extra_info("socket")
+        if native is None or sock is None or type(pair.protocol) is not StunProtocol:
+            return  # a TURN-relayed local candidate: datagrams must go through aioice
+        host, port = self.addr[0], self.addr[1]
+        try:
+            self.sender.point(native[0], native[1], self.protector.session, self.nominated,
+                              pair, sock.fileno(), host, port)
+        except (OSError, ValueError) as exc:
+            logger.warning("compiled fan-out not used for this peer: %s", exc)
 
 
 def _drop_datagram(data: bytes, addr: Any) -> None:

@@ -24,9 +24,9 @@ class Stats:
     def add(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
 
-    def drop(self, reason: str) -> None:
-        self.counters["drop_" + reason] += 1
-        self.counters["dropped"] += 1
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.counters["drop_" + reason] += n
+        self.counters["dropped"] += n
 
     def snapshot(self) -> dict[str, int]:
         out = dict(self.counters)

@@ -18,8 +18,9 @@ from array import array
 from typing import TYPE_CHECKING
 
 from . import rtcp
+from ._fanout import Lane, fanout
 from .peer import Negotiated
-from .rtp import ONE_BYTE_PROFILE, RtpHeader, build_extensions, build_packet, seq_newer
+from .rtp import RtpHeader, build_extensions, build_packet, seq_newer
 from .stats import Stats
 from .vp8 import is_keyframe
 
@@ -34,9 +35,6 @@ SILENCE = 127  # RFC 6464 §3: the lowest level, -127 dBov: digital silence
 RTP_V2 = 0x80  # RFC 3550 §5.1: V=2 in the first octet
 EXT_BIT = 0x10  # RFC 3550 §5.1: X
 _FIXED = struct.Struct("!BBHII")
-# RFC 8285 §4.2: "0xBEDE" + length in 32-bit words, for every length a block can have
-_ONE_BYTE_HEAD = [struct.pack("!HH", ONE_BYTE_PROFILE, words) for words in range(64)]
-_PAD = [b"", b"\x00", b"\x00\x00", b"\x00\x00\x00"]
 
 
 class PublishedTrack:
@@ -50,6 +48,7 @@ class PublishedTrack:
         self.ssrc: int | None = None  # learned from SDP a=ssrc or from the MID extension
         self.stats = stats
         self.slots: list[Slot] = []
+        self.lanes: list[Lane] = []  # slots[i].lane, in the same order: fanout's input
         self.pub: Negotiated | None = None  # negotiated params of the publisher's m-line
         self.payload_type = -1  # the publisher's PT for the codec (-1: not negotiated yet)
         self._level_id = 0  # the publisher's RFC 6464 extension id (0: not negotiated)
@@ -122,13 +121,24 @@ class PublishedTrack:
                     slot.skip(h)
                 self.stats.drop("silence")
                 return
-        slots = self.slots
-        if not slots:
+        if not self.lanes:
             return
-        payload = data[start : h.payload_end]
         now = time.monotonic()
-        for slot in slots:
-            slot.forward(h, payload, level, ast, key, now)
+        # The per-subscriber loop, compiled (sfu/_fanout.c says why): every lane in the
+        # common case is rewritten, protected and sent there; the others come back.
+        sent, octets, failed, slow = fanout(self.lanes, data, start, h.payload_end,
+                                            level, ast, now)
+        stats = self.stats
+        stats.forwarded_packets += sent
+        stats.forwarded_bytes += octets
+        if failed:
+            stats.drop("send_failed", failed)
+        if slow is not None:
+            stats.add("general_path", len(slow))  # lanes Slot.forward handled, not fanout
+            payload = data[start : h.payload_end]
+            slots = self.slots
+            for i in slow:
+                slots[i].forward(h, payload, level, ast, key, now)
 
     def _count(self, h: RtpHeader) -> None:
         """RFC 3550 App. A.1 sequence tracking (simplified: no probation)."""
@@ -222,12 +232,17 @@ class PublishedTrack:
             self._pli_timer = None
         for slot in list(self.slots):
             slot.detach()
+        self.lanes.clear()
         self._cache = [b""] * self._cache_size
         self._cache_seq = array("l", [-1]) * self._cache_size
 
 
 class Slot:
-    """One m-line of a subscriber's ``sub`` PeerConnection, showing one published track."""
+    """One m-line of a subscriber's ``sub`` PeerConnection, showing one published track.
+
+    Its rewrite state lives in a ``Lane`` (sfu/_fanout.c), which ``fanout`` updates in
+    the common case and ``forward`` (below) in every other; both write the same bytes.
+    """
 
     def __init__(self, owner: Participant, kind: str, transceiver: object,
                  stats: Stats) -> None:
@@ -239,32 +254,34 @@ class Slot:
         self.params: Negotiated | None = None  # set once the subscriber's answer is applied
         self.track: PublishedTrack | None = None
         self.publisher: str | None = None  # the one participant this MID ever shows
-        self.active = True  # False when last-N leaves this publisher out
-        self.waiting_key = False
         self._last_key_request = -1e9
-        # precomputed rewrite state (set_params): what every packet of this slot gets
-        self._pt = -1  # our payload type for the codec (-1: not negotiated)
-        self._ssrc = 0
-        self._mid_elem = b""  # the whole RFC 8285 one-byte MID element, header included
-        self._level_head = b""  # one-byte element header for a 1-byte audio level
-        self._ast_head = b""  # one-byte element header for a 3-byte abs-send-time
-        self._bare_ext = b""  # our extension block when no level/abs-send-time is kept
         self._one_byte = False  # every element fits RFC 8285 §4.2's one-byte form
-        # rewrite state: continuous across publishers and pauses (DESIGN.md "Media plane")
-        self._started = False  # first packet of the current run not seen yet
-        self._seq_offset = 0
-        self._ts_offset = 0
-        self._last_in_seq = 0
-        self._resume_seq = 0
-        self._last_out_seq = random.getrandbits(16)
-        self._last_out_ts = random.getrandbits(32)
-        self._last_out_time = time.monotonic()
+        # Rewrite state, continuous across publishers and pauses (DESIGN.md "Media plane"):
+        # out seq = in seq - seq_offset, out ts = in ts + ts_offset; a run starts when the
+        # first packet after an attach or a resume arrives (``started``).
+        lane = self.lane = Lane(self._sub.sender)
+        lane.last_out_seq = random.getrandbits(16)
+        lane.last_out_ts = random.getrandbits(32)
+        lane.last_out_time = time.monotonic()
         self._rtx_seq = random.getrandbits(16)
-        # out seq % 512 -> (out seq << 16 | in seq), for NACK. A C array, not a list: 512
-        # int objects of 32 bytes per slot were 0.6 MB per participant at N=20 (O(N²)).
-        self._sent_map = array("q", [-1]) * 512
-        self.packets = 0
-        self.octets = 0
+
+    # the lane's flags and counters, under the names the rest of the SFU uses
+    @property
+    def active(self) -> bool:
+        """False when last-N leaves this publisher out."""
+        return self.lane.active
+
+    @property
+    def waiting_key(self) -> bool:
+        return self.lane.waiting_key
+
+    @property
+    def packets(self) -> int:
+        return self.lane.packets
+
+    @property
+    def octets(self) -> int:
+        return self.lane.octets
 
     @property
     def ssrc(self) -> int:
@@ -273,20 +290,23 @@ class Slot:
     def set_params(self, params: Negotiated) -> None:
         """The subscriber's answer is in: precompute everything per-packet rewriting needs."""
         self.params = params
-        self._pt = params.payload_types.get(CODEC[self.kind], -1)
-        self._ssrc = params.ssrc
+        lane = self.lane
+        lane.pt = params.payload_types.get(CODEC[self.kind], -1)
+        lane.ssrc = params.ssrc
         mid = params.mid.encode()
         ids = [i for i in (params.mid_id, params.audio_level_id, params.abs_send_time_id)
                if i is not None]
         self._one_byte = all(1 <= i <= 14 for i in ids) and 1 <= len(mid) <= 16
         if self._one_byte:
-            self._mid_elem = (bytes([(params.mid_id << 4) | (len(mid) - 1)]) + mid
-                              if params.mid_id is not None else b"")
-            self._level_head = (bytes([params.audio_level_id << 4])
-                                if params.audio_level_id is not None else b"")
-            self._ast_head = (bytes([(params.abs_send_time_id << 4) | 2])
-                              if params.abs_send_time_id is not None else b"")
-        self._bare_ext = self._extensions(None, None)  # most video packets: MID only
+            lane.set_ext(bytes([(params.mid_id << 4) | (len(mid) - 1)]) + mid
+                         if params.mid_id is not None else b"",
+                         bytes([params.audio_level_id << 4])
+                         if params.audio_level_id is not None else b"",
+                         bytes([(params.abs_send_time_id << 4) | 2])
+                         if params.abs_send_time_id is not None else b"",
+                         True)
+        else:
+            lane.set_ext(b"", b"", b"", False)
 
     def attach(self, track: PublishedTrack) -> None:
         """Show ``track`` in this slot from the next key frame on (video)."""
@@ -294,24 +314,28 @@ class Slot:
         self.track = track
         self.publisher = track.owner.pid
         track.slots.append(self)
-        self._started = False
-        self.waiting_key = self.kind == "video"
+        track.lanes.append(self.lane)
+        self.lane.started = False
+        self.lane.waiting_key = self.kind == "video"
         self._last_key_request = -1e9
 
     def detach(self) -> None:
-        if self.track is not None and self in self.track.slots:
-            self.track.slots.remove(self)
+        track = self.track
+        if track is not None and self in track.slots:
+            del track.lanes[track.slots.index(self)]
+            track.slots.remove(self)
         self.track = None
-        self._started = False
+        self.lane.started = False
 
     def set_active(self, active: bool) -> None:
         """Pause or resume (last-N); a resumed video slot waits for a key frame."""
-        if active == self.active:
+        lane = self.lane
+        if active == lane.active:
             return
-        self.active = active
-        self._started = False
+        lane.active = active
+        lane.started = False
         if active and self.kind == "video":
-            self.waiting_key = True
+            lane.waiting_key = True
             self._last_key_request = -1e9
 
     @property
@@ -322,14 +346,17 @@ class Slot:
                 key: bool, now: float) -> None:
         """Rewrite and send one packet, or skip it keeping sequence numbers continuous.
 
-        Hot path, once per packet per subscriber: integer arithmetic, one header built
-        from precomputed pieces, one SRTP protect and one ``sendto`` (RawPeer.send_rtp).
+        The general path: ``fanout`` (sfu/_fanout.c) does the common case of this for
+        every lane at once and hands the rest here: paused, not ready, awaiting a key
+        frame, the first packet of a run, a packet from before the run, an outbound not
+        resolved yet, extension ids beyond the one-byte form.
         """
-        if not self.active or self._pt < 0 or not self._sub.up:
+        lane = self.lane
+        if not lane.active or lane.pt < 0 or not self._sub.up:
             self.skip(h)
             self.stats.drop(self._not_sending())
             return
-        if self.waiting_key:
+        if lane.waiting_key:
             if not key:
                 self.skip(h)
                 self.stats.drop("await_keyframe")
@@ -338,39 +365,38 @@ class Slot:
                     self._last_key_request = now
                     track.request_keyframe("subscriber_added")
                 return
-            self.waiting_key = False
+            lane.waiting_key = False
         seq = h.sequence_number
-        if not self._started:
+        if not lane.started:
             # Start a run: next out seq follows the last one sent, timestamps advance by
             # the wall time elapsed, so the subscriber sees one continuous stream.
-            out_ts = self._last_out_ts + max(1, int((now - self._last_out_time)
-                                                    * CLOCK[self.kind]))
-            self._seq_offset = (seq - self._last_out_seq - 1) & 0xFFFF
-            self._ts_offset = (out_ts - h.timestamp) & 0xFFFFFFFF
-            self._resume_seq = seq
-            self._last_in_seq = seq
-            self._started = True
-        elif 0 < ((seq - self._last_in_seq) & 0xFFFF) < 0x8000:  # seq_newer, inlined
-            self._last_in_seq = seq
-        elif seq != self._resume_seq and ((seq - self._resume_seq) & 0xFFFF) >= 0x8000:
+            out_ts = lane.last_out_ts + max(1, int((now - lane.last_out_time)
+                                                   * CLOCK[self.kind]))
+            lane.seq_offset = (seq - lane.last_out_seq - 1) & 0xFFFF
+            lane.ts_offset = (out_ts - h.timestamp) & 0xFFFFFFFF
+            lane.resume_seq = seq
+            lane.last_in_seq = seq
+            lane.started = True
+        elif seq_newer(seq, lane.last_in_seq):
+            lane.last_in_seq = seq
+        elif seq != lane.resume_seq and not seq_newer(seq, lane.resume_seq):
             self.stats.drop("before_run")  # reordered from before this run started
             return
-        out_seq = (seq - self._seq_offset) & 0xFFFF
-        out_ts = (h.timestamp + self._ts_offset) & 0xFFFFFFFF
-        if 0 < ((out_seq - self._last_out_seq) & 0xFFFF) < 0x8000:  # seq_newer, inlined
-            self._last_out_seq = out_seq
-            self._last_out_ts = out_ts
-            self._last_out_time = now
-        self._sent_map[out_seq & 511] = (out_seq << 16) | seq
-        # Video usually carries neither level nor abs-send-time: its block is constant.
-        ext = self._bare_ext if level is None and ast is None else self._extensions(level, ast)
+        out_seq = (seq - lane.seq_offset) & 0xFFFF
+        out_ts = (h.timestamp + lane.ts_offset) & 0xFFFFFFFF
+        if seq_newer(out_seq, lane.last_out_seq):
+            lane.last_out_seq = out_seq
+            lane.last_out_ts = out_ts
+            lane.last_out_time = now
+        lane.note_sent(out_seq, seq)
+        ext = self._extensions(level, ast)
         packet = b"".join((
             _FIXED.pack(RTP_V2 | (EXT_BIT if ext else 0) | (len(h.csrcs) >> 2),
-                        (0x80 if h.marker else 0) | self._pt, out_seq, out_ts, self._ssrc),
+                        (0x80 if h.marker else 0) | lane.pt, out_seq, out_ts, lane.ssrc),
             h.csrcs, ext, payload))
         if self._sub.send_rtp(packet):
-            self.packets += 1
-            self.octets += len(payload)
+            lane.packets += 1
+            lane.octets += len(payload)
             stats = self.stats
             stats.forwarded_packets += 1
             stats.forwarded_bytes += len(packet)
@@ -378,7 +404,7 @@ class Slot:
             self.stats.drop("send_failed")
 
     def _not_sending(self) -> str:
-        if not self.active:
+        if not self.lane.active:
             return "last_n"
         if self.params is None or not self._sub.up:
             return "not_ready"
@@ -387,20 +413,10 @@ class Slot:
     def _extensions(self, level: bytes | None, ast: bytes | None) -> bytes:
         """Our RFC 8285 block: our MID (RFC 8843 §15), the audio level kept (RFC 6464),
         abs-send-time kept; every id is the subscriber's, not the publisher's."""
-        if not self._one_byte or (level is not None and len(level) != 1) \
-                or (ast is not None and len(ast) != 3):
-            return self._extensions_slow(level, ast)  # never with aiortc's ids
-        body = self._mid_elem
-        if level is not None and self._level_head:
-            body += self._level_head + level
-        if ast is not None and self._ast_head:
-            body += self._ast_head + ast
-        if not body:
-            return b""
-        pad = -len(body) & 3
-        return _ONE_BYTE_HEAD[(len(body) + pad) >> 2] + body + _PAD[pad]
+        block = self.lane.extensions(level, ast)  # the one-byte form, as fanout writes it
+        return block if block is not None else self._extensions_general(level, ast)
 
-    def _extensions_slow(self, level: bytes | None, ast: bytes | None) -> bytes:
+    def _extensions_general(self, level: bytes | None, ast: bytes | None) -> bytes:
         p = self.params
         if p is None:
             return b""
@@ -415,30 +431,29 @@ class Slot:
 
     def skip(self, h: RtpHeader) -> None:
         """Dropping an in-order packet shifts later ones down by one: no hole (no NACK)."""
-        if self._started and seq_newer(h.sequence_number, self._last_in_seq):
-            self._last_in_seq = h.sequence_number
-            self._seq_offset = (self._seq_offset + 1) & 0xFFFF
+        lane = self.lane
+        if lane.started and seq_newer(h.sequence_number, lane.last_in_seq):
+            lane.last_in_seq = h.sequence_number
+            lane.seq_offset = (lane.seq_offset + 1) & 0xFFFF
 
     def retransmit(self, lost: list[int]) -> None:
         """Answer a NACK (RFC 4585 §6.2.1) from the cache, as RTX if negotiated (RFC 4588)."""
-        track, p = self.track, self.params
-        if track is None or p is None or self._pt < 0:
+        track, p, lane = self.track, self.params, self.lane
+        if track is None or p is None or lane.pt < 0:
             return
         for out_seq in lost[:64]:
-            entry = self._sent_map[out_seq & 511]
-            cached = None
-            if entry >= 0 and entry >> 16 == out_seq:
-                cached = track.cached(entry & 0xFFFF)
+            seq = lane.sent_as(out_seq)
+            cached = track.cached(seq) if seq >= 0 else None
             if cached is None:
                 self.stats.add("nack_misses")
                 continue
             data, h = cached
-            out_ts = (h.timestamp + self._ts_offset) & 0xFFFFFFFF
+            out_ts = (h.timestamp + lane.ts_offset) & 0xFFFFFFFF
             exts = h.extensions
             ext = self._extensions(exts.get(track._level_id) if track._level_id else None,
                                    exts.get(track._ast_id) if track._ast_id else None)
             payload = data[h.payload_offset : h.payload_end]
-            pt, ssrc, seq = self._pt, p.ssrc, out_seq
+            pt, ssrc, seq = lane.pt, p.ssrc, out_seq
             if p.rtx_payload_type is not None:
                 # RFC 4588 §4: RTX payload = original sequence number + original payload
                 payload = struct.pack("!H", out_seq) + payload
@@ -453,8 +468,9 @@ class Slot:
 
     def translate_sr(self, sr: rtcp.SenderReport) -> bytes | None:
         """The publisher's SR, restated in this slot's SSRC and timestamp space."""
-        if not self._started or not self.ready or self.params is None:
+        lane = self.lane
+        if not lane.started or not self.ready or self.params is None:
             return None
         return bytes(rtcp.SenderReport(self.params.ssrc, sr.ntp,
-                                       (sr.rtp_timestamp + self._ts_offset) & 0xFFFFFFFF,
-                                       self.packets, self.octets))
+                                       (sr.rtp_timestamp + lane.ts_offset) & 0xFFFFFFFF,
+                                       lane.packets, lane.octets))

@@ -24,11 +24,13 @@ SUB_SSRC = 0x11223344
 
 
 class FakeSub:
-    """RawPeer's sending side, without SRTP and socket."""
+    """RawPeer's sending side, without SRTP and socket: no ``Sender``, so every packet
+    takes the general path (``Slot.forward``; tests/test_fanout.py measures the other)."""
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
         self.up = True
+        self.sender = None
 
     def send_rtp(self, data: bytes) -> bool:
         self.sent.append(data)

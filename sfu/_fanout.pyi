@@ -1,0 +1,42 @@
+"""Type stub for sfu/_fanout.c: the per-subscriber forwarding loop, compiled."""
+
+from typing import Any
+
+BUFFER: int
+
+class Sender:
+    """One RawPeer's outbound for fanout(): SRTP context and UDP destination."""
+
+    @property
+    def ready(self) -> bool: ...
+    def point(self, protect: int, ctx: int, session: Any, nominated: dict[int, Any],
+              pair: Any, fileno: int, host: str, port: int) -> None: ...
+    def clear(self) -> None: ...
+
+class Lane:
+    """One slot's rewrite state, shared by Slot.forward and fanout()."""
+
+    sender: Sender | None
+    active: bool
+    waiting_key: bool
+    started: bool
+    pt: int
+    ssrc: int
+    seq_offset: int
+    ts_offset: int
+    last_in_seq: int
+    resume_seq: int
+    last_out_seq: int
+    last_out_ts: int
+    last_out_time: float
+    packets: int
+    octets: int
+    def __init__(self, sender: Sender | None = None) -> None: ...
+    def set_ext(self, mid_elem: bytes, level_head: bytes, ast_head: bytes,
+                one_byte: bool) -> None: ...
+    def extensions(self, level: bytes | None, ast: bytes | None) -> bytes | None: ...
+    def note_sent(self, out_seq: int, in_seq: int) -> None: ...
+    def sent_as(self, out_seq: int) -> int: ...
+
+def fanout(lanes: list[Lane], data: bytes, start: int, end: int, level: bytes | None,
+           ast: bytes | None, now: float) -> tuple[int, int, int, list[int] | None]: ...

@@ -1,0 +1,313 @@
+"""sfu/_fanout.c: the compiled per-subscriber loop writes what Slot.forward writes.
+
+Each check runs the same publisher packets through two tracks: one whose slots have a
+pointed ``Sender`` (the compiled path, real libsrtp, a real UDP socket on loopback) and
+one whose slots have none (every packet through ``Slot.forward``). The subscriber-side
+plaintext must be identical, packet for packet.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pylibsrtp
+import pytest
+from pylibsrtp import Policy, Session
+
+from sfu import track as track_module
+from sfu._fanout import Lane, Sender, fanout
+from sfu.peer import Negotiated
+from sfu.rtp import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    RtpHeader,
+    build_extensions,
+    build_packet,
+)
+from sfu.srtp import Protector
+from sfu.stats import Stats
+from sfu.track import PublishedTrack, Slot
+
+KEY = bytes(range(30))  # AES_CM_128_HMAC_SHA1_80: 16-byte key + 14-byte salt
+PUB_SSRC = 0xCAFE
+SUB_SSRC = 0x5000
+
+
+class Peer:
+    """A RawPeer's sending side: the general path protects with the same libsrtp
+    session the compiled path uses (as RawPeer's _Outbound and Sender share it)."""
+
+    def __init__(self, sock: socket.socket | None, dest: tuple[str, int]) -> None:
+        self.up = True
+        self.sent: list[bytes] = []  # plaintext of what the general path sent
+        self.session = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+        self.protector = Protector(self.session)
+        self.sender: Sender | None = None
+        self.pair = object()
+        self.nominated: dict[int, Any] = {1: self.pair}
+        if sock is not None:
+            self.sender = Sender()
+            native = self.protector.native()
+            assert native is not None
+            self.sender.point(native[0], native[1], self.session, self.nominated, self.pair,
+                              sock.fileno(), dest[0], dest[1])
+
+    def send_rtp(self, data: bytes) -> bool:
+        try:
+            self.protector.protect(data)
+        except pylibsrtp.Error:
+            return False
+        self.sent.append(data)
+        return True
+
+
+class Owner:
+    def __init__(self, peer: Peer) -> None:
+        self.pid = "p"
+        self.sub = peer
+        self.rtcp_ssrc = 1
+
+    def send_rtcp(self, data: bytes) -> bool:
+        return True
+
+
+class Clock:
+    """time.monotonic for sfu.track: both paths must see the same instants."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+@pytest.fixture
+def udp() -> Iterator[tuple[socket.socket, socket.socket]]:
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    into = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    into.bind(("127.0.0.1", 0))
+    into.settimeout(2.0)
+    yield out, into
+    out.close()
+    into.close()
+
+
+def make_track(kind: str, subscribers: int, sock: socket.socket | None,
+               dest: tuple[str, int], ext_ids: dict[str, int]) -> tuple[PublishedTrack,
+                                                                         list[Slot], Stats]:
+    stats = Stats()
+    pub = PublishedTrack(Owner(Peer(None, dest)), kind, "0", stats, 512, 1.0,  # type: ignore[arg-type]
+                         drop_silence=True)
+    pub.ssrc = PUB_SSRC
+    codec = "vp8" if kind == "video" else "opus"
+    pub.set_pub(Negotiated(kind, "0", PUB_SSRC, 0, {codec: 96}, None,
+                           {URI_MID: 1, URI_AUDIO_LEVEL: 2, URI_ABS_SEND_TIME: 3}))
+    slots = []
+    for i in range(subscribers):
+        slot = Slot(Owner(Peer(sock, dest)), kind, None, stats)  # type: ignore[arg-type]
+        slot.set_params(Negotiated(kind, str(10 + i), SUB_SSRC + i, 0, {codec: 100 + i},
+                                   None, ext_ids))
+        lane = slot.lane
+        lane.last_out_seq, lane.last_out_ts, lane.last_out_time = 65530 - i, 7 + i, 999.0
+        slot.attach(pub)
+        slots.append(slot)
+    return pub, slots, stats
+
+
+def noise(seed: int, n: int) -> bytes:
+    return random.Random(seed).randbytes(n)  # the same for both paths of one check
+
+
+def vp8(key: bool, seed: int = 0) -> bytes:
+    # RFC 7741 §4.2 descriptor (X=0, S=1, PID=0), then RFC 6386 §9.1's frame tag (P=0 and
+    # the start code for a key frame)
+    tag = b"\x00\x00\x00\x9d\x01\x2a" if key else b"\x01\x00\x00"
+    return b"\x10" + tag + noise(seed, 300)
+
+
+def packets(kind: str) -> list[bytes]:
+    """A run through the cases: start, in order, a gap, a duplicate, reordering within
+    the run, from before the run, CSRCs, a marker, audio levels (one silent), ast."""
+    out = []
+    seqs = [100, 101, 102, 104, 103, 104, 99, 105, 106, 65535 & (106 + 3)]
+    for n, seq in enumerate(seqs):
+        exts: list[tuple[int, bytes]] = [(1, b"0")]
+        if kind == "audio":
+            exts.append((2, bytes([0x80 | (127 if n == 7 else 30 + n)])))
+        if n % 3 == 0:
+            exts.append((3, bytes([n, 2, 3])))
+        payload = vp8(n == 0, n) if kind == "video" else noise(n, 80)
+        csrcs = bytes.fromhex("0000111100002222") if n == 5 else b""
+        out.append(build_packet(payload_type=96, sequence_number=seq, timestamp=3000 * seq,
+                                ssrc=PUB_SSRC, marker=n % 4 == 3, extensions=
+                                build_extensions(exts), payload=payload, csrcs=csrcs))
+    return out
+
+
+def run(kind: str, compiled: bool, udp: tuple[socket.socket, socket.socket],
+        ext_ids: dict[str, int], monkeypatch: pytest.MonkeyPatch
+        ) -> tuple[list[list[bytes]], Stats, int]:
+    monkeypatch.setattr(track_module, "time", Clock())
+    out, into = udp
+    pub, slots, stats = make_track(kind, 3, out if compiled else None, into.getsockname(),
+                                   ext_ids)
+    general = 0
+    original = Slot.forward
+
+    def counted(self: Slot, *args: Any) -> None:
+        nonlocal general
+        general += 1
+        original(self, *args)
+
+    monkeypatch.setattr(Slot, "forward", counted)
+    for data in packets(kind):
+        pub.on_rtp(RtpHeader.parse(data), data)
+    rx = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    wire: list[bytes] = []
+    if compiled:
+        expected = stats.forwarded_packets - sum(len(s.owner.sub.sent) for s in slots)
+        for _ in range(expected):
+            wire.append(rx.unprotect(into.recv(2048)))
+    per_slot = []
+    for slot in slots:
+        mine = [p for p in wire if RtpHeader.parse(p).ssrc == slot.lane.ssrc]
+        got = sorted(slot.owner.sub.sent + mine, key=lambda p: RtpHeader.parse(p).sequence_number)
+        per_slot.append(got)
+    return per_slot, stats, general
+
+
+IDS = {URI_MID: 4, URI_AUDIO_LEVEL: 5, URI_ABS_SEND_TIME: 6}
+
+
+@pytest.mark.parametrize("kind", ["video", "audio"])
+def test_compiled_path_writes_what_the_general_path_writes(
+        kind: str, udp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled, c_stats, c_general = run(kind, True, udp, IDS, monkeypatch)
+    general, g_stats, g_general = run(kind, False, udp, IDS, monkeypatch)
+    assert compiled == general
+    assert all(len(s) >= 6 for s in compiled)
+    c_drops, g_drops = c_stats.snapshot(), g_stats.snapshot()
+    assert c_drops["drop_before_run"] == g_drops["drop_before_run"] == 3
+    # the duplicate reuses an out seq: libsrtp refuses it on both paths (RFC 3711 §3.3.2)
+    assert c_drops["drop_send_failed"] == g_drops["drop_send_failed"] == 3
+    # and the compiled path did the work: only each run's first packet and the packets
+    # from before the run went to Slot.forward
+    assert g_general == 3 * (len(packets(kind)) - (1 if kind == "audio" else 0))
+    assert c_general == 3 + 3
+    first = RtpHeader.parse(compiled[0][1])
+    assert first.ssrc == SUB_SSRC and first.payload_type == 100 and first.extensions[4] == b"10"
+
+
+def test_two_byte_ids_take_the_general_path(udp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = {URI_MID: 15, URI_AUDIO_LEVEL: 5}  # id 15 cannot be one-byte (RFC 8285 §4.2)
+    compiled, _, c_general = run("audio", True, udp, ids, monkeypatch)
+    general, _, _ = run("audio", False, udp, ids, monkeypatch)
+    assert compiled == general
+    assert c_general == 3 * (len(packets("audio")) - 1)  # all but the silent one
+    assert 15 in RtpHeader.parse(compiled[0][0]).extensions
+
+
+def test_lanes_without_a_current_pair_come_back(udp: Any) -> None:
+    out, into = udp
+    peer = Peer(out, into.getsockname())
+    assert peer.sender is not None and peer.sender.ready
+    lane = Lane(peer.sender)
+    lane.pt, lane.ssrc, lane.started = 100, 1, True
+    lane.set_ext(b"\x40" + b"0", b"", b"", True)
+    data = build_packet(payload_type=96, sequence_number=5, timestamp=1, ssrc=2,
+                        marker=False, extensions=b"", payload=b"x" * 10)
+    lane.last_in_seq = lane.resume_seq = 4
+    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (1, 12 + 8 + 10, 0, None)
+    assert lane.packets == 1 and lane.octets == 10 and lane.sent_as((5 - 0) & 0xFFFF) == 5
+    peer.nominated[1] = object()  # aioice switched the pair: Slot.forward re-resolves
+    assert not peer.sender.ready
+    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (0, 0, 0, [0])
+    peer.nominated[1] = peer.pair
+    lane.active = False
+    assert fanout([lane], data, 12, len(data), None, None, 1.0)[3] == [0]
+    lane.active = True
+    peer.sender.clear()  # DTLS went down
+    assert not peer.sender.ready
+    assert fanout([lane, Lane(None)], data, 12, len(data), None, None, 1.0)[3] == [0, 1]
+    assert lane.packets == 1
+
+
+def test_oversized_and_malformed_input_is_refused_not_overflowed(udp: Any) -> None:
+    out, into = udp
+    peer = Peer(out, into.getsockname())
+    lane = Lane(peer.sender)
+    lane.pt, lane.started = 100, True
+    big = build_packet(payload_type=96, sequence_number=1, timestamp=1, ssrc=2, marker=False,
+                       extensions=b"", payload=b"x" * 1400)
+    # too long once SRTP's trailer is added: left to the general path, which reports it
+    assert fanout([lane], big, 12, len(big), None, None, 1.0)[3] == [0]
+    with pytest.raises(ValueError):
+        fanout([lane], big, 12, len(big) + 1, None, None, 1.0)
+    with pytest.raises(ValueError):
+        fanout([lane], b"\x8f" + big[1:20], 12, 20, None, None, 1.0)  # 15 CSRCs claimed
+    with pytest.raises(TypeError):
+        fanout([lane], big, 12, len(big), "level", None, 1.0)
+    with pytest.raises(ValueError):
+        lane.set_ext(b"x" * 18, b"", b"", True)
+    with pytest.raises(ValueError):
+        peer.sender.point(1, 1, peer.session, {}, None, out.fileno(), "not-an-ip", 1)  # type: ignore[union-attr]
+
+
+def test_extension_blocks_match_the_general_writer() -> None:
+    lane = Lane()
+    lane.set_ext(bytes([(4 << 4) | 1]) + b"12", bytes([5 << 4]), bytes([(6 << 4) | 2]), True)
+    for level in (None, b"\x9e"):
+        for ast in (None, b"\x01\x02\x03"):
+            elements = [(4, b"12")]
+            if level:
+                elements.append((5, level))
+            if ast:
+                elements.append((6, ast))
+            assert lane.extensions(level, ast) == build_extensions(elements)
+    assert lane.extensions(b"\x01\x02", None) is None  # not the 1-byte level: general path
+    bare = Lane()
+    bare.set_ext(b"", b"", b"", True)
+    assert bare.extensions(None, None) == b""
+
+
+def test_sender_keeps_its_own_descriptor(udp: Any) -> None:
+    out, into = udp
+    peer = Peer(out, into.getsockname())
+    lane = Lane(peer.sender)
+    lane.pt, lane.started = 100, True
+    out.close()  # aioice closed the socket: our duplicate still names the same socket
+    data = build_packet(payload_type=96, sequence_number=1, timestamp=1, ssrc=2,
+                        marker=False, extensions=b"", payload=b"y" * 10)
+    assert fanout([lane], data, 12, len(data), None, None, 1.0)[0] == 1
+    assert into.recv(2048)
+    assert peer.sender is not None
+    peer.sender.clear()
+
+
+def test_compiled_fanout_to_ten(benchmark: Any, udp: Any) -> None:
+    """The per-packet cost of the compiled loop for ten subscribers, real SRTP and sendto
+    (pytest --benchmark-enable tests/test_fanout.py)."""
+    out, into = udp
+    into.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    lanes = []
+    for i in range(10):
+        lane = Lane(Peer(out, into.getsockname()).sender)
+        lane.pt, lane.ssrc, lane.started = 100, SUB_SSRC + i, True
+        lane.set_ext(b"\x40" + b"0", b"", b"", True)
+        lanes.append(lane)
+    payload = vp8(False) + os.urandom(800)
+    seq = iter(range(1, 10**9))
+
+    def forward() -> tuple[int, int, int, list[int] | None]:
+        data = build_packet(payload_type=96, sequence_number=next(seq) & 0xFFFF, timestamp=1,
+                            ssrc=2, marker=False, extensions=b"", payload=payload)
+        return fanout(lanes, data, 12, len(data), None, None, 1.0)
+
+    sent, _, failed, slow = benchmark(forward)
+    assert (sent, failed, slow) == (10, 0, None)

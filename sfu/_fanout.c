@@ -57,6 +57,7 @@ typedef struct {
     int fd;              /* our dup() of the pair's socket, -1 when not pointed */
     struct sockaddr_storage addr;
     socklen_t addrlen;
+    PyObject *tap;       /* tests only: called with each plaintext packet before protect */
 } Sender;
 
 static void sender_clear(Sender *s) {
@@ -89,10 +90,12 @@ static PyObject *Sender_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 static void Sender_dealloc(Sender *s) {
     PyObject_GC_UnTrack(s);
     sender_clear(s);
+    Py_CLEAR(s->tap);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
 static int Sender_traverse(Sender *s, visitproc visit, void *arg) {
+    Py_VISIT(s->tap);
     Py_VISIT(s->session);
     Py_VISIT(s->nominated);
     Py_VISIT(s->pair);
@@ -101,6 +104,7 @@ static int Sender_traverse(Sender *s, visitproc visit, void *arg) {
 
 static int Sender_tp_clear(Sender *s) {
     sender_clear(s);
+    Py_CLEAR(s->tap);
     return 0;
 }
 
@@ -184,6 +188,12 @@ static PyMethodDef Sender_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef Sender_members[] = {
+    {"tap", T_OBJECT, offsetof(Sender, tap), 0,
+     "Tests only: a callable given every plaintext RTP packet before SRTP (None: off)."},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyGetSetDef Sender_getset[] = {
     {"ready", (getter)Sender_get_ready, NULL,
      "Pointed, and the pair is still the nominated one.", NULL},
@@ -202,6 +212,7 @@ static PyTypeObject SenderType = {
     .tp_traverse = (traverseproc)Sender_traverse,
     .tp_clear = (inquiry)Sender_tp_clear,
     .tp_methods = Sender_methods,
+    .tp_members = Sender_members,
     .tp_getset = Sender_getset,
 };
 
@@ -253,6 +264,15 @@ static int build_ext(const Lane *l, const uint8_t *level, Py_ssize_t level_len,
     out[2] = (uint8_t)(words >> 8);
     out[3] = (uint8_t)words;
     return n;
+}
+
+/* Slot.skip: dropping an in-order packet shifts later ones down by one (no hole). */
+static inline void lane_skip(Lane *l, uint16_t seq) {
+    const uint16_t ahead = (uint16_t)(seq - l->last_in_seq);
+    if (l->started && ahead != 0 && ahead < 0x8000) {
+        l->last_in_seq = seq;
+        l->seq_offset = (uint16_t)(l->seq_offset + 1);
+    }
 }
 
 static int Lane_init(Lane *l, PyObject *args, PyObject *kw) {
@@ -375,7 +395,17 @@ static PyObject *Lane_sent_as(Lane *l, PyObject *arg) {
     return PyLong_FromLong((long)(entry & 0xFFFF));
 }
 
+static PyObject *Lane_skip(Lane *l, PyObject *arg) {
+    long seq = PyLong_AsLong(arg);
+    if (seq == -1 && PyErr_Occurred())
+        return NULL;
+    lane_skip(l, (uint16_t)seq);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Lane_methods[] = {
+    {"skip", (PyCFunction)Lane_skip, METH_O,
+     "skip(seq): publisher packet seq is not sent here; later ones close the gap."},
     {"set_ext", (PyCFunction)Lane_set_ext, METH_VARARGS, Lane_set_ext_doc},
     {"extensions", (PyCFunction)Lane_extensions, METH_VARARGS, Lane_extensions_doc},
     {"note_sent", (PyCFunction)Lane_note_sent, METH_VARARGS,
@@ -421,13 +451,39 @@ static PyTypeObject LaneType = {
 
 /* --- fanout ------------------------------------------------------------------------- */
 
+PyDoc_STRVAR(skip_doc,
+"skip(lanes, seq) -> None\n\n"
+"Slot.skip for every lane: publisher packet ``seq`` is not forwarded to anyone (digital\n"
+"silence), and each lane's later sequence numbers close the gap.");
+
+static PyObject *skip(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "skip(list, int)");
+        return NULL;
+    }
+    long seq = PyLong_AsLong(args[1]);
+    if (seq == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(args[0]);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *l = PyList_GET_ITEM(args[0], i);
+        if (!Py_IS_TYPE(l, &LaneType)) {
+            PyErr_SetString(PyExc_TypeError, "skip: not a Lane");
+            return NULL;
+        }
+        lane_skip((Lane *)l, (uint16_t)seq);
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(fanout_doc,
-"fanout(lanes, data, start, end, level, ast, now) -> (sent, octets, failed, slow)\n\n"
+"fanout(lanes, data, start, end, level, ast, now) -> (sent, octets, failed, paused, slow)\n\n"
 "Rewrite, protect and send the publisher packet ``data`` (plaintext RTP, payload\n"
 "data[start:end]) for every lane in the common case. ``level``/``ast`` are the audio\n"
 "level and abs-send-time values kept (bytes or None), ``now`` is time.monotonic().\n"
 "Returns packets sent, their total unprotected length, sends that failed (SRTP or\n"
-"socket: the packet is lost), and the indexes of lanes left to Slot.forward (or None).");
+"socket: the packet is lost), lanes paused by last-N (skipped, as Slot.forward does),\n"
+"and the indexes of lanes left to Slot.forward (or None).");
 
 static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 7) {
@@ -462,13 +518,22 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
     const uint8_t *payload = d + start;
 
     Py_ssize_t count = PyList_GET_SIZE(lanes);
-    unsigned long long sent = 0, octets = 0, failed = 0;
+    unsigned long long sent = 0, octets = 0, failed = 0, paused = 0;
     PyObject *slow = NULL;
     uint8_t buf[BUFFER];
     uint8_t ext_buf[MAX_EXT];
     for (Py_ssize_t i = 0; i < count; i++) {
         Lane *l = (Lane *)PyList_GET_ITEM(lanes, i);
-        if (!Py_IS_TYPE((PyObject *)l, &LaneType) || !l->active || l->pt < 0 ||
+        if (!Py_IS_TYPE((PyObject *)l, &LaneType))
+            goto slow_path;
+        if (!l->active) {
+            /* Paused by last-N: in a 50-person room with last-N 6 that is most lanes of
+             * every packet, so it is handled here, not by Slot.forward (drop "last_n"). */
+            lane_skip(l, seq);
+            paused++;
+            continue;
+        }
+        if (l->pt < 0 ||
             l->waiting_key || !l->started || l->sender == NULL ||
             !Py_IS_TYPE(l->sender, &SenderType) ||
             !sender_ready((Sender *)l->sender))
@@ -524,6 +589,14 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
         memcpy(w, payload, (size_t)plen);
 
         Sender *s = (Sender *)l->sender;
+        if (s->tap != NULL && s->tap != Py_None) { /* tests: what leaves, before SRTP */
+            PyObject *r = PyObject_CallFunction(s->tap, "y#", buf, (Py_ssize_t)total);
+            if (r == NULL) {
+                Py_XDECREF(slow);
+                return NULL;
+            }
+            Py_DECREF(r);
+        }
         int len = (int)total;
         if (s->protect(s->ctx, buf, &len) != 0 ||
             sendto(s->fd, buf, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&s->addr,
@@ -549,11 +622,12 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
     }
     if (slow == NULL)
         slow = Py_NewRef(Py_None);
-    return Py_BuildValue("(KKKN)", sent, octets, failed, slow);
+    return Py_BuildValue("(KKKKN)", sent, octets, failed, paused, slow);
 }
 
 static PyMethodDef module_methods[] = {
     {"fanout", (PyCFunction)(void (*)(void))fanout, METH_FASTCALL, fanout_doc},
+    {"skip", (PyCFunction)(void (*)(void))skip, METH_FASTCALL, skip_doc},
     {NULL, NULL, 0, NULL},
 };
 

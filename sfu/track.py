@@ -18,7 +18,7 @@ from array import array
 from typing import TYPE_CHECKING
 
 from . import rtcp
-from ._fanout import Lane, fanout
+from ._fanout import Lane, fanout, skip
 from .peer import Negotiated
 from .rtp import RtpHeader, build_extensions, build_packet, seq_newer
 from .stats import Stats
@@ -116,9 +116,9 @@ class PublishedTrack:
             self.levels.append((time.monotonic(), value))
             if value == SILENCE and self.drop_silence:
                 # Nobody needs digital silence (a muted or silent microphone): drop it for
-                # every subscriber, keeping their sequence numbers gapless (Slot.skip).
-                for slot in self.slots:
-                    slot.skip(h)
+                # every subscriber, keeping their sequence numbers gapless (Slot.skip, for
+                # every lane at once in C).
+                skip(self.lanes, seq)
                 self.stats.drop("silence")
                 return
         if not self.lanes:
@@ -126,13 +126,15 @@ class PublishedTrack:
         now = time.monotonic()
         # The per-subscriber loop, compiled (sfu/_fanout.c says why): every lane in the
         # common case is rewritten, protected and sent there; the others come back.
-        sent, octets, failed, slow = fanout(self.lanes, data, start, h.payload_end,
-                                            level, ast, now)
+        sent, octets, failed, paused, slow = fanout(self.lanes, data, start, h.payload_end,
+                                                    level, ast, now)
         stats = self.stats
         stats.forwarded_packets += sent
         stats.forwarded_bytes += octets
         if failed:
             stats.drop("send_failed", failed)
+        if paused:
+            stats.drop("last_n", paused)
         if slow is not None:
             stats.add("general_path", len(slow))  # lanes Slot.forward handled, not fanout
             payload = data[start : h.payload_end]
@@ -431,10 +433,7 @@ class Slot:
 
     def skip(self, h: RtpHeader) -> None:
         """Dropping an in-order packet shifts later ones down by one: no hole (no NACK)."""
-        lane = self.lane
-        if lane.started and seq_newer(h.sequence_number, lane.last_in_seq):
-            lane.last_in_seq = h.sequence_number
-            lane.seq_offset = (lane.seq_offset + 1) & 0xFFFF
+        self.lane.skip(h.sequence_number)  # sfu/_fanout.c lane_skip, which fanout uses too
 
     def retransmit(self, lost: list[int]) -> None:
         """Answer a NACK (RFC 4585 §6.2.1) from the cache, as RTX if negotiated (RFC 4588)."""

@@ -1,11 +1,12 @@
 """A tap inside the SFU: what it forwards to subscribers, and what can be read from it.
 
-``SfuTap`` wraps ``RawPeer.send_rtp`` — the last step before SRTP protection — and records
-every RTP packet the SFU sends. ``analyse`` then does what a curious SFU operator could:
-reassemble the VP8 frames (RFC 7741 §4.2 descriptor, same RTP timestamp, marker on the
-last packet), parse the frame format's trailer without any key (FORMAT.md, the SFrame
-header at the end), and hand every frame to a real VP8 decoder (PyAV/libvpx) to see
-whether any picture comes out that looks like one of the cameras.
+``SfuTap`` wraps ``RawPeer.send_rtp`` and the compiled fan-out's ``Sender.tap`` — the last
+steps before SRTP protection — and records every RTP packet the SFU sends. ``analyse``
+then does what a curious SFU operator could: reassemble the VP8 frames (RFC 7741 §4.2
+descriptor, same RTP timestamp, marker on the last packet), parse the frame format's
+trailer without any key (FORMAT.md, the SFrame header at the end), and hand every frame
+to a real VP8 decoder (PyAV/libvpx) to see whether any picture comes out that looks like
+one of the cameras.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 import pytest
 
 from sealroom.sframe import EncryptedFrame, FrameRejected, KeyId, Kind
+from sfu import peer as peer_module
+from sfu._fanout import Sender
 from sfu.peer import RawPeer
 from sfu.rtp import RtpHeader
 from sfu.vp8 import Vp8Descriptor
@@ -38,6 +41,15 @@ class SfuTap:
             return original(peer, data)
 
         monkeypatch.setattr(RawPeer, "send_rtp", send_rtp)
+
+        # The compiled fan-out (sfu/_fanout.c) sends without RawPeer.send_rtp: its Sender
+        # hands each plaintext packet to ``tap`` just before SRTP protect.
+        def tapped_sender() -> Sender:
+            sender = Sender()
+            sender.tap = packets.append
+            return sender
+
+        monkeypatch.setattr(peer_module, "Sender", tapped_sender)
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 from pylibsrtp import Policy, Session
 
 from sfu import track as track_module
-from sfu._fanout import Lane, Sender, fanout
+from sfu._fanout import Lane, Sender, fanout, skip
 from sfu.peer import Negotiated
 from sfu.rtp import (
     URI_ABS_SEND_TIME,
@@ -223,19 +223,44 @@ def test_lanes_without_a_current_pair_come_back(udp: Any) -> None:
     data = build_packet(payload_type=96, sequence_number=5, timestamp=1, ssrc=2,
                         marker=False, extensions=b"", payload=b"x" * 10)
     lane.last_in_seq = lane.resume_seq = 4
-    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (1, 12 + 8 + 10, 0, None)
+    tapped: list[bytes] = []
+    peer.sender.tap = tapped.append  # what tests/sfutap.py sees: the packet before SRTP
+    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (1, 12 + 8 + 10, 0, 0, None)
+    rx = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    assert tapped == [rx.unprotect(into.recv(2048))]
+    peer.sender.tap = None
     assert lane.packets == 1 and lane.octets == 10 and lane.sent_as((5 - 0) & 0xFFFF) == 5
     peer.nominated[1] = object()  # aioice switched the pair: Slot.forward re-resolves
     assert not peer.sender.ready
-    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (0, 0, 0, [0])
+    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (0, 0, 0, 0, [0])
     peer.nominated[1] = peer.pair
-    lane.active = False
-    assert fanout([lane], data, 12, len(data), None, None, 1.0)[3] == [0]
-    lane.active = True
+    lane.waiting_key = True  # Slot.forward gates on key frames and asks for one
+    assert fanout([lane], data, 12, len(data), None, None, 1.0)[4] == [0]
+    lane.waiting_key = False
     peer.sender.clear()  # DTLS went down
     assert not peer.sender.ready
-    assert fanout([lane, Lane(None)], data, 12, len(data), None, None, 1.0)[3] == [0, 1]
+    assert fanout([lane, Lane(None)], data, 12, len(data), None, None, 1.0)[4] == [0, 1]
     assert lane.packets == 1
+
+
+def test_paused_lanes_skip_as_slot_skip_does(udp: Any) -> None:
+    # last-N pauses most lanes of a large room: fanout skips them itself (no Slot.forward)
+    out, into = udp
+    peer = Peer(out, into.getsockname())
+    lanes = [Lane(peer.sender), Lane(None)]
+    for lane in lanes:
+        lane.pt, lane.started, lane.active = 100, True, False
+        lane.last_in_seq, lane.seq_offset = 10, 65535
+    data = build_packet(payload_type=96, sequence_number=11, timestamp=1, ssrc=2,
+                        marker=False, extensions=b"", payload=b"z")
+    assert fanout(lanes, data, 12, len(data), None, None, 1.0) == (0, 0, 0, 2, None)
+    assert [(x.last_in_seq, x.seq_offset) for x in lanes] == [(11, 0), (11, 0)]
+    skip(lanes, 11)  # not newer: nothing moves
+    lanes[0].skip(12)
+    assert [(x.last_in_seq, x.seq_offset) for x in lanes] == [(12, 1), (11, 0)]
+    lanes[1].started = False
+    skip(lanes, 13)  # a lane whose run has not started keeps its offsets
+    assert [(x.last_in_seq, x.seq_offset) for x in lanes] == [(13, 2), (11, 0)]
 
 
 def test_oversized_and_malformed_input_is_refused_not_overflowed(udp: Any) -> None:
@@ -246,7 +271,7 @@ def test_oversized_and_malformed_input_is_refused_not_overflowed(udp: Any) -> No
     big = build_packet(payload_type=96, sequence_number=1, timestamp=1, ssrc=2, marker=False,
                        extensions=b"", payload=b"x" * 1400)
     # too long once SRTP's trailer is added: left to the general path, which reports it
-    assert fanout([lane], big, 12, len(big), None, None, 1.0)[3] == [0]
+    assert fanout([lane], big, 12, len(big), None, None, 1.0)[4] == [0]
     with pytest.raises(ValueError):
         fanout([lane], big, 12, len(big) + 1, None, None, 1.0)
     with pytest.raises(ValueError):
@@ -304,10 +329,10 @@ def test_compiled_fanout_to_ten(benchmark: Any, udp: Any) -> None:
     payload = vp8(False) + os.urandom(800)
     seq = iter(range(1, 10**9))
 
-    def forward() -> tuple[int, int, int, list[int] | None]:
+    def forward() -> tuple[int, int, int, int, list[int] | None]:
         data = build_packet(payload_type=96, sequence_number=next(seq) & 0xFFFF, timestamp=1,
                             ssrc=2, marker=False, extensions=b"", payload=payload)
         return fanout(lanes, data, 12, len(data), None, None, 1.0)
 
-    sent, _, failed, slow = benchmark(forward)
-    assert (sent, failed, slow) == (10, 0, None)
+    sent, _, failed, paused, slow = benchmark(forward)
+    assert (sent, failed, paused, slow) == (10, 0, 0, None)

@@ -257,7 +257,6 @@ class Slot:
         self.track: PublishedTrack | None = None
         self.publisher: str | None = None  # the one participant this MID ever shows
         self._last_key_request = -1e9
-        self._one_byte = False  # every element fits RFC 8285 §4.2's one-byte form
         # Rewrite state, continuous across publishers and pauses (DESIGN.md "Media plane"):
         # out seq = in seq - seq_offset, out ts = in ts + ts_offset; a run starts when the
         # first packet after an attach or a resume arrives (``started``).
@@ -298,8 +297,8 @@ class Slot:
         mid = params.mid.encode()
         ids = [i for i in (params.mid_id, params.audio_level_id, params.abs_send_time_id)
                if i is not None]
-        self._one_byte = all(1 <= i <= 14 for i in ids) and 1 <= len(mid) <= 16
-        if self._one_byte:
+        # every element fits RFC 8285 §4.2's one-byte form (the lane remembers which)
+        if all(1 <= i <= 14 for i in ids) and 1 <= len(mid) <= 16:
             lane.set_ext(bytes([(params.mid_id << 4) | (len(mid) - 1)]) + mid
                          if params.mid_id is not None else b"",
                          bytes([params.audio_level_id << 4])

@@ -275,6 +275,11 @@ static inline void lane_skip(Lane *l, uint16_t seq) {
     }
 }
 
+/* The NACK map: which publisher packet went out as out_seq (Slot.retransmit reads it). */
+static inline void lane_note_sent(Lane *l, uint16_t out_seq, uint16_t in_seq) {
+    l->sent_map[out_seq % SENT_MAP] = ((int64_t)out_seq << 16) | in_seq;
+}
+
 static int Lane_init(Lane *l, PyObject *args, PyObject *kw) {
     static char *names[] = {"sender", NULL};
     PyObject *sender = Py_None;
@@ -379,8 +384,7 @@ static PyObject *Lane_note_sent(Lane *l, PyObject *args) {
     unsigned int out_seq, in_seq;
     if (!PyArg_ParseTuple(args, "II:note_sent", &out_seq, &in_seq))
         return NULL;
-    out_seq &= 0xFFFF;
-    l->sent_map[out_seq % SENT_MAP] = ((int64_t)out_seq << 16) | (in_seq & 0xFFFF);
+    lane_note_sent(l, (uint16_t)out_seq, (uint16_t)in_seq);
     Py_RETURN_NONE;
 }
 
@@ -567,7 +571,7 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
             l->last_out_ts = out_ts;
             l->last_out_time = now;
         }
-        l->sent_map[out_seq % SENT_MAP] = ((int64_t)out_seq << 16) | seq;
+        lane_note_sent(l, out_seq, seq);
 
         buf[0] = (uint8_t)(0x80 | (elen ? 0x10 : 0) | cc); /* V=2, P=0, X, CC */
         buf[1] = (uint8_t)(marker | l->pt);

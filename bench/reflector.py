@@ -19,7 +19,7 @@ import signal
 import socket
 from typing import Any
 
-from .gen import Participant
+from .gen import Arrival, Participant
 
 JOIN = b"JOIN"
 BUFFER = 4 * 1024 * 1024
@@ -64,9 +64,14 @@ async def serve(port: int) -> None:
 class _Endpoint(asyncio.DatagramProtocol):
     def __init__(self, part: Participant) -> None:
         self.part = part
+        self.arrival: Arrival | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.arrival = Arrival(transport.get_extra_info("socket"))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.part.on_media(data)
+        assert self.arrival is not None
+        self.part.on_media(data, self.arrival())
 
 
 def _send_to(transport: Any, addr: Any, data: bytes) -> None:

@@ -59,6 +59,10 @@ def _notes(r: dict[str, Any], md: bool) -> list[str]:
         who = [f"worker {i}" for i, c in enumerate(pin.get("workers") or []) if c == core]
         notes.append(f"generators share core {core} with "
                      + (", ".join(who) if who else "the server"))
+    user, p99 = r.get("p99_user_ms"), r.get("p99_ms")
+    if user is not None and p99 is not None and user > p99 + 1.0:
+        # p99 is to the packet reaching the receiver's socket; the generator read it later
+        notes.append(f"p99 to the generator's read {user:.1f} ms")
     if (r.get("gen_late_fraction") or 0) > 0.05:
         notes.append(f"gen timers late {100 * r['gen_late_fraction']:.0f}%")
     busy = (r.get("other_load_cores") or 0) + (r.get("steal_cores") or 0)

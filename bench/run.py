@@ -345,6 +345,7 @@ def merge_window(reports: list[dict[str, Any]]) -> dict[str, Any]:
     received: dict[int, int] = {}
     pairs: dict[int, int] = {}  # (receiver << 16) | stream id -> packets
     hist: dict[int, int] = {}
+    hist_user: dict[int, int] = {}
     late = ticks = unprobed = 0
     lag = 0.0
     for r in reports:
@@ -359,11 +360,14 @@ def merge_window(reports: list[dict[str, Any]]) -> dict[str, Any]:
             pairs[int(k)] = pairs.get(int(k), 0) + v
         for k, v in w["hist"].items():
             hist[int(k)] = hist.get(int(k), 0) + v
+        for k, v in w.get("hist_user", {}).items():
+            hist_user[int(k)] = hist_user.get(int(k), 0) + v
         late += w["late"]
         unprobed += w["unprobed"]
         ticks += w["ticks"]
         lag = max(lag, w["lag_max_ms"])
     return {"sent": sent, "received": received, "pairs": pairs, "hist": hist,
+            "hist_user": hist_user,
             "late": late, "ticks": ticks, "lag_max_ms": lag, "unprobed": unprobed}
 
 
@@ -443,6 +447,8 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
         else None,
         "p50_ms": None if server.reencodes else percentile(m["hist"], 0.50),
         "p99_ms": None if server.reencodes else percentile(m["hist"], 0.99),
+        # the same, to when the generator read the packet (its own queue included)
+        "p99_user_ms": None if server.reencodes else percentile(m["hist_user"], 0.99),
         "server_cpu": cpu / length,  # the server process and its descendants (workers)
         "server_us_per_packet": cpu * 1e6 / forwarded if forwarded else None,
         "server_rss_mb": rss / 2**20,
@@ -471,6 +477,7 @@ def median(values: list[Any]) -> Any:
 
 def summarize(windows: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ["offered_pps", "forwarded_pps", "unexpected_pps", "loss", "p50_ms", "p99_ms",
+            "p99_user_ms",
             "server_cpu", "server_us_per_packet", "server_rss_mb", "gen_cpu", "gen_core_cpu",
             "gen_late_fraction", "other_load_cores", "steal_cores", "udp_rcvbuf_drops"]
     out = {k: median([w.get(k) for w in windows]) for k in keys}

@@ -49,6 +49,8 @@ def test_smoke_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert r["forwarded_pps"] > 0
         assert 0.0 <= r["loss"] <= 1.0
         assert r["p50_ms"] is not None and 0 < r["p50_ms"] <= r["p99_ms"]
+        # to the socket (kernel stamp) never later than to the generator's read
+        assert r["p99_user_ms"] is not None and r["p99_ms"] <= r["p99_user_ms"]
         assert r["server_rss_mb"] > 1
         assert r["server_us_per_packet"] is None or r["server_us_per_packet"] > 0
         assert len(r["windows"]) == 1

@@ -7,7 +7,7 @@ server. Once a PeerConnection is up, the generator takes its packets over (DESIG
 SRTCP (RFC 7983 §7: first byte 128..191) go straight to libsrtp and a counter, while STUN
 (ICE consent, RFC 7675) and DTLS still reach aioice/aiortc; and it sends by protecting
 pre-shaped RTP with the same libsrtp session and writing it to the nominated pair's
-socket. No aiortc code runs per packet.
+socket, from a pacing thread of its own (``Pacer``). No aiortc code runs per packet.
 
 Control protocol (one JSON object per line): the generator prints ``{"ev": "published"}``
 when its publishers are connected, then waits for ``{"op": "subscribe"}``, prints
@@ -31,11 +31,15 @@ import contextlib
 import errno
 import fcntl
 import gc
+import heapq
 import json
 import logging
+import os
 import random
+import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +69,11 @@ RR_EMPTY = struct.Struct("!BBHI")  # RFC 3550 §6.4.2 receiver report with RC = 
 # turns kernel receive timestamps on for it (and answers ENOENT: nothing stamped yet).
 SIOCGSTAMPNS = 0x8907
 TIMESPEC = struct.Struct("@qq")
+
+# How long the event loop's thread may keep the GIL while the pacer waits for it
+# (Python's default is 5 ms, which would show up as send lateness).
+SWITCH_INTERVAL = 0.0005
+BATCH = 0.001  # the pacer wakes at most this late, for several streams at once
 
 Send = Callable[[bytes], None]
 Receive = Callable[[bytes, int], None]  # (plaintext packet, arrival time in monotonic ns)
@@ -146,7 +155,9 @@ class Tally:
         self.unknown = 0
         self.rtcp = 0
         self.srtp_errors = 0
+        self.send_errors = 0  # a full socket send buffer (the pacer does not queue)
         self.plis = 0
+        self.sockets: list[socket.socket] = []  # the pacer's duplicates, closed at the end
 
     def on_media(self, receiver: int, packet: bytes, seen: set[int], arrived: int) -> None:
         """One received RTP packet (plaintext) that reached its socket at ``arrived``
@@ -203,32 +214,24 @@ class OutStream:
         self.picture_id = random.getrandbits(15)
         self.key_wanted = True
         self.scale = 1.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._due = 0.0
         self._tsstep = int((90000 if spec.kind == "video" else 48000) / spec.rate)
         self.real: list[bytes] | None = None  # real encoded frames (for decoding systems)
         self._real_next = 0
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._due = loop.time() + random.random() / self.spec.rate  # stagger streams
-        self._timer = loop.call_at(self._due, self._fire, loop)
+    def first_due(self, now: float) -> float:
+        return now + random.random() / self.spec.rate  # stagger streams
 
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        lag = now - self._due
+    def fire(self, due: float, now: float) -> float:
+        """Send the frame that fell due at ``due`` (it is ``now``, time.monotonic());
+        return when the next one is due. Runs on the pacer's thread."""
+        lag = now - due
         period = 1.0 / (self.spec.rate * self.scale)
-        self._due += period
-        if self._due < now - 10 * period:  # far behind: do not burst, resynchronise
-            self._due = now + period
-        self._timer = loop.call_at(self._due, self._fire, loop)
+        following = due + period
+        if following < now - 10 * period:  # far behind: do not burst, resynchronise
+            following = now + period
         send = self.send
         if send is None:
-            return
+            return following
         sent = time.monotonic_ns()
         n = self.spec.packets_per_frame()
         probes = [PROBE.pack(MAGIC, self.sid, (self.count + i) & 0xFFFFFFFF, sent)
@@ -250,6 +253,7 @@ class OutStream:
                             i == last and self.spec.kind == "video", self.ext) + payload)
         self.tally.on_sent(self.sid, sent, n)
         self.tally.on_lag(sent, lag)
+        return following
 
     def _real_payloads(self, key: bool) -> list[bytes]:
         real = self.real
@@ -262,6 +266,70 @@ class OutStream:
         frame = real[self._real_next]
         self._real_next = self._real_next % (len(real) - 1) + 1  # frame 0 is the key frame
         return packetize_vp8(frame, self.picture_id)
+
+
+class Pacer:
+    """Sends every stream's frames when they fall due, from a thread of its own.
+
+    Why a thread: the event loop's thread unprotects and counts every packet of every
+    receiver; at 40 000 pkt/s it is 60–90 % busy and handles datagrams in batches of
+    milliseconds, so timers on that loop fired up to ~30 ms late. A late sender then
+    sends every frame that fell due meanwhile at once, a burst that 20 independent
+    clients would not make together, and the server's queue for it showed up as p99.
+    This thread sleeps until the next due time and only needs the GIL to run (the
+    switch interval is lowered while it runs). It touches nothing the loop's thread
+    uses per packet: the publishing SRTP sessions (the loop only unprotects, and sends
+    RTCP on the receiving sessions) and duplicated sockets (uvloop's transports are
+    not thread-safe). Bounded: it stops when ``stop`` is called, and is a daemon.
+    """
+
+    def __init__(self, streams: list[OutStream]) -> None:
+        self.streams = streams
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-pacer", daemon=True)
+        self._interval = sys.getswitchinterval()
+
+    def start(self) -> None:
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+        sys.setswitchinterval(self._interval)
+
+    def _run(self) -> None:
+        now = time.monotonic()
+        due = [(s.first_due(now), i, s) for i, s in enumerate(self.streams)]
+        heapq.heapify(due)
+        try:
+            while due and not self._stop.is_set():
+                when, i, stream = due[0]
+                now = time.monotonic()
+                if when > now:
+                    # sleep a little past the due time so that one wake-up serves every
+                    # stream due meanwhile: each wake-up costs a GIL hand-over
+                    self._stop.wait(when - now + BATCH)
+                    continue
+                heapq.heapreplace(due, (stream.fire(when, now), i, stream))
+        except Exception:  # the runner sees the silence as loss; say why here
+            logger.exception("pacer stopped")
+
+
+def raw_send(sock: socket.socket, addr: Any, tally: Tally,
+             protect: Callable[[bytes], bytes] | None = None) -> Send:
+    """A Send for the pacer's thread: straight to the socket, never through the event
+    loop. A full send buffer loses the packet (counted), as it would on a real host."""
+    sendto = sock.sendto
+
+    def send(packet: bytes) -> None:
+        try:
+            sendto(packet if protect is None else protect(packet), addr)
+        except OSError:
+            tally.send_errors += 1
+
+    return send
 
 
 class Participant:
@@ -304,6 +372,8 @@ def take_over(peer: Any, on_rtp: Receive,
     transport = proto.transport
     addr = pair.remote_addr
     arrival = Arrival(transport.get_extra_info("socket"))
+    out = socket.socket(fileno=os.dup(arrival.fd))  # for the pacer's thread (raw_send)
+    tally.sockets.append(out)
 
     def datagram_received(data: bytes, src: Any) -> None:
         first = data[0]
@@ -322,13 +392,10 @@ def take_over(peer: Any, on_rtp: Receive,
 
     proto.datagram_received = datagram_received
 
-    def send_rtp(packet: bytes) -> None:
-        transport.sendto(tx.protect(packet), addr)
-
-    def send_rtcp(packet: bytes) -> None:
+    def send_rtcp(packet: bytes) -> None:  # on the loop's thread (keep-alive RRs)
         transport.sendto(tx.protect_rtcp(packet), addr)
 
-    return send_rtp, send_rtcp
+    return raw_send(out, addr, tally, tx.protect), send_rtcp
 
 
 class Generator:
@@ -339,6 +406,7 @@ class Generator:
         self.tally = Tally()
         self.participants = [Participant(scenario.members[i], self.tally) for i in indices]
         self.backend = backend
+        self.pacer = Pacer([s for p in self.participants for s in p.streams])
         self._rr_task: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -347,7 +415,6 @@ class Generator:
         sys.stdout.flush()
 
     async def run(self, reader: asyncio.StreamReader) -> None:
-        loop = asyncio.get_running_loop()
         await self.backend.publish(self.participants)
         self.emit(ev="published")
         await self._expect(reader, "subscribe")
@@ -359,9 +426,7 @@ class Generator:
         gc.collect()
         gc.freeze()
         gc.disable()
-        for p in self.participants:
-            for s in p.streams:
-                s.start(loop)
+        self.pacer.start()
         self._rr_task = asyncio.ensure_future(self._keepalive())
         missing = await self._wait_flowing(20.0 + 0.5 * self.scenario.total)
         self.emit(ev="flowing", missing=missing)
@@ -371,15 +436,17 @@ class Generator:
                 break
             msg = json.loads(line)
             op = msg.get("op")
+            # the pacer's thread iterates tally.windows: replace the list, never mutate it
             if op == "window":
-                self.tally.windows.append(Window(msg["id"], msg["start"], msg["end"]))
+                self.tally.windows = [*self.tally.windows,
+                                      Window(msg["id"], msg["start"], msg["end"])]
             elif op == "report":
                 w = next((w for w in self.tally.windows if w.id == msg["id"]), None)
-                if w is not None:
-                    self.tally.windows.remove(w)
+                self.tally.windows = [x for x in self.tally.windows if x is not w]
                 self.emit(ev="report", window=w.to_json() if w else None,
                           unknown=self.tally.unknown, rtcp=self.tally.rtcp,
-                          srtp_errors=self.tally.srtp_errors, plis=self.tally.plis)
+                          srtp_errors=self.tally.srtp_errors,
+                          send_errors=self.tally.send_errors, plis=self.tally.plis)
             elif op == "rate":
                 for p in self.participants:
                     for s in p.streams:
@@ -419,13 +486,13 @@ class Generator:
             return
         self._closed = True
         gc.enable()
-        for p in self.participants:
-            for s in p.streams:
-                s.stop()
+        self.pacer.stop()
         if self._rr_task is not None:
             self._rr_task.cancel()
             await asyncio.gather(self._rr_task, return_exceptions=True)
         await self.backend.close()
+        for sock in self.tally.sockets:
+            sock.close()
 
 
 def make_backend(args: argparse.Namespace, scenario: Scenario) -> Any:

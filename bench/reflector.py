@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
 import signal
 import socket
 from typing import Any
 
-from .gen import Arrival, Participant
+from .gen import Arrival, Participant, raw_send
 
 JOIN = b"JOIN"
 BUFFER = 4 * 1024 * 1024
@@ -74,10 +73,6 @@ class _Endpoint(asyncio.DatagramProtocol):
         self.part.on_media(data, self.arrival())
 
 
-def _send_to(transport: Any, addr: Any, data: bytes) -> None:
-    transport.sendto(data, addr)
-
-
 class ReflectorClient:
     """Generator backend: plain UDP, no handshake."""
 
@@ -96,7 +91,7 @@ class ReflectorClient:
             self.transports.append(transport)
             transport.sendto(JOIN, self.addr)
             for s in part.streams:
-                s.send = functools.partial(_send_to, transport, self.addr)
+                s.send = raw_send(sock, self.addr, part.tally)
 
     async def subscribe(self, parts: list[Participant]) -> None:
         await asyncio.sleep(0.1)  # the JOINs are datagrams; give them a moment

@@ -466,6 +466,7 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
         "cores": ncpu,
         "udp_rcvbuf_drops": d1 - d0,
         "srtp_errors": sum(r.get("srtp_errors", 0) for r in reports),
+        "gen_send_errors": sum(r.get("send_errors", 0) for r in reports),
         "unknown_packets": sum(r.get("unknown", 0) for r in reports),
     }
 

@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from typing import Any
 
 import uvloop
 
-from bench.gen import HIST_FINE, HIST_SIZE, Arrival, Tally, Window, bucket
+from bench.gen import (
+    HIST_FINE,
+    HIST_SIZE,
+    SWITCH_INTERVAL,
+    Arrival,
+    OutStream,
+    Pacer,
+    Tally,
+    Window,
+    bucket,
+)
 from bench.media import MAGIC, PROBE, rtp_header
 
 
@@ -123,3 +134,42 @@ def test_bucket_is_fine_then_coarse_and_bounded() -> None:
     assert bucket(0) == 0 and bucket(HIST_FINE - 1) == HIST_FINE - 1
     assert bucket(HIST_FINE) == HIST_FINE + HIST_FINE // 1000
     assert bucket(10**12) == HIST_SIZE - 1
+
+
+def _audio_spec() -> Any:
+    from bench.scenarios import build
+    return next(spec for _, spec in build("meeting", 2, 0, 1).members[0].streams()
+                if spec.kind == "audio")
+
+
+def test_pacer_keeps_sending_while_the_loop_thread_is_busy() -> None:
+    """The reason the pacer is a thread: frames go out on time while the receiving
+    thread runs Python flat out (here: a busy loop that never blocks)."""
+    tally = Tally()
+    stream = OutStream(1, _audio_spec(), tally)  # 50 packets/s
+    stamps: list[int] = []
+
+    def send(packet: bytes) -> None:
+        i = packet.find(MAGIC)
+        assert i > 0 and PROBE.unpack_from(packet, i)[1] == 1
+        stamps.append(time.monotonic_ns())
+
+    stream.send = send
+    pacer = Pacer([stream])
+    pacer.start()
+    try:
+        busy_from = time.monotonic_ns()
+        busy_until = busy_from + 400_000_000
+        spins = 0
+        while time.monotonic_ns() < busy_until:  # holds the GIL but for forced switches
+            spins += 1
+    finally:
+        pacer.stop()
+    assert not pacer._thread.is_alive()
+    during = [t for t in stamps if busy_from + 50_000_000 < t < busy_until - 50_000_000]
+    assert len(during) >= 5, (len(stamps), len(during))  # ~15 were due in those 300 ms
+    assert stream.count == len(stamps)
+    after = len(stamps)
+    time.sleep(0.1)
+    assert len(stamps) == after  # stopped means stopped
+    assert sys.getswitchinterval() > SWITCH_INTERVAL  # and the interpreter is as it was

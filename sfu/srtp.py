@@ -75,19 +75,9 @@ class Protector:
         return out
 
     def protect(self, packet: bytes) -> bytes:
-        # _run inlined: this is once per forwarded packet per subscriber (the hot path).
-        n = len(packet)
-        if n > BUFFER - MAX_TRAILER:
-            raise pylibsrtp.Error("packet is too long")
-        view = self._view
-        view[0:n] = packet
-        length = self._len
-        length[0] = n
-        rc = self._lib.srtp_protect(self._ctx, self._buf, length)
-        if rc:
-            raise _error(rc)
-        out: bytes = view[0 : length[0]]
-        return out
+        # Not the per-subscriber hot path any more: sfu/_fanout.c calls srtp_protect
+        # itself; this serves Slot.forward's general path and the bench generator.
+        return self._run(self._lib.srtp_protect, packet, MAX_TRAILER)
 
     def protect_rtcp(self, packet: bytes) -> bytes:
         return self._run(self._lib.srtp_protect_rtcp, packet, MAX_SRTCP_TRAILER)

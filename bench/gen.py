@@ -4,8 +4,9 @@ Handshakes are real: for an SFU each participant has aiortc PeerConnections (the
 own ``RawPeer``, so aiortc never encodes or decodes) that do ICE and DTLS-SRTP with the
 server. Once a PeerConnection is up, the generator takes its packets over (DESIGN.md
 "lean raw-bytes path"): it wraps the ICE socket's ``datagram_received`` so that SRTP and
-SRTCP (RFC 7983 §7: first byte 128..191) go straight to libsrtp and a counter, while STUN
-(ICE consent, RFC 7675) and DTLS still reach aioice/aiortc; and it sends by protecting
+SRTCP (RFC 7983 §7: first byte 128..191) go straight to libsrtp and a counter (compiled:
+``bench/_receive.c``), while STUN (ICE consent, RFC 7675) and DTLS still reach
+aioice/aiortc; and it sends by protecting
 pre-shaped RTP with the same libsrtp session and writing it to the nominated pair's
 socket, from a pacing thread of its own (``Pacer``). No aiortc code runs per packet.
 
@@ -18,9 +19,10 @@ opens a tally of packets *sent* in [start, end); ``{"op": "report", "id"}`` retu
 ``{"op": "rate", "x"}`` scales every stream's packet rate; ``{"op": "stop"}`` ends.
 
 Latency is measured to the moment a packet reached the receiving socket, by the kernel's
-receive timestamp (``Arrival``), not to the moment this process got round to reading it:
-one process plays up to 50 receivers on one core, and its own queue is not latency the
-system under test added. The user-space figure is kept beside it (``hist_user``).
+receive timestamp (``bench/_receive.c``), not to the moment this process got round to
+reading it: one process plays up to 50 receivers on one core, and its own queue is not
+latency the system under test added. The user-space figure is kept beside it
+(``hist_user``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
-import fcntl
 import gc
 import heapq
 import json
@@ -48,10 +48,10 @@ import pylibsrtp
 
 from sfu.srtp import Protector
 
+from ._receive import Counts, Endpoint
 from .media import (
     MAGIC,
     PROBE,
-    PROBE_AFTER,
     StreamSpec,
     frame_payloads,
     packetize_vp8,
@@ -61,14 +61,7 @@ from .scenarios import Member, Scenario, build
 
 logger = logging.getLogger("bench.gen")
 
-HIST_FINE = 5000  # 1 µs buckets below 5 ms, then 1 ms buckets
-HIST_SIZE = HIST_FINE + 1000
 RR_EMPTY = struct.Struct("!BBHI")  # RFC 3550 §6.4.2 receiver report with RC = 0
-# linux/sockios.h: the receive timestamp of the last datagram read from a socket, as a
-# struct timespec (CLOCK_REALTIME); socket(7) "SIOCGSTAMP". The first call on a socket
-# turns kernel receive timestamps on for it (and answers ENOENT: nothing stamped yet).
-SIOCGSTAMPNS = 0x8907
-TIMESPEC = struct.Struct("@qq")
 
 # How long the event loop's thread may keep the GIL while the pacer waits for it
 # (Python's default is 5 ms, which would show up as send lateness).
@@ -76,109 +69,86 @@ SWITCH_INTERVAL = 0.0005
 BATCH = 0.001  # the pacer wakes at most this late, for several streams at once
 
 Send = Callable[[bytes], None]
-Receive = Callable[[bytes, int], None]  # (plaintext packet, arrival time in monotonic ns)
-
-
-def bucket(us: int) -> int:
-    """Histogram bucket of a latency in µs: 1 µs wide below HIST_FINE, then 1 ms wide."""
-    return us if us < HIST_FINE else min(HIST_SIZE - 1, HIST_FINE + us // 1000)
-
-
-class Arrival:
-    """When the datagram just read from a socket reached it (CLOCK_MONOTONIC ns).
-
-    Called from ``datagram_received``: the event loop has read exactly that datagram
-    (libuv calls back after each ``recvmsg``), so the socket's last timestamp is its own.
-    The kernel stamps packets on CLOCK_REALTIME; the offset to CLOCK_MONOTONIC is read
-    at the same moment. A packet the kernel did not stamp (the first ones after the
-    socket asked for stamps) reads as "now", the pessimistic answer.
-    """
-
-    __slots__ = ("_buf", "fd")
-
-    def __init__(self, sock: Any) -> None:
-        self.fd: int = sock.fileno()
-        self._buf = bytearray(TIMESPEC.size)
-        try:
-            fcntl.ioctl(self.fd, SIOCGSTAMPNS, self._buf)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                raise
-
-    def __call__(self) -> int:
-        """The arrival time of the last datagram read (hot path: one ioctl, ~0.8 µs)."""
-        now = time.monotonic_ns()
-        try:
-            fcntl.ioctl(self.fd, SIOCGSTAMPNS, self._buf)
-        except OSError:
-            return now
-        sec, nsec = TIMESPEC.unpack(self._buf)
-        age = time.time_ns() - (sec * 1_000_000_000 + nsec)
-        return now - age if age > 0 else now
 
 
 class Window:
-    """Everything counted for packets whose send time lies in [start, end)."""
+    """The send side of a window: what the pacer sent in [start, end) and how late.
+
+    The receive side (pairs, latency histograms, unprobed) is counted in C by
+    ``Counts`` under the same id and merged in ``to_json``.
+    """
 
     def __init__(self, wid: int, start: int, end: int) -> None:
         self.id = wid
         self.start = start
         self.end = end
         self.sent: dict[int, int] = {}
-        self.pairs: dict[int, int] = {}  # (receiver << 16) | stream id -> packets received
-        self.hist = [0] * HIST_SIZE  # sent -> reached the receiving socket (kernel stamp)
-        self.hist_user = [0] * HIST_SIZE  # sent -> this process read it
-        self.unprobed = 0  # packets without our probe (re-encoded media), by arrival time
         self.lag_max = 0.0
         self.late = 0
         self.ticks = 0
 
-    def to_json(self) -> dict[str, Any]:
-        received: dict[int, int] = {}
-        for key, count in self.pairs.items():
-            received[key & 0xFFFF] = received.get(key & 0xFFFF, 0) + count
+    def to_json(self, received: dict[str, Any]) -> dict[str, Any]:
+        """This window with ``received``, what ``Counts.take`` returned for it."""
+        pairs: dict[int, int] = received["pairs"]
+        per_stream: dict[int, int] = {}
+        for key, count in pairs.items():
+            per_stream[key & 0xFFFF] = per_stream.get(key & 0xFFFF, 0) + count
         return {
             "id": self.id, "start": self.start, "end": self.end,
-            "sent": self.sent, "received": received, "pairs": self.pairs,
-            "hist": {i: c for i, c in enumerate(self.hist) if c},
-            "hist_user": {i: c for i, c in enumerate(self.hist_user) if c},
-            "unprobed": self.unprobed,
+            "sent": self.sent, "received": per_stream, "pairs": pairs,
+            "hist": received["hist"], "hist_user": received["hist_user"],
+            "unprobed": received["unprobed"],
             "lag_max_ms": round(self.lag_max * 1000, 3), "late": self.late, "ticks": self.ticks,
         }
 
 
 class Tally:
-    """Receive-side counters shared by every participant of this process."""
+    """Counters shared by every participant of this process.
 
-    def __init__(self) -> None:
+    ``counts`` (C, bench/_receive.c) is what the receivers heard; ``windows`` is what the
+    pacer sent, and is read by the pacer's thread: replace the list, never mutate it.
+    """
+
+    def __init__(self, receivers: int, streams: int) -> None:
+        self.counts = Counts(receivers, streams)
         self.windows: list[Window] = []
-        self.unknown = 0
         self.rtcp = 0
-        self.srtp_errors = 0
         self.send_errors = 0  # a full socket send buffer (the pacer does not queue)
         self.plis = 0
         self.sockets: list[socket.socket] = []  # the pacer's duplicates, closed at the end
+        self.endpoints: list[Endpoint] = []  # their stamp sockets, closed at the end
 
-    def on_media(self, receiver: int, packet: bytes, seen: set[int], arrived: int) -> None:
-        """One received RTP packet (plaintext) that reached its socket at ``arrived``
-        (monotonic ns): find the probe and count it (hot path)."""
-        i = packet.find(MAGIC, 12, 108)
-        if i < 0 or i + PROBE.size > len(packet):
-            self.unknown += 1
-            seen.add(-1)  # "heard something" (re-encoded media carries no probe)
-            for w in self.windows:
-                if w.start <= arrived < w.end:
-                    w.unprobed += 1
-            return
-        sid, _seq, sent = PROBE_AFTER.unpack_from(packet, i + 4)
-        seen.add(sid)
-        for w in self.windows:
-            if w.start <= sent < w.end:
-                key = (receiver << 16) | sid
-                w.pairs[key] = w.pairs.get(key, 0) + 1
-                w.hist[bucket(max(0, arrived - sent) // 1000)] += 1
-                w.hist_user[bucket((time.monotonic_ns() - sent) // 1000)] += 1
-                return
+    def open(self, wid: int, start: int, end: int) -> None:
+        self.counts.open(wid, start, end)
+        self.windows = [*self.windows, Window(wid, start, end)]
+
+    def take(self, wid: int) -> dict[str, Any] | None:
+        """Close window ``wid``; its JSON form, or None if it is not open."""
+        w = next((w for w in self.windows if w.id == wid), None)
+        self.windows = [x for x in self.windows if x is not w]
+        received = self.counts.take(wid)
+        return None if w is None or received is None else w.to_json(received)
+
+    def endpoint(self, sock: Any, receiver: int, other: Callable[[bytes, Any], None] | None,
+                 rx: Protector | None = None) -> Endpoint:
+        """A ``datagram_received`` for ``receiver``'s socket (plaintext without ``rx``)."""
+        if rx is None:
+            e = Endpoint(self.counts, receiver, sock.fileno(), other)
+        else:
+            native = rx.native("srtp_unprotect")
+            if native is None:
+                raise RuntimeError("bench: pylibsrtp internals not as expected (sfu/srtp.py); "
+                                   "the generator's compiled receive path needs them")
+            e = Endpoint(self.counts, receiver, sock.fileno(), other, native[0], native[1],
+                         rx.session)
+        self.endpoints.append(e)
+        return e
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        for e in self.endpoints:
+            e.close()
 
     def on_sent(self, sid: int, sent: int, count: int) -> None:
         for w in self.windows:
@@ -195,6 +165,15 @@ class Tally:
                 if lag > 0.005:
                     w.late += 1
                 return
+
+
+class Counted(asyncio.DatagramProtocol):
+    """A plain receiving socket whose datagrams go straight to a compiled ``Endpoint``."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        # uvloop looks datagram_received up on each datagram: an instance attribute that
+        # is the Endpoint itself puts no Python frame between the socket and C
+        self.datagram_received = endpoint  # type: ignore[method-assign,assignment]
 
 
 class OutStream:
@@ -341,10 +320,11 @@ class Participant:
         self.pid = f"p{member.index}"
         self.tally = tally
         self.streams = [OutStream(sid, spec, tally) for sid, spec in member.streams()]
-        self.seen: set[int] = set()
 
-    def on_media(self, packet: bytes, arrived: int) -> None:
-        self.tally.on_media(self.index, packet, self.seen, arrived)
+    @property
+    def seen(self) -> set[int]:
+        """Stream ids heard, and -1 if media without a probe was heard."""
+        return self.tally.counts.seen(self.index)
 
     def on_pub_rtcp(self, packet: bytes) -> None:
         """RTCP from the server on our publishing transport: key-frame requests matter."""
@@ -360,8 +340,8 @@ class Participant:
             pos += 4 * (struct.unpack_from("!H", packet, pos + 2)[0] + 1)
 
 
-def take_over(peer: Any, on_rtp: Receive,
-              on_rtcp: Callable[[bytes], None] | None, tally: Tally) -> tuple[Send, Send]:
+def take_over(peer: Any, receiver: int, on_rtcp: Callable[[bytes], None] | None,
+              tally: Tally) -> tuple[Send, Send]:
     """Route a connected RawPeer's SRTP past aiortc; return (send RTP, send RTCP)."""
     dtls = peer._dtls
     pair = dtls.transport._connection._nominated[1]
@@ -371,26 +351,25 @@ def take_over(peer: Any, on_rtp: Receive,
     tx = Protector(dtls._tx_srtp)
     transport = proto.transport
     addr = pair.remote_addr
-    arrival = Arrival(transport.get_extra_info("socket"))
-    out = socket.socket(fileno=os.dup(arrival.fd))  # for the pacer's thread (raw_send)
+    sock = transport.get_extra_info("socket")
+    out = socket.socket(fileno=os.dup(sock.fileno()))  # for the pacer's thread (raw_send)
     tally.sockets.append(out)
 
-    def datagram_received(data: bytes, src: Any) -> None:
-        first = data[0]
-        if 127 < first < 192:  # RFC 7983 §7: SRTP/SRTCP
+    def other(data: bytes, src: Any) -> None:
+        """What the compiled endpoint does not count: SRTCP, STUN and DTLS."""
+        if data and 127 < data[0] < 192:  # RFC 7983 §7: SRTCP (RTP stays in C)
+            tally.rtcp += 1
             try:
-                if 191 < data[1] < 224:  # RFC 5761 §4: RTCP packet types
-                    tally.rtcp += 1
-                    if on_rtcp is not None:
-                        on_rtcp(rx.unprotect_rtcp(data))
-                else:
-                    on_rtp(rx.unprotect(data), arrival())
+                packet = rx.unprotect_rtcp(data)
             except pylibsrtp.Error:
-                tally.srtp_errors += 1
+                return
+            if on_rtcp is not None:
+                on_rtcp(packet)
         else:  # STUN (consent freshness) and DTLS stay with aioice / aiortc
             original(data, src)
 
-    proto.datagram_received = datagram_received
+    # uvloop looks the method up on each datagram; RTP never reaches Python from here on
+    proto.datagram_received = tally.endpoint(sock, receiver, other, rx)
 
     def send_rtcp(packet: bytes) -> None:  # on the loop's thread (keep-alive RRs)
         transport.sendto(tx.protect_rtcp(packet), addr)
@@ -403,7 +382,7 @@ class Generator:
 
     def __init__(self, scenario: Scenario, indices: list[int], backend: Any) -> None:
         self.scenario = scenario
-        self.tally = Tally()
+        self.tally = Tally(scenario.total, 2 * scenario.total)  # stream ids: bench/scenarios.py
         self.participants = [Participant(scenario.members[i], self.tally) for i in indices]
         self.backend = backend
         self.pacer = Pacer([s for p in self.participants for s in p.streams])
@@ -436,16 +415,12 @@ class Generator:
                 break
             msg = json.loads(line)
             op = msg.get("op")
-            # the pacer's thread iterates tally.windows: replace the list, never mutate it
             if op == "window":
-                self.tally.windows = [*self.tally.windows,
-                                      Window(msg["id"], msg["start"], msg["end"])]
+                self.tally.open(msg["id"], msg["start"], msg["end"])
             elif op == "report":
-                w = next((w for w in self.tally.windows if w.id == msg["id"]), None)
-                self.tally.windows = [x for x in self.tally.windows if x is not w]
-                self.emit(ev="report", window=w.to_json() if w else None,
-                          unknown=self.tally.unknown, rtcp=self.tally.rtcp,
-                          srtp_errors=self.tally.srtp_errors,
+                self.emit(ev="report", window=self.tally.take(msg["id"]),
+                          unknown=self.tally.counts.unknown, rtcp=self.tally.rtcp,
+                          srtp_errors=self.tally.counts.srtp_errors,
                           send_errors=self.tally.send_errors, plis=self.tally.plis)
             elif op == "rate":
                 for p in self.participants:
@@ -491,8 +466,7 @@ class Generator:
             self._rr_task.cancel()
             await asyncio.gather(self._rr_task, return_exceptions=True)
         await self.backend.close()
-        for sock in self.tally.sockets:
-            sock.close()
+        self.tally.close()
 
 
 def make_backend(args: argparse.Namespace, scenario: Scenario) -> Any:

@@ -18,7 +18,7 @@ import signal
 import socket
 from typing import Any
 
-from .gen import Arrival, Participant, raw_send
+from .gen import Counted, Participant, raw_send
 
 JOIN = b"JOIN"
 BUFFER = 4 * 1024 * 1024
@@ -60,19 +60,6 @@ async def serve(port: int) -> None:
         transport.close()
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, part: Participant) -> None:
-        self.part = part
-        self.arrival: Arrival | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.arrival = Arrival(transport.get_extra_info("socket"))
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        assert self.arrival is not None
-        self.part.on_media(data, self.arrival())
-
-
 class ReflectorClient:
     """Generator backend: plain UDP, no handshake."""
 
@@ -86,8 +73,10 @@ class ReflectorClient:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)
             sock.bind(("127.0.0.1", 0))
+            # plaintext: stamped and counted in C (bench/_receive.c), as for the SFUs
+            endpoint = part.tally.endpoint(sock, part.index, None)
             transport, _ = await loop.create_datagram_endpoint(
-                lambda p=part: _Endpoint(p), sock=sock)  # type: ignore[misc]
+                lambda e=endpoint: Counted(e), sock=sock)  # type: ignore[misc]
             self.transports.append(transport)
             transport.sendto(JOIN, self.addr)
             for s in part.streams:

@@ -86,12 +86,12 @@ class Peers:
 
     def try_take_over(self, tally: Tally) -> None:
         if not self.pub_taken and self.part.streams and self.pub.up:
-            send, _ = take_over(self.pub, self.part.on_media, self.part.on_pub_rtcp, tally)
+            send, _ = take_over(self.pub, self.part.index, self.part.on_pub_rtcp, tally)
             for s in self.part.streams:
                 s.send = send
             self.pub_taken = True
         if not self.sub_taken and self.sub.up:
-            _, self.sub_rtcp = take_over(self.sub, self.part.on_media, None, tally)
+            _, self.sub_rtcp = take_over(self.sub, self.part.index, None, tally)
             self.sub_taken = True
 
     def keepalive(self) -> None:

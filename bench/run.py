@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import procstat
-from .gen import HIST_FINE
+from ._receive import HIST_FINE
 from .scenarios import Scenario, build
 
 logger = logging.getLogger("bench.run")

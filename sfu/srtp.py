@@ -39,26 +39,30 @@ class Protector:
                 raise AttributeError("unexpected buffer size")
             self._len: Any = ffi.new("int *")
             self._lib: Any = lib
-            # addresses of srtp_protect and of this session's srtp_t, for sfu/_fanout.c
-            self._native: tuple[int, int] | None = (
-                int(ffi.cast("uintptr_t", ffi.addressof(lib, "srtp_protect"))),
-                int(ffi.cast("uintptr_t", self._ctx)))
+            self._ffi: Any = ffi
+            self._native = True
         except (AttributeError, ImportError, TypeError) as exc:
             logger.warning("pylibsrtp internals not as expected (%s): using its public API",
                            exc)
-            self._native = None
+            self._native = False
             self.protect = session.protect  # type: ignore[method-assign]
             self.protect_rtcp = session.protect_rtcp  # type: ignore[method-assign]
             self.unprotect = session.unprotect  # type: ignore[method-assign]
             self.unprotect_rtcp = session.unprotect_rtcp  # type: ignore[method-assign]
 
-    def native(self) -> tuple[int, int] | None:
-        """(address of ``srtp_protect``, address of the session's ``srtp_t``), or None.
+    def native(self, function: str = "srtp_protect") -> tuple[int, int] | None:
+        """(address of libsrtp's ``function``, address of the session's ``srtp_t``), or None.
 
-        The compiled fan-out (sfu/_fanout.c) calls the same function on the same context;
-        whoever uses them must keep ``session`` alive (pylibsrtp frees the context with it).
+        The compiled fan-out (sfu/_fanout.c, ``srtp_protect``) and the bench generator's
+        receive path (bench/_receive.c, ``srtp_unprotect``) call the same function on the
+        same context; whoever uses them must keep ``session`` alive (pylibsrtp frees the
+        context with it).
         """
-        return self._native
+        if not self._native:
+            return None
+        ffi = self._ffi
+        return (int(ffi.cast("uintptr_t", ffi.addressof(self._lib, function))),
+                int(ffi.cast("uintptr_t", self._ctx)))
 
     def _run(self, func: Any, data: bytes, trailer: int) -> bytes:
         n = len(data)

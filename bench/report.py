@@ -65,6 +65,11 @@ def _notes(r: dict[str, Any], md: bool) -> list[str]:
         notes.append(f"p99 to the generator's read {user:.1f} ms")
     if (r.get("gen_late_fraction") or 0) > 0.05:
         notes.append(f"gen timers late {100 * r['gen_late_fraction']:.0f}%")
+    calm, windows = r.get("calm_windows"), len(r.get("windows") or [])
+    if calm is not None and calm < windows:
+        notes.append(f"p99 over the {calm} of {windows} windows without steal "
+                     + (f"{r['p99_calm_ms']:.1f} ms" if r.get("p99_calm_ms") is not None
+                        else "-"))
     busy = (r.get("other_load_cores") or 0) + (r.get("steal_cores") or 0)
     if busy > 0.25:
         notes.append(f"busy machine: other {r['other_load_cores']:.1f} + steal "

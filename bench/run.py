@@ -37,6 +37,11 @@ PY = sys.executable
 MAX_LOSS = 0.001  # the search's limits: ≤ 0.1 % loss …
 MAX_P99_MS = 5.0  # … and p99 added latency ≤ 5 ms
 GEN_SATURATED = 0.9  # generator CPU share of its core above which a window is flagged
+# A window during which the hypervisor ran other guests on this VM's cores for more than
+# this many cores' worth of time is "stolen": on these machines such windows show 10-500 ms
+# p99 for every system, the bare reflector included (docs/BENCHMARKS.md, Method).
+STEAL_MAX = 0.1
+SEARCH_TRIES = 3  # windows measured at most per search step while they come out stolen
 
 Progress = Callable[[str], None]
 
@@ -463,6 +468,7 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
         "gen_late_fraction": m["late"] / m["ticks"] if m["ticks"] else 0.0,
         "other_load_cores": other,
         "steal_cores": steal,
+        "stolen": steal > STEAL_MAX,
         "cores": ncpu,
         "udp_rcvbuf_drops": d1 - d0,
         "srtp_errors": sum(r.get("srtp_errors", 0) for r in reports),
@@ -483,6 +489,10 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, Any]:
             "gen_late_fraction", "other_load_cores", "steal_cores", "udp_rcvbuf_drops"]
     out = {k: median([w.get(k) for w in windows]) for k in keys}
     out["gen_saturated"] = any(w["gen_saturated"] for w in windows)
+    # the same medians over the windows the hypervisor left alone (all of them, if any)
+    calm = [w for w in windows if not w.get("stolen")]
+    out["calm_windows"] = len(calm)
+    out["p99_calm_ms"] = median([w.get("p99_ms") for w in calm])
     per: dict[int, list[dict[str, Any]]] = {}
     for w in windows:
         for row in w.get("per_worker", []):
@@ -492,6 +502,17 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, Any]:
         **{k: median([r[k] for r in rows]) for k in ("cpu", "forwarded_pps", "us_per_packet")},
     } for i, rows in sorted(per.items())]
     return out
+
+
+def calmest(tries: list[dict[str, Any]]) -> dict[str, Any]:
+    """A search step's window: the first the hypervisor left alone, else the least stolen.
+
+    One window per step made the search's verdict a coin toss on these VMs (the "max
+    held" of one meeting swung from 15.6k to 47.1k pkt/s across runs): a stolen window
+    fails p99 whatever the server does. ``tries`` lists every window measured."""
+    w = next((t for t in tries if not t["stolen"]), None) or min(
+        tries, key=lambda t: t["steal_cores"])
+    return {**w, "tries": len(tries), "steal_tries": [round(t["steal_cores"], 3) for t in tries]}
 
 
 def held(w: dict[str, Any]) -> bool:
@@ -539,7 +560,11 @@ async def search(server: Server, gens: list[GenProc], scenario: Scenario, opts: 
         for g in gens:
             g.send(op="rate", x=x)
         await asyncio.sleep(1.0)
-        w = await measure_window(1000 + len(steps), length, server, gens, scenario, opts, x)
+        tries: list[dict[str, Any]] = []
+        while len(tries) < SEARCH_TRIES and (not tries or tries[-1]["stolen"]):
+            tries.append(await measure_window(1000 + len(steps) * SEARCH_TRIES + len(tries),
+                                              length, server, gens, scenario, opts, x))
+        w = calmest(tries)
         w["held"] = held(w)
         steps[x] = w
         progress(f"search x={x:.3g}: {w['forwarded_pps']:.0f} pkt/s "

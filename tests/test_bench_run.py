@@ -1,0 +1,34 @@
+"""bench/run.py: how windows are judged (steal, the search's verdict per step)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import run
+
+
+def _window(p99: float, steal: float, loss: float = 0.0) -> dict[str, Any]:
+    return {"p99_ms": p99, "p99_user_ms": p99, "loss": loss, "steal_cores": steal,
+            "stolen": steal > run.STEAL_MAX, "gen_saturated": False}
+
+
+def test_search_step_keeps_the_first_window_without_steal() -> None:
+    tries = [_window(40.0, 0.5), _window(3.0, 0.02), _window(2.0, 0.01)]
+    w = run.calmest(tries)
+    assert w["p99_ms"] == 3.0 and w["tries"] == 3 and w["steal_tries"] == [0.5, 0.02, 0.01]
+    assert run.held(w)
+
+
+def test_search_step_all_stolen_keeps_the_least_stolen_and_its_verdict() -> None:
+    w = run.calmest([_window(40.0, 0.5), _window(30.0, 0.2), _window(9.0, 0.3)])
+    assert w["p99_ms"] == 30.0 and w["stolen"]
+    assert not run.held(w)  # a stolen window is not passed for it: its p99 stands
+
+
+def test_summary_gives_the_p99_of_calm_windows_beside_the_median_of_all() -> None:
+    out = run.summarize([_window(3.0, 0.0), _window(27.0, 0.4), _window(17.0, 0.3),
+                         _window(4.0, 0.05)])
+    assert out["p99_ms"] == 10.5  # the median of all four stays the headline figure
+    assert out["calm_windows"] == 2 and out["p99_calm_ms"] == 3.5
+    none_calm = run.summarize([_window(27.0, 0.4)])
+    assert none_calm["calm_windows"] == 0 and none_calm["p99_calm_ms"] is None

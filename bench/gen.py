@@ -3,10 +3,10 @@
 Handshakes are real: for an SFU each participant has aiortc PeerConnections (the SFU's
 own ``RawPeer``, so aiortc never encodes or decodes) that do ICE and DTLS-SRTP with the
 server. Once a PeerConnection is up, the generator takes its packets over (DESIGN.md
-"lean raw-bytes path"): it wraps the ICE socket's ``datagram_received`` so that SRTP and
-SRTCP (RFC 7983 §7: first byte 128..191) go straight to libsrtp and a counter (compiled:
-``bench/_receive.c``), while STUN (ICE consent, RFC 7675) and DTLS still reach
-aioice/aiortc; and it sends by protecting
+"lean raw-bytes path"): it replaces the ICE socket's ``datagram_received`` so that SRTP
+(RFC 7983 §7) goes straight to libsrtp and a counter (compiled: ``bench/_receive.c``),
+while SRTCP (key-frame requests), STUN (ICE consent, RFC 7675) and DTLS still reach
+Python and aioice/aiortc; and it sends by protecting
 pre-shaped RTP with the same libsrtp session and writing it to the nominated pair's
 socket, from a pacing thread of its own (``Pacer``). No aiortc code runs per packet.
 
@@ -113,6 +113,7 @@ class Tally:
         self.counts = Counts(receivers, streams)
         self.windows: list[Window] = []
         self.rtcp = 0
+        self.srtcp_errors = 0  # SRTCP libsrtp refused (SRTP's are counted in ``counts``)
         self.send_errors = 0  # a full socket send buffer (the pacer does not queue)
         self.plis = 0
         self.sockets: list[socket.socket] = []  # the pacer's duplicates, closed at the end
@@ -362,6 +363,7 @@ def take_over(peer: Any, receiver: int, on_rtcp: Callable[[bytes], None] | None,
             try:
                 packet = rx.unprotect_rtcp(data)
             except pylibsrtp.Error:
+                tally.srtcp_errors += 1
                 return
             if on_rtcp is not None:
                 on_rtcp(packet)
@@ -420,7 +422,7 @@ class Generator:
             elif op == "report":
                 self.emit(ev="report", window=self.tally.take(msg["id"]),
                           unknown=self.tally.counts.unknown, rtcp=self.tally.rtcp,
-                          srtp_errors=self.tally.counts.srtp_errors,
+                          srtp_errors=self.tally.counts.srtp_errors + self.tally.srtcp_errors,
                           send_errors=self.tally.send_errors, plis=self.tally.plis)
             elif op == "rate":
                 for p in self.participants:

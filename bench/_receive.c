@@ -207,15 +207,18 @@ static PyObject *Counts_open(Counts *c, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* {index: count} for the non-zero cells of ``cells`` (a sparse JSON-friendly form). */
-static PyObject *nonzero(const uint32_t *cells, size_t size) {
+/* {key: count} for the non-zero cells of ``cells`` (a sparse JSON-friendly form). The key
+ * is the cell's index, or with ``streams`` > 0 (cells [receiver * streams + stream id])
+ * the runner's pair key (receiver << 16) | stream id. */
+static PyObject *nonzero(const uint32_t *cells, size_t size, size_t streams) {
     PyObject *d = PyDict_New();
     if (d == NULL)
         return NULL;
     for (size_t i = 0; i < size; i++) {
         if (cells[i] == 0)
             continue;
-        PyObject *k = PyLong_FromSize_t(i), *v = PyLong_FromUnsignedLong(cells[i]);
+        const size_t key = streams ? (i / streams) << 16 | i % streams : i;
+        PyObject *k = PyLong_FromSize_t(key), *v = PyLong_FromUnsignedLong(cells[i]);
         if (k == NULL || v == NULL || PyDict_SetItem(d, k, v) < 0) {
             Py_XDECREF(k);
             Py_XDECREF(v);
@@ -244,28 +247,12 @@ static PyObject *Counts_take(Counts *c, PyObject *arg) {
             w = &c->windows[i];
     if (w == NULL)
         Py_RETURN_NONE;
-    PyObject *pairs = PyDict_New();
-    if (pairs == NULL)
-        return NULL;
-    for (int r = 0; r < c->receivers; r++) {
-        for (int s = 0; s < c->streams; s++) {
-            uint32_t n = w->pairs[(size_t)r * (size_t)c->streams + (size_t)s];
-            if (n == 0)
-                continue;
-            PyObject *k = PyLong_FromLong(((long)r << 16) | s), *v = PyLong_FromUnsignedLong(n);
-            if (k == NULL || v == NULL || PyDict_SetItem(pairs, k, v) < 0) {
-                Py_XDECREF(k);
-                Py_XDECREF(v);
-                Py_DECREF(pairs);
-                return NULL;
-            }
-            Py_DECREF(k);
-            Py_DECREF(v);
-        }
-    }
-    PyObject *out = Py_BuildValue("{s:N,s:N,s:N,s:K}", "pairs", pairs,
-                                  "hist", nonzero(w->hist, HIST_SIZE),
-                                  "hist_user", nonzero(w->hist_user, HIST_SIZE),
+    const size_t streams = (size_t)c->streams;
+    PyObject *out = Py_BuildValue("{s:N,s:N,s:N,s:K}",
+                                  "pairs", nonzero(w->pairs, (size_t)c->receivers * streams,
+                                                   streams),
+                                  "hist", nonzero(w->hist, HIST_SIZE, 0),
+                                  "hist_user", nonzero(w->hist_user, HIST_SIZE, 0),
                                   "unprobed", w->unprobed);
     if (out != NULL)
         window_free(w);

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -123,7 +124,35 @@ SFU_COUNTERS = {
     "leaves": ("sfu_leaves", "media sessions ended"),
     "transport_failures": ("sfu_transport_failures", "ICE/DTLS failures or silent peers"),
     "errors": ("sfu_errors", "sfu-error messages sent to clients"),
+    "loop_samples": ("sfu_loop_probes", "10 ms probes of the media loop (sfu/pauses.py)"),
 }
+
+
+# sfu/pauses.py's "<meter>_ge_<n>ms" counters -> label ``kind`` of sfu_stops
+STOP_KINDS = {"loop_lag": "late", "loop_runqueue": "runqueue", "loop_offcpu": "offcpu",
+              "gc_pause": "gc"}
+STOP_KEY = re.compile(r"(loop_lag|loop_runqueue|loop_offcpu|gc_pause)_ge_(\d+)ms")
+GC_PASSES = re.compile(r"gc_gen(\d)_passes")
+
+
+def _stops(stats: Mapping[str, int]) -> Iterator[Metric]:
+    """The media loop's stop meters (sfu/pauses.py): what held packets back, and how long."""
+    stops = CounterMetricFamily(
+        PREFIX + "sfu_stops", "media loop stops of at least at_least_ms: late = the 10 ms "
+        "probe woke late, runqueue / offcpu = of that, waiting for a core / off the CPU "
+        "(blocked, or hypervisor steal), gc = cyclic GC passes",
+        labels=["kind", "at_least_ms"])
+    passes = CounterMetricFamily(PREFIX + "sfu_gc_passes", "cyclic GC passes, by generation",
+                                 labels=["generation"])
+    for key, value in sorted(stats.items()):
+        if m := STOP_KEY.fullmatch(key):
+            stops.add_metric([STOP_KINDS[m[1]], m[2]], value)
+        elif m := GC_PASSES.fullmatch(key):
+            passes.add_metric([m[1]], value)
+    yield stops
+    yield passes
+    yield _counter("sfu_gc_pause_seconds", "time spent in cyclic GC passes",
+                   stats.get("gc_pause_us", 0) / 1e6)
 
 
 def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
@@ -196,6 +225,7 @@ class ServerCollector(Collector):
                         drops)
         errors = {k[6:]: v for k, v in stats.items() if k.startswith("error_")}
         yield _labelled("sfu_error_messages", "sfu-error messages by id", "id", errors)
+        yield from _stops(stats)
         workers_of = getattr(media, "worker_stats", None)
         if callable(workers_of):
             yield from _workers(workers_of())

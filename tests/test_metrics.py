@@ -87,6 +87,9 @@ async def test_counters_move_during_a_call(
         received = sum(len(r.payloads) for b in bots for r in b.received.values())
         assert value(second, "sfu_forwarded_packets_total") >= received * 0.5
         assert ("sealroom_event_loop_lag_max_seconds", ()) in second
+        # The media loop's stop meters run while a room is open (sfu/pauses.py).
+        assert value(second, "sfu_loop_probes_total") > value(first, "sfu_loop_probes_total") > 0
+        assert ("sealroom_sfu_gc_pause_seconds_total", ()) in second
         # Nothing identifies a room or a participant.
         assert ROOM not in text
         for b in bots:

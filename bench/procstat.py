@@ -100,6 +100,20 @@ def udp_drops(pid: int) -> int:
     return int(dict(zip(rows[0][1:], rows[1][1:], strict=False)).get("RcvbufErrors", 0))
 
 
+def cpu_steal() -> dict[int, float]:
+    """Seconds the hypervisor stole from each CPU since boot (/proc/stat ``cpuN``, 8th)."""
+    out: dict[int, float] = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                if out:
+                    break  # the cpuN lines come together, right after "cpu"
+                continue
+            out[int(name[3:])] = int((fields + ["0"] * 8)[7]) / TICKS
+    return out
+
+
 def machine_cpu() -> tuple[float, float, float]:
     """(busy, steal, total) seconds summed over all CPUs since boot (/proc/stat ``cpu``)."""
     with open("/proc/stat") as f:

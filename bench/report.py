@@ -59,6 +59,8 @@ def _notes(r: dict[str, Any], md: bool) -> list[str]:
         who = [f"worker {i}" for i, c in enumerate(pin.get("workers") or []) if c == core]
         notes.append(f"generators share core {core} with "
                      + (", ".join(who) if who else "the server"))
+    if (r.get("rate_scale") or 1.0) != 1.0:
+        notes.append(f"packet rate ×{r['rate_scale']:g}")
     user, p99 = r.get("p99_user_ms"), r.get("p99_ms")
     if user is not None and p99 is not None and user > p99 + 1.0:
         # p99 is to the packet reaching the receiver's socket; the generator read it later

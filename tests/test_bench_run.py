@@ -32,3 +32,19 @@ def test_summary_gives_the_p99_of_calm_windows_beside_the_median_of_all() -> Non
     assert out["calm_windows"] == 2 and out["p99_calm_ms"] == 3.5
     none_calm = run.summarize([_window(27.0, 0.4)])
     assert none_calm["calm_windows"] == 0 and none_calm["p99_calm_ms"] is None
+    assert "server_stops_5ms" not in out  # a system without stop meters
+
+
+def test_summary_adds_up_the_servers_stops() -> None:
+    out = run.summarize([{**_window(3.0, 0.0), "server_stops_5ms": 0},
+                         {**_window(14.0, 0.0), "server_stops_5ms": 4}])
+    assert out["server_stops_5ms"] == 4 and out["calm_windows"] == 2
+
+
+def test_pauses_are_differences_of_the_servers_stop_counters() -> None:
+    c0 = {"loop_samples": 100, "loop_lag_ge_5ms": 2, "forwarded_packets": 9}
+    c1 = {"loop_samples": 600, "loop_lag_ge_5ms": 3, "loop_offcpu_ge_5ms": 1,
+          "worker0.loop_samples": 600, "forwarded_packets": 99}
+    assert run.pauses(c0, c1) == {"loop_lag_ge_5ms": 1, "loop_offcpu_ge_5ms": 1,
+                                  "loop_samples": 500}
+    assert run.pauses({}, {"forwarded_packets": 1}) is None  # a system without meters

@@ -77,3 +77,14 @@ def test_cpu_delta_counts_new_processes_whole() -> None:
     assert procstat.cpu_delta({1: 2.0, 2: 1.0}, {1: 3.0, 2: 1.5, 3: 0.25}) == pytest.approx(1.75)
     # one that ended in between is left out
     assert procstat.cpu_delta({1: 2.0, 2: 1.0}, {1: 2.5}) == pytest.approx(0.5)
+
+
+def test_cpu_steal_is_per_cpu_and_sums_to_the_machines() -> None:
+    per_cpu = procstat.cpu_steal()
+    assert sorted(per_cpu) == sorted(range(len(per_cpu))) and len(per_cpu) >= 1
+    # /proc/stat's "cpu" line is the sum of its "cpuN" lines, tick for tick (read twice:
+    # the counters may move between the two reads, never back)
+    _, before, _ = procstat.machine_cpu()
+    total = sum(procstat.cpu_steal().values())
+    _, after, _ = procstat.machine_cpu()
+    assert before - 0.01 * len(per_cpu) <= total <= after + 0.01 * len(per_cpu)

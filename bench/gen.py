@@ -192,7 +192,11 @@ class OutStream:
         self.ts = random.getrandbits(32)
         self.count = 0
         self.picture_id = random.getrandbits(15)
-        self.key_wanted = True
+        # Key-frame requests: the loop's thread counts them up (on_pub_rtcp), the pacer's
+        # thread serves up to the count it read. A flag set by one thread and cleared by
+        # the other could lose a request that landed between the pacer's read and clear.
+        self.key_requests = 1  # the first frame is a key frame
+        self.key_served = 0
         self.scale = 1.0
         self._tsstep = int((90000 if spec.kind == "video" else 48000) / spec.rate)
         self.real: list[bytes] | None = None  # real encoded frames (for decoding systems)
@@ -217,8 +221,9 @@ class OutStream:
         probes = [PROBE.pack(MAGIC, self.sid, (self.count + i) & 0xFFFFFFFF, sent)
                   for i in range(n)]
         self.count += n
-        key = self.key_wanted and self.spec.kind == "video"
-        self.key_wanted = False
+        requests = self.key_requests  # read once: the loop's thread may add more
+        key = requests != self.key_served and self.spec.kind == "video"
+        self.key_served = requests
         self.picture_id = (self.picture_id + 1) & 0x7FFF
         self.ts = (self.ts + self._tsstep) & 0xFFFFFFFF
         if self.real is None:
@@ -337,7 +342,7 @@ class Participant:
                 self.tally.plis += 1
                 for s in self.streams:
                     if s.spec.kind == "video":
-                        s.key_wanted = True
+                        s.key_requests += 1
             pos += 4 * (struct.unpack_from("!H", packet, pos + 2)[0] + 1)
 
 

@@ -71,3 +71,28 @@ def test_pacer_keeps_sending_while_the_loop_thread_is_busy() -> None:
     time.sleep(0.1)
     assert len(stamps) == after  # stopped means stopped
     assert sys.getswitchinterval() > SWITCH_INTERVAL  # and the interpreter is as it was
+
+
+def test_a_key_frame_request_gets_one_key_frame() -> None:
+    """PLIs are counted by the loop's thread and served by the pacer's (bench/gen.py)."""
+    from bench.gen import Participant
+    from bench.scenarios import build
+    tally = Tally(2, 4)
+    me = Participant(build("meeting", 2, 0, 1).members[0], tally)
+    video = next(s for s in me.streams if s.spec.kind == "video")
+    sent: list[bytes] = []
+    video.send = sent.append
+
+    def frame_is_key() -> bool:
+        sent.clear()
+        video.fire(time.monotonic(), time.monotonic())
+        return any(b"\x9d\x01\x2a" in p for p in sent)  # RFC 6386 §9.1 key frame start code
+
+    assert frame_is_key()  # the first frame
+    assert not frame_is_key()
+    pli = bytes([0x81, 206, 0, 2]) + (1).to_bytes(4, "big") + video.ssrc.to_bytes(4, "big")
+    me.on_pub_rtcp(pli)
+    me.on_pub_rtcp(pli)  # two requests before the pacer runs: one key frame serves both
+    assert tally.plis == 2
+    assert frame_is_key()
+    assert not frame_is_key()

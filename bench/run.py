@@ -446,9 +446,9 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
     ncpu = (m1[2] - m0[2]) / length if m1[2] > m0[2] else 1.0
     other = max(0.0, (m1[0] - m0[0]) - cpu - gen_cpu) / length
     steal = (m1[1] - m0[1]) / length
-    server_cores = {c for c in (cores(opts)[0], *server.worker_cpus) if c is not None}
+    server_core, gen_core = cores(opts)
+    server_cores = {c for c in (server_core, *server.worker_cpus) if c is not None}
     core_steal = sum(k1.get(c, 0.0) - k0.get(c, 0.0) for c in server_cores) / length
-    _, gen_core = cores(opts)
     gen_core_share = gen_core_load(server, gen_core, gen_cpu / length,
                                    {i: c / length for i, c in worker_cpu.items()})
     return {

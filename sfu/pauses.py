@@ -17,7 +17,7 @@ Two meters, cheap enough to run always (~100 wake-ups a second):
 
 ``sealroom.metrics.LoopLag`` is the coarse probe of the signaling server's loop (every
 250 ms, last/max); this one is the media plane's, fine enough to see single stops.
-Both meters count into ``Stats`` as buckets, ``<meter>_ge_<n>ms`` for every edge
+The two meters here count into ``Stats`` as buckets, ``<meter>_ge_<n>ms`` for every edge
 ``n`` the stop reached, plus totals, so any interval's counts are the difference of two
 snapshots (the benchmark takes one per measuring window).
 """

@@ -90,6 +90,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="scale every stream's packet rate in the measured windows, e.g. 3.6 to offer "
            "a broadcast of 50 ~40k pkt/s [%(default)s]")
     a("--gen-procs", type=int, default=1, help="load generator processes [%(default)s]")
+    a("--idle", choices=("poll", "halt"), default="poll",
+      help="poll: while measuring, hold the CPU latency limit at 0 µs (PM QoS, "
+      "/dev/cpu_dma_latency, root) so idle cores poll instead of halting; halt: leave the "
+      "machine's idle states alone [poll]")
     a("--nice", type=int, default=0,
       help="run server and generators at this niceness, e.g. -10 on a busy machine (root)")
     a("--no-pin", action="store_true", help="do not pin server and generator to cores")
@@ -132,7 +136,7 @@ def options(args: argparse.Namespace) -> Options:
     opts = Options(windows=args.windows, window=args.window, warmup=args.warmup,
                    last_n=args.last_n, gen_procs=args.gen_procs, pin=not args.no_pin,
                    search=args.search, nice=args.nice, rooms=args.rooms,
-                   workers=args.workers[0], rate=args.rate)
+                   workers=args.workers[0], rate=args.rate, idle=args.idle)
     if args.quick:
         opts.windows, opts.window, opts.warmup, opts.grace = 1, 1.0, 0.5, 0.3
     return opts

@@ -61,6 +61,11 @@ def _notes(r: dict[str, Any], md: bool) -> list[str]:
                      + (", ".join(who) if who else "the server"))
     if (r.get("rate_scale") or 1.0) != 1.0:
         notes.append(f"packet rate ×{r['rate_scale']:g}")
+    idle = r.get("idle")
+    if idle is not None and not idle.get("held"):
+        # the default polls (Method, "Idle cores poll"); say so when this point did not
+        notes.append("idle cores could halt" + ("" if idle.get("mode") == "halt"
+                                            else f" ({idle.get('reason')})"))
     user, p99 = r.get("p99_user_ms"), r.get("p99_ms")
     if user is not None and p99 is not None and user > p99 + 1.0:
         # p99 is to the packet reaching the receiver's socket; the generator read it later

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sealroom.cpulatency import CpuLatencyLimit, current, idle_entries
+
 from . import procstat
 from ._receive import HIST_FINE
 from .scenarios import Scenario, build
@@ -67,6 +69,9 @@ class Options:
     rooms: int = 1  # independent copies of the scenario, one room each
     workers: int = 0  # sealroom: SFU worker processes; 0 = sfu.Sfu inside the runner
     rate: float = 1.0  # every stream's packet rate ×rate in the windows (not the search)
+    # "poll": hold the CPU latency limit at 0 µs for the point (sealroom/cpulatency.py), so
+    # idle cores poll instead of halting; "halt": leave the machine's idle states alone
+    idle: str = "poll"
 
 
 def cores(opts: Options) -> tuple[int | None, int | None]:
@@ -647,6 +652,12 @@ async def run_point(system: str, scenario: Scenario, opts: Options,
     result["gen_shares_core"] = gen_cpu is not None and (
         gen_cpu == server_cpu or gen_cpu in server.worker_cpus)
     setup = 60.0 + 2.0 * scenario.total
+    limit = CpuLatencyLimit(0)
+    if opts.idle == "poll" and not limit.hold():
+        logger.warning("idle cores will halt: %s", limit.reason)
+    entries = idle_entries()
+    result["idle"] = {"mode": opts.idle, "held": limit.held, "reason": limit.reason,
+                      "limit_us": current()}
     try:
         await server.start(scenario, server_cpu)
         progress(f"{system}: server up (pid {server.pid}), connecting")
@@ -702,6 +713,11 @@ async def run_point(system: str, scenario: Scenario, opts: Options,
     finally:
         await stop_gens(gens)
         await server.stop()
+        # entries into each idle state during the point: with the limit held the polling
+        # state takes them (what the limit did, not what was asked)
+        after = idle_entries()
+        result["idle"]["entries"] = {k: v - entries.get(k, 0) for k, v in after.items()}
+        limit.release()
     return result
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import run
+from bench import report, run
 
 
 def _window(p99: float, steal: float, loss: float = 0.0) -> dict[str, Any]:
@@ -48,3 +48,15 @@ def test_pauses_are_differences_of_the_servers_stop_counters() -> None:
     assert run.pauses(c0, c1) == {"loop_lag_ge_5ms": 1, "loop_offcpu_ge_5ms": 1,
                                   "loop_samples": 500}
     assert run.pauses({}, {"forwarded_packets": 1}) is None  # a system without meters
+
+
+def test_a_point_whose_idle_cores_could_halt_says_so() -> None:
+    polled = {"idle": {"mode": "poll", "held": True, "reason": None}}
+    asked = {"idle": {"mode": "halt", "held": False, "reason": None}}
+    refused = {"idle": {"mode": "poll", "held": False,
+                        "reason": "/dev/cpu_dma_latency: Permission denied"}}
+    assert not [n for n in report._notes(polled, md=True) if "idle" in n]
+    assert "idle cores could halt" in report._notes(asked, md=True)
+    assert "idle cores could halt (/dev/cpu_dma_latency: Permission denied)" in \
+        report._notes(refused, md=True)
+    assert run.Options().idle == "poll"

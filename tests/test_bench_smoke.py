@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench import cli, procstat
+from sealroom import cpulatency
 
 pytestmark = pytest.mark.media
 
@@ -31,8 +32,10 @@ def test_smoke_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[
     args = parser.parse_args(["--systems", "sealroom,reflector,janus", "--participants", "3",
                               "--quick", "--out", str(tmp_path)])
     before = _children()
+    limit_before = cpulatency.current()
     assert cli.run(args) == 0
     assert _children() <= before  # every server and generator process was reaped
+    assert cpulatency.current() == limit_before  # the idle-poll request was withdrawn
     netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
     assert not [n for n in netns if n.startswith("srbench")]  # Janus's namespace is gone
 
@@ -54,6 +57,10 @@ def test_smoke_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert r["server_rss_mb"] > 1
         assert r["server_us_per_packet"] is None or r["server_us_per_packet"] > 0
         assert len(r["windows"]) == 1
+        # idle cores polled for every system alike (the default, --idle poll)
+        assert r["idle"]["mode"] == "poll"
+        if os.access(cpulatency.PATH, os.W_OK):
+            assert r["idle"]["held"] and r["idle"]["limit_us"] == 0
     assert doc["ratios"] and {"sealroom/reflector", "sealroom/janus"} <= set(doc["ratios"][0])
     assert doc["mesh_limit_10mbps"] > 2
     out = capsys.readouterr().out

@@ -652,6 +652,13 @@ async def run_point(system: str, scenario: Scenario, opts: Options,
     result["gen_shares_core"] = gen_cpu is not None and (
         gen_cpu == server_cpu or gen_cpu in server.worker_cpus)
     setup = 60.0 + 2.0 * scenario.total
+    # This process (the orchestrator: it reads /proc and the generators' reports at every
+    # window's edge) runs beside the generators, never on the server's core: a runnable
+    # task there is run-queue wait for the server (the SFU's ``loop_runqueue`` stops).
+    affinity = os.sched_getaffinity(0)
+    if gen_cpu is not None and gen_cpu != server_cpu and gen_cpu not in server.worker_cpus:
+        os.sched_setaffinity(0, {gen_cpu})
+    result["pinning"]["orchestrator"] = sorted(os.sched_getaffinity(0))
     limit = CpuLatencyLimit(0)
     if opts.idle == "poll" and not limit.hold():
         logger.warning("idle cores will halt: %s", limit.reason)
@@ -718,6 +725,7 @@ async def run_point(system: str, scenario: Scenario, opts: Options,
         after = idle_entries()
         result["idle"]["entries"] = {k: v - entries.get(k, 0) for k, v in after.items()}
         limit.release()
+        os.sched_setaffinity(0, affinity)
     return result
 
 

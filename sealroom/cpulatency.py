@@ -15,8 +15,9 @@ host; waking it costs an interrupt through the hypervisor and whatever wait the 
 scheduler adds, and on the benchmark machine those waits were the "steal" that made
 p99 latency exceed 5 ms. A polling core is woken by a store to its flags (the kernel
 skips the interrupt when the target polls), and the host sees it busy. The cost is
-power, and on a shared host a core that never looks idle. ``tuned``'s latency profiles
-set the same limit; this module is for hosts without them and for the benchmark, which
+power, and on a shared host a core that never looks idle. ``cyclictest`` makes the same
+request while it measures, and ``tuned``'s latency-performance profile sets such a limit
+(``force_latency``); this module is for hosts without that and for the benchmark, which
 holds it for every system it measures alike.
 """
 

@@ -33,9 +33,11 @@ def test_smoke_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[
                               "--quick", "--out", str(tmp_path)])
     before = _children()
     limit_before = cpulatency.current()
+    affinity = os.sched_getaffinity(0)
     assert cli.run(args) == 0
     assert _children() <= before  # every server and generator process was reaped
     assert cpulatency.current() == limit_before  # the idle-poll request was withdrawn
+    assert os.sched_getaffinity(0) == affinity  # the orchestrator's pinning was undone
     netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
     assert not [n for n in netns if n.startswith("srbench")]  # Janus's namespace is gone
 
@@ -57,6 +59,9 @@ def test_smoke_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert r["server_rss_mb"] > 1
         assert r["server_us_per_packet"] is None or r["server_us_per_packet"] > 0
         assert len(r["windows"]) == 1
+        pin = r["pinning"]
+        if pin["generators"] is not None:  # the orchestrator stayed off the server's core
+            assert pin["orchestrator"] == [pin["generators"]] != [pin["server"]]
         # idle cores polled for every system alike (the default, --idle poll)
         assert r["idle"]["mode"] == "poll"
         if os.access(cpulatency.PATH, os.W_OK):

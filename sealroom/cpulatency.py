@@ -12,8 +12,8 @@ Why a media server wants that (docs/BENCHMARKS.md, sixth series; docs/DEPLOY.md)
 forwarding core runs at 40-60 % load in bursts, idles between them, and every packet
 from a peer wakes it. On a KVM guest a halted vCPU gives its physical CPU back to the
 host; waking it costs an interrupt through the hypervisor and whatever wait the host's
-scheduler adds, and on the benchmark machine those waits were the "steal" that made
-p99 latency exceed 5 ms. A polling core is woken by a store to its flags (the kernel
+scheduler adds, and on the benchmark machine those waits were most of the "steal"
+that made p99 latency exceed 5 ms. A polling core is woken by a store to its flags (the kernel
 skips the interrupt when the target polls), and the host sees it busy. The cost is
 power, and on a shared host a core that never looks idle. ``cyclictest`` makes the same
 request while it measures, and ``tuned``'s latency-performance profile sets such a limit
@@ -66,8 +66,7 @@ class CpuLatencyLimit:
             return False
         self._fd = fd
         self.reason = None
-        logger.info("CPU latency limit %d µs held (%s): idle cores poll", self.microseconds,
-                    self.path)
+        logger.info("CPU latency limit %d µs held (%s)", self.microseconds, self.path)
         return True
 
     def release(self) -> None:

@@ -14,8 +14,8 @@ UPLINK = 10_000_000  # bit/s: the uplink a mesh participant is assumed to have
 # (RFC 3550 §5.1) + a one-byte-header extension block 8 (RFC 8285 §4.2) + SRTP auth tag 10
 # (RFC 3711 §4.2, AES_CM_128_HMAC_SHA1_80)
 PACKET_OVERHEAD = 58
-COLORS = {"sealroom": "tab:green", "reflector": "tab:orange", "janus": "tab:blue",
-          "mediarelay": "tab:red"}
+COLORS = {"sealroom": "tab:green", "sealroom-sendto": "tab:olive", "reflector": "tab:orange",
+          "janus": "tab:blue", "mediarelay": "tab:red"}
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -181,7 +181,7 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         n = r["participants"]
         name = "sealroom" + (f"(W={r['workers']})" if r.get("workers") else "")
-        for other in ("janus", "reflector", "mediarelay"):
+        for other in ("janus", "reflector", "mediarelay", "sealroom-sendto"):
             o = others.get((other, n))
             if o and o.get("server_us_per_packet"):
                 row = rows.setdefault(n, {"participants": n})

@@ -203,12 +203,24 @@ class SealroomServer(Server):
         finally:
             writer.close()
 
+    batching = True  # SfuConfig.send_batching (sfu/outbox.py)
+
     async def start(self, scenario: Scenario, cpu: int | None) -> None:
         cmd = [PY, "-m", "bench.sfu_runner", "--port", "0", "--last-n", str(scenario.last_n)]
         if self.workers > 0:
             cmd += ["--workers", str(self.workers),
                     "--worker-cpus", ",".join(map(str, self.worker_cpus))]
+        if not self.batching:
+            cmd.append("--no-send-batching")
         await self._spawn_json_port(wrap(cmd, cpu), timeout=30.0 + 15.0 * self.workers)
+
+
+class SealroomSendtoServer(SealroomServer):
+    """sealroom with one sendto per forwarded packet, as before send batching: the same
+    SFU otherwise, for a comparison in the same run."""
+
+    name = "sealroom-sendto"
+    batching = False
 
 
 class ReflectorServer(Server):
@@ -231,6 +243,8 @@ class MediaRelayServer(Server):
 def make_server(name: str) -> Server:
     if name == "sealroom":
         return SealroomServer()
+    if name == "sealroom-sendto":
+        return SealroomSendtoServer()
     if name == "reflector":
         return ReflectorServer()
     if name == "mediarelay":
@@ -241,10 +255,10 @@ def make_server(name: str) -> Server:
     raise ValueError(f"unknown system {name!r}")
 
 
-SYSTEMS = ("sealroom", "reflector", "janus", "mediarelay")
+SYSTEMS = ("sealroom", "sealroom-sendto", "reflector", "janus", "mediarelay")
 
 
-MULTI = ("sealroom",)  # systems with rooms (``rooms`` > 1) and worker processes
+MULTI = ("sealroom", "sealroom-sendto")  # systems with rooms (``rooms`` > 1) and workers
 
 
 def supports(system: str, scenario: str, rooms: int = 1, workers: int = 0) -> bool:
@@ -252,7 +266,7 @@ def supports(system: str, scenario: str, rooms: int = 1, workers: int = 0) -> bo
     several rooms (the reflector and the Janus client have one) and SFU workers."""
     if (rooms > 1 or workers > 0) and system not in MULTI:
         return False
-    return scenario != "lastn" or system == "sealroom"
+    return scenario != "lastn" or system in MULTI
 
 
 class GenProc:
@@ -353,6 +367,16 @@ def percentile(hist: dict[int, int], q: float) -> float | None:
             us = bucket if bucket < HIST_FINE else (bucket - HIST_FINE + 1) * 1000
             return us / 1000.0
     return None
+
+
+def tail(hist: dict[int, int]) -> dict[str, float | None]:
+    """p90, p95, p99.9 (ms, as :func:`percentile`) and the share of packets later than
+    5 ms, the issue-6 limit, of a latency histogram."""
+    total = sum(hist.values())
+    late = sum(v for k, v in hist.items() if k >= HIST_FINE)  # 1 ms buckets: ≥ 5 ms
+    return {"p90_ms": percentile(hist, 0.90), "p95_ms": percentile(hist, 0.95),
+            "p999_ms": percentile(hist, 0.999),
+            "over_5ms": late / total if total else None}
 
 
 def merge_window(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -470,6 +494,8 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
         "p99_ms": None if server.reencodes else percentile(m["hist"], 0.99),
         # the same, to when the generator read the packet (its own queue included)
         "p99_user_ms": None if server.reencodes else percentile(m["hist_user"], 0.99),
+        # the shape of the tail: what p99 alone hides (one burst, or many)
+        "latency_tail": None if server.reencodes else tail(m["hist"]),
         "server_cpu": cpu / length,  # the server process and its descendants (workers)
         "server_us_per_packet": cpu * 1e6 / forwarded if forwarded else None,
         "server_rss_mb": rss / 2**20,

@@ -72,7 +72,8 @@ def pin(workers: SfuWorkers, cpus: list[int]) -> list[dict[str, Any]]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    config = SfuConfig(bind_host=args.media_host, last_n=args.last_n)
+    config = SfuConfig(bind_host=args.media_host, last_n=args.last_n,
+                       send_batching=not args.no_send_batching)
     if args.workers <= 0:
         await control.serve(Sfu(config), args.port)
         return
@@ -98,6 +99,8 @@ def main() -> None:
                    help="SFU worker processes (sealroom.workers); 0 = sfu.Sfu in this process")
     p.add_argument("--worker-cpus", default="",
                    help="comma-separated cores; worker i runs on the (i mod count)-th")
+    p.add_argument("--no-send-batching", action="store_true",
+                   help="one sendto per forwarded packet (SfuConfig.send_batching off)")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args()
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,

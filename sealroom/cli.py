@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         "on VMs, at the cost of power (docs/DEPLOY.md)",
     )
     a(
+        "--no-send-batching",
+        action="store_true",
+        default=_env("no-send-batching", False, _flag),
+        help="send each forwarded packet with its own sendto instead of one UDP GSO send per "
+        "subscriber and event-loop turn (for kernels or NICs that mishandle UDP_SEGMENT; "
+        "refusals already fall back by themselves, docs/SFU.md)",
+    )
+    a(
         "--no-sfu",
         action="store_true",
         default=_env("no-sfu", False, _flag),
@@ -212,6 +220,7 @@ def sfu_config_from_args(args: argparse.Namespace) -> SfuConfig:
         port_min=args.media_ports[0],
         port_max=args.media_ports[1],
         last_n=args.last_n,
+        send_batching=not args.no_send_batching,
     )
 
 

@@ -107,6 +107,9 @@ SFU_COUNTERS = {
     "received_packets": ("sfu_received_packets", "RTP packets received from publishers"),
     "forwarded_packets": ("sfu_forwarded_packets", "RTP packets forwarded to subscribers"),
     "forwarded_bytes": ("sfu_forwarded_bytes", "RTP bytes forwarded to subscribers"),
+    "batch_sends": ("sfu_batch_sends", "UDP sends that carried forwarded packets in runs "
+                    "(one per subscriber and event-loop turn, sfu/outbox.py)"),
+    "batch_packets": ("sfu_batch_packets", "forwarded packets those sends carried"),
     "pli_received": ("sfu_pli_received", "PLIs received from subscribers"),
     "fir_received": ("sfu_fir_received", "FIRs received from subscribers"),
     "plis_sent": ("sfu_pli_sent", "PLIs sent to publishers (after throttling)"),

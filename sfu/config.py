@@ -24,3 +24,6 @@ class SfuConfig:
     speaker_threshold: int = 60  # mean level (-dBov) must be below this to count as speaking
     drop_silence: bool = True  # do not forward audio whose RFC 6464 level is 127 (silence)
     rtx_cache: int = 512  # packets kept per published track for retransmission
+    # each subscriber's packets of one event-loop turn leave in one UDP GSO send
+    # (sfu/outbox.py); off: one sendto per packet
+    send_batching: bool = True

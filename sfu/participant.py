@@ -101,7 +101,8 @@ class Participant:
             if t.mid in self.tracks or t.direction not in ("recvonly", "sendrecv"):
                 continue
             track = PublishedTrack(self, t.kind, t.mid, self.stats, self.sfu.config.rtx_cache,
-                                   self.sfu.config.pli_interval, self.sfu.config.drop_silence)
+                                   self.sfu.config.pli_interval, self.sfu.config.drop_silence,
+                                   self.sfu.outbox)
             track.ssrc, rtx_ssrc = _media_ssrcs(parsed, t.mid)
             self.tracks[t.mid] = track
             if track.ssrc is not None:

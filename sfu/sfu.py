@@ -10,6 +10,7 @@ from typing import Any
 from .config import SfuConfig
 from .errors import SfuError
 from .ice import IcePolicy
+from .outbox import Outbox
 from .participant import Participant, Send
 from .pauses import PauseMeter
 from .room import Room
@@ -28,6 +29,7 @@ class Sfu:
         self.ice = IcePolicy(self.config.bind_host, self.config.announced_host,
                              self.config.port_min, self.config.port_max)
         self.counters = Stats()
+        self.outbox = Outbox(self.counters) if self.config.send_batching else None
         self._background: set[asyncio.Future[None]] = set()
         self.rooms: dict[str, Room] = {}
         self.participants: dict[str, Participant] = {}
@@ -135,6 +137,8 @@ class Sfu:
             await room.close()
         self.rooms.clear()
         self._stop_pauses()
+        if self.outbox is not None:
+            self.outbox.flush()
 
     def _stop_pauses(self) -> None:
         if self._pauses is not None:
@@ -147,4 +151,7 @@ class Sfu:
 
     def stats(self) -> dict[str, int]:
         """Counters: forwarded packets/bytes, drops by reason, PLIs, NACKs, RTX, errors."""
-        return self.counters.snapshot()
+        out = self.counters.snapshot()
+        if self.outbox is not None:
+            out.update(self.outbox.counters())
+        return out

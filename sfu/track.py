@@ -25,6 +25,7 @@ from .stats import Stats
 from .vp8 import is_keyframe
 
 if TYPE_CHECKING:
+    from .outbox import Outbox
     from .participant import Participant
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,12 @@ class PublishedTrack:
     """One audio or video stream a participant sends to the SFU."""
 
     def __init__(self, owner: Participant, kind: str, mid: str, stats: Stats,
-                 cache_size: int, pli_interval: float, drop_silence: bool = True) -> None:
+                 cache_size: int, pli_interval: float, drop_silence: bool = True,
+                 outbox: Outbox | None = None) -> None:
         self.owner = owner
+        # None: fanout sends each packet at once (no UDP GSO batching, sfu/outbox.py)
+        self.outbox = outbox
+        self._batch = outbox.batch if outbox is not None else None
         self.kind = kind
         self.mid = mid  # the publisher's MID for this m-line
         self.ssrc: int | None = None  # learned from SDP a=ssrc or from the MID extension
@@ -126,8 +131,12 @@ class PublishedTrack:
         now = time.monotonic()
         # The per-subscriber loop, compiled (sfu/_fanout.c says why): every lane in the
         # common case is rewritten, protected and sent there; the others come back.
+        # With an outbox each packet waits in its peer's run until the end of this turn
+        # of the event loop and leaves with that peer's other packets in one send.
         sent, octets, failed, paused, slow = fanout(self.lanes, data, start, h.payload_end,
-                                                    level, ast, now)
+                                                    level, ast, now, self._batch)
+        if self.outbox is not None:
+            self.outbox.staged()
         stats = self.stats
         stats.forwarded_packets += sent
         stats.forwarded_bytes += octets

@@ -60,3 +60,13 @@ def test_a_point_whose_idle_cores_could_halt_says_so() -> None:
     assert "idle cores could halt (/dev/cpu_dma_latency: Permission denied)" in \
         report._notes(refused, md=True)
     assert run.Options().idle == "poll"
+
+
+def test_tail_gives_the_quantiles_and_the_share_later_than_5_ms() -> None:
+    fine = run.HIST_FINE  # 1 µs buckets below it; bucket fine + k holds k..k+1 ms
+    hist = {100: 800, 2000: 180, 4999: 10, fine + 5: 9, fine + 12: 1}
+    t = run.tail(hist)
+    assert t == {"p90_ms": 2.0, "p95_ms": 2.0, "p999_ms": 6.0, "over_5ms": 10 / 1000}
+    assert run.percentile(hist, 0.99) == 4.999
+    assert run.tail({}) == {"p90_ms": None, "p95_ms": None, "p999_ms": None,
+                            "over_5ms": None}

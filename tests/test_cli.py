@@ -95,6 +95,14 @@ def test_every_flag_has_an_environment_variable(monkeypatch: pytest.MonkeyPatch)
     assert cfg.port == 1234
 
 
+def test_send_batching_is_on_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sfu_config_from_args(build_parser().parse_args(["serve"])).send_batching
+    args = build_parser().parse_args(["serve", "--no-send-batching"])
+    assert not sfu_config_from_args(args).send_batching
+    monkeypatch.setenv("SEALROOM_NO_SEND_BATCHING", "1")
+    assert not sfu_config_from_args(build_parser().parse_args(["serve"])).send_batching
+
+
 def test_tls_cert_without_key_is_refused() -> None:
     with pytest.raises(SystemExit):
         config_from_args(build_parser().parse_args(["serve", "--tls-cert", "/c.pem"]))

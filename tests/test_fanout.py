@@ -8,6 +8,7 @@ plaintext must be identical, packet for packet.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import socket
@@ -19,7 +20,8 @@ import pytest
 from pylibsrtp import Policy, Session
 
 from sfu import track as track_module
-from sfu._fanout import Lane, Sender, fanout, skip
+from sfu._fanout import Batch, Lane, Sender, fanout, skip
+from sfu.outbox import Outbox
 from sfu.peer import Negotiated
 from sfu.rtp import (
     URI_ABS_SEND_TIME,
@@ -99,11 +101,11 @@ def udp() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 
 def make_track(kind: str, subscribers: int, sock: socket.socket | None,
-               dest: tuple[str, int], ext_ids: dict[str, int]) -> tuple[PublishedTrack,
-                                                                         list[Slot], Stats]:
+               dest: tuple[str, int], ext_ids: dict[str, int], batched: bool = False
+               ) -> tuple[PublishedTrack, list[Slot], Stats]:
     stats = Stats()
     pub = PublishedTrack(Owner(Peer(None, dest)), kind, "0", stats, 512, 1.0,  # type: ignore[arg-type]
-                         drop_silence=True)
+                         drop_silence=True, outbox=Outbox(stats) if batched else None)
     pub.ssrc = PUB_SSRC
     codec = "vp8" if kind == "video" else "opus"
     pub.set_pub(Negotiated(kind, "0", PUB_SSRC, 0, {codec: 96}, None,
@@ -151,12 +153,12 @@ def packets(kind: str) -> list[bytes]:
 
 
 def run(kind: str, compiled: bool, udp: tuple[socket.socket, socket.socket],
-        ext_ids: dict[str, int], monkeypatch: pytest.MonkeyPatch
+        ext_ids: dict[str, int], monkeypatch: pytest.MonkeyPatch, batched: bool = False
         ) -> tuple[list[list[bytes]], Stats, int]:
     monkeypatch.setattr(track_module, "time", Clock())
     out, into = udp
     pub, slots, stats = make_track(kind, 3, out if compiled else None, into.getsockname(),
-                                   ext_ids)
+                                   ext_ids, batched)
     general = 0
     original = Slot.forward
 
@@ -166,8 +168,21 @@ def run(kind: str, compiled: bool, udp: tuple[socket.socket, socket.socket],
         original(self, *args)
 
     monkeypatch.setattr(Slot, "forward", counted)
-    for data in packets(kind):
-        pub.on_rtp(RtpHeader.parse(data), data)
+
+    async def one_turn() -> None:
+        """Every packet in one turn of an event loop, as uvloop hands out a frame: with an
+        outbox each peer's packets wait in its run and leave in the flush after it."""
+        for data in packets(kind):
+            pub.on_rtp(RtpHeader.parse(data), data)
+        if batched:
+            assert pub.outbox is not None and pub.outbox.batch.pending
+        await asyncio.sleep(0)
+
+    asyncio.run(one_turn())
+    if batched:
+        assert pub.outbox is not None and not pub.outbox.batch.pending
+        # the runs really were sent together: fewer sends than packets
+        assert 0 < pub.outbox.batch.sends < pub.outbox.batch.packets
     rx = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
     wire: list[bytes] = []
     if compiled:
@@ -185,10 +200,11 @@ def run(kind: str, compiled: bool, udp: tuple[socket.socket, socket.socket],
 IDS = {URI_MID: 4, URI_AUDIO_LEVEL: 5, URI_ABS_SEND_TIME: 6}
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["sendto", "batched"])
 @pytest.mark.parametrize("kind", ["video", "audio"])
 def test_compiled_path_writes_what_the_general_path_writes(
-        kind: str, udp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    compiled, c_stats, c_general = run(kind, True, udp, IDS, monkeypatch)
+        kind: str, batched: bool, udp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled, c_stats, c_general = run(kind, True, udp, IDS, monkeypatch, batched)
     general, g_stats, g_general = run(kind, False, udp, IDS, monkeypatch)
     assert compiled == general
     assert all(len(s) >= 6 for s in compiled)
@@ -313,6 +329,118 @@ def test_sender_keeps_its_own_descriptor(udp: Any) -> None:
     assert into.recv(2048)
     assert peer.sender is not None
     peer.sender.clear()
+
+
+def pointed_lane(out: socket.socket, into: socket.socket) -> tuple[Peer, Lane]:
+    peer = Peer(out, into.getsockname())
+    lane = Lane(peer.sender)
+    lane.pt, lane.ssrc, lane.started = 100, SUB_SSRC, True
+    lane.set_ext(b"\x40" + b"0", b"", b"", True)
+    return peer, lane
+
+
+def sized(seq: int, size: int) -> bytes:
+    return build_packet(payload_type=96, sequence_number=seq, timestamp=1, ssrc=2,
+                        marker=False, extensions=b"", payload=bytes([seq & 0xFF]) * size)
+
+
+def drain(into: socket.socket) -> list[bytes]:
+    into.settimeout(0.2)
+    out = []
+    try:
+        while True:
+            out.append(into.recv(65536))
+    except TimeoutError:
+        return out
+    finally:
+        into.settimeout(2.0)
+
+
+def test_a_run_leaves_as_separate_datagrams_in_order_and_splits_on_size(udp: Any) -> None:
+    """UDP GSO (udp(7) UDP_SEGMENT): all segments but the last have one size, so a
+    shorter packet ends its run and a longer one starts the next; the receiver gets
+    the original datagrams, in the order they were staged."""
+    out, into = udp
+    peer, lane = pointed_lane(out, into)
+    tapped: list[bytes] = []
+    assert peer.sender is not None
+    peer.sender.tap = tapped.append
+    batch = Batch()
+    sizes = [500, 500, 500, 400, 500, 500, 600]
+    for i, size in enumerate(sizes):
+        data = sized(10 + i, size)
+        assert fanout([lane], data, 12, len(data), None, None, 1.0, batch)[:3] == (
+            1, 12 + 8 + size, 0)
+    # the run [500, 500, 500, 400] was closed by its short packet and left when the next
+    # packet came; [500, 500] left when the longer 600 came; 600 waits for the flush
+    assert (batch.sends, batch.packets) == (2, 6) and batch.pending
+    assert len(drain(into)) == 6
+    assert batch.flush() == 0
+    assert (batch.sends, batch.packets, batch.pending) == (3, 7, False)
+    assert len(drain(into)) == 1
+    assert batch.flush() == 0 and batch.sends == 3  # nothing staged: nothing sent
+    for i, size in enumerate(sizes):  # run the same packets again, read them all at the end
+        data = sized(100 + i, size)
+        fanout([lane], data, 12, len(data), None, None, 1.0, batch)
+    batch.flush()
+    rx = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    wire = drain(into)
+    assert [rx.unprotect(w) for w in wire] == tapped[len(sizes):]
+    assert [len(p) for p in tapped[len(sizes):]] == [12 + 8 + n for n in sizes]
+
+
+def test_a_socket_that_refuses_gso_gets_single_sends(udp: Any) -> None:
+    """The kernel refuses UDP_SEGMENT on a socket without UDP checksums (EINVAL): that
+    run goes out one datagram at a time and so does everything after it."""
+    out, into = udp
+    out.setsockopt(socket.SOL_SOCKET, 11, 1)  # SO_NO_CHECK (asm-generic/socket.h)
+    _peer, lane = pointed_lane(out, into)
+    batch = Batch()
+    for seq in (1, 2, 3):
+        data = sized(seq, 300)
+        fanout([lane], data, 12, len(data), None, None, 1.0, batch)
+    assert batch.flush() == 0
+    assert len(drain(into)) == 3
+    data = sized(4, 300)
+    assert fanout([lane], data, 12, len(data), None, None, 1.0, batch)[0] == 1
+    assert not batch.pending  # sent at once, not staged
+    assert len(drain(into)) == 1
+
+
+def test_staged_packets_are_lost_and_counted_when_the_sender_goes(udp: Any) -> None:
+    out, into = udp
+    peer, lane = pointed_lane(out, into)
+    assert peer.sender is not None
+    batch = Batch()
+    for seq in (1, 2):
+        data = sized(seq, 200)
+        fanout([lane], data, 12, len(data), None, None, 1.0, batch)
+    peer.sender.clear()  # DTLS went down while they waited: never sent with a dead context
+    assert batch.flush() == 2 and batch.failed == 2
+    assert drain(into) == []
+
+
+def test_a_lane_left_to_slot_forward_sends_its_run_first(udp: Any) -> None:
+    """Slot.forward sends at once; whatever the peer has staged must not come after it."""
+    out, into = udp
+    _peer, lane = pointed_lane(out, into)
+    batch = Batch()
+    data = sized(1, 200)
+    fanout([lane], data, 12, len(data), None, None, 1.0, batch)
+    assert drain(into) == []
+    lane.waiting_key = True
+    data = sized(2, 200)
+    assert fanout([lane], data, 12, len(data), None, None, 1.0, batch)[4] == [0]
+    assert len(drain(into)) == 1  # the staged packet left before Slot.forward's
+    assert batch.flush() == 0
+
+
+def test_a_batch_of_the_wrong_type_is_refused(udp: Any) -> None:
+    out, into = udp
+    _, lane = pointed_lane(out, into)
+    data = sized(1, 10)
+    with pytest.raises(TypeError):
+        fanout([lane], data, 12, len(data), None, None, 1.0, object())  # type: ignore[arg-type]
 
 
 def test_compiled_fanout_to_ten(benchmark: Any, udp: Any) -> None:

@@ -79,6 +79,10 @@ async def test_counters_move_during_a_call(
                      "sfu_received_packets_total", "ws_messages_total"):
             assert value(second, name) > value(first, name) > 0, name
         assert value(second, "sfu_pli_received_total") >= 1
+        # forwarded packets leave in runs, one send per subscriber and loop turn
+        sends = value(second, "sfu_batch_sends_total")
+        assert value(second, "sfu_batch_packets_total") >= sends > value(
+            first, "sfu_batch_sends_total")
         assert value(second, "admission_failures_total", reason="wrong-password") == 1
         assert value(second, "signaling_errors_total", id="wrong-password") == 1
         assert value(second, "joins_total") == 2

@@ -241,7 +241,7 @@ static PyTypeObject SenderType = {
 /* --- Batch: one UDP GSO send per peer per event-loop turn ----------------------------- *
  *
  * Why: on loopback at 40 000 packets/s, 64 % of the SFU's CPU was the kernel's sendto
- * (docs/BENCHMARKS.md "Sends in batches"): a full pass through UDP, IP, routing, the
+ * (docs/BENCHMARKS.md "Sends in runs"): a full pass through UDP, IP, routing, the
  * device and (on loopback) the receiver's delivery for every packet. A broadcast frame
  * of 6 packets to 49 viewers was 294 such passes. The packets one peer gets in one turn
  * of the event loop (uvloop reads up to 32 datagrams per readable socket, so a frame

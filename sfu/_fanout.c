@@ -314,6 +314,15 @@ typedef struct {
     unsigned long long sends, packets, failed; /* flushed so far: runs sent, their packets */
 } Batch;
 
+/* send_run, counted in b (the Batch holding s; NULL only when nothing is staged). */
+static unsigned long long batch_send(Batch *b, Sender *s) {
+    if (b != NULL && s->run_segs) {
+        b->sends++;
+        b->packets += (unsigned long long)s->run_segs;
+    }
+    return send_run(s);
+}
+
 /* Room for one more packet in s's run, at s->run + s->run_len; sends the run first if
  * the packet could not join it. Returns the packets that sending lost, or -1 (no memory). */
 static long long run_room(Batch *b, Sender *s) {
@@ -324,9 +333,7 @@ static long long run_room(Batch *b, Sender *s) {
     if (s->run_segs == 0 ||
         (!s->run_closed && s->run_segs < RUN_SEGMENTS && s->run_len + BUFFER <= RUN_BYTES))
         return 0;
-    b->sends++;
-    b->packets += (unsigned long long)s->run_segs;
-    return (long long)send_run(s);
+    return (long long)batch_send(b, s);
 }
 
 /* The packet of ``len`` protected bytes at s->run + s->run_len joins the run (or starts
@@ -335,9 +342,7 @@ static long long run_add(Batch *b, Sender *s, int len) {
     long long lost = 0;
     if (s->run_segs > 0 && len > s->run_seg) { /* longer than the run's segments */
         const int at = s->run_len;
-        b->sends++;
-        b->packets += (unsigned long long)s->run_segs;
-        lost = (long long)send_run(s);
+        lost = (long long)batch_send(b, s);
         memmove(s->run, s->run + at, (size_t)len);
     }
     if (s->run_segs == 0)
@@ -373,11 +378,7 @@ static unsigned long long batch_flush(Batch *b) {
     b->pending = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
         Sender *s = pending[i];
-        if (s->run_segs) {
-            b->sends++;
-            b->packets += (unsigned long long)s->run_segs;
-        }
-        lost += send_run(s) + s->lost;
+        lost += batch_send(b, s) + s->lost;
         s->lost = 0;
         s->queued = NULL;
     }
@@ -908,12 +909,7 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
         if (Py_IS_TYPE((PyObject *)l, &LaneType) && l->sender != NULL &&
             Py_IS_TYPE(l->sender, &SenderType) && ((Sender *)l->sender)->run_segs) {
             Sender *s = (Sender *)l->sender;
-            Batch *holder = (Batch *)s->queued;
-            if (holder != NULL) {
-                holder->sends++;
-                holder->packets += (unsigned long long)s->run_segs;
-            }
-            failed += send_run(s);
+            failed += batch_send((Batch *)s->queued, s);
         }
         if (slow == NULL && (slow = PyList_New(0)) == NULL)
             return NULL;

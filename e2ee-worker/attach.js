@@ -75,7 +75,11 @@ export class E2ee extends EventTarget {
     return this.request({ type: 'setSendKey', sender, generation });
   }
 
-  /** Install a participant's key: {participant, sender, generation, step, key}. */
+  /**
+   * Install a participant's key: {participant, sender, generation, step, key}. Resolves
+   * with `receiveKeySet`, or `receiveKeyRefused {reason}` when the worker's key policy
+   * refuses it (FORMAT.md §6a).
+   */
   setReceiveKey(entry) {
     const { participant, sender, generation, step, key } = entry;
     return this.request({ type: 'setReceiveKey', participant, sender, generation, step, key });
@@ -95,6 +99,11 @@ export class E2ee extends EventTarget {
 
   removeParticipant(participant) {
     return this.request({ type: 'removeParticipant', participant });
+  }
+
+  /** A new signaling session (a rejoin): the worker forgets every receive key and record. */
+  newSession() {
+    return this.request({ type: 'newSession' });
   }
 
   counters() {

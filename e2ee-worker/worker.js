@@ -23,8 +23,8 @@ export const NT = 16;
 export const CTR_LIMIT = 1n << 64n;
 /** An encoded header is 1..17 bytes: config byte + up to 8 KID + 8 CTR bytes. */
 export const MAX_HEADER = 17;
-/** Receivers follow a sender's ratchet at most this many steps ahead (F§5). */
-export const MAX_STEP_AHEAD = 16;
+/** A sender's previous generation is kept this long after its next one decrypts (F§6a). */
+export const GRACE_MS = 2000;
 /** Replay window, in counters (F§6, RFC 9605 §7.4, §9.3). */
 export const REPLAY_WINDOW = 1024;
 /** Frames with a KID whose key has not arrived yet are held this long (F§6). */
@@ -46,21 +46,14 @@ const utf8 = new TextEncoder();
 /** Concatenate byte arrays. */
 export function concat(...parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
   return out;
 }
 
 /** `value` (bigint) as `length` big-endian bytes. */
 function bigEndian(value, length) {
   const out = new Uint8Array(length);
-  for (let i = length - 1; i >= 0; i--) {
-    out[i] = Number(value & 0xffn);
-    value >>= 8n;
-  }
+  for (let i = length - 1; i >= 0; i--, value >>= 8n) out[i] = Number(value & 0xffn);
   return out;
 }
 
@@ -78,20 +71,15 @@ function minimalLength(value) {
  * The KID names the sender, so a receiver can check it against the track (F§6).
  */
 export function makeKid(sender, generation, step) {
-  if (!isUint(sender, 0xffff) || !isUint(generation, 0xffff) || !isUint(step, 0xff)) {
-    throw new RangeError('KID field out of range');
-  }
+  const ok = isUint(sender, 0xffff) && isUint(generation, 0xffff) && isUint(step, 0xff);
+  if (!ok) throw new RangeError('KID field out of range');
   return (BigInt(sender) << 24n) | (BigInt(generation) << 8n) | BigInt(step);
 }
 
 /** The inverse of makeKid; null for a KID that no sealroom sender can produce. */
 export function splitKid(kid) {
   if (kid < 0n || kid >= 1n << 40n) return null;
-  return {
-    sender: Number(kid >> 24n),
-    generation: Number((kid >> 8n) & 0xffffn),
-    step: Number(kid & 0xffn),
-  };
+  return { sender: Number(kid >> 24n), generation: Number((kid >> 8n) & 0xffffn), step: Number(kid & 0xffn) };
 }
 
 function isUint(value, max) {
@@ -107,19 +95,14 @@ export function encodeHeader(kid, ctr) {
   }
   let config = 0;
   const tail = [];
-  if (kid < 8n) {
-    config |= Number(kid) << 4; // X=0: KID in the K bits
-  } else {
-    const n = minimalLength(kid); // X=1: K = length − 1, KID follows
-    config |= 0x80 | ((n - 1) << 4);
-    tail.push(bigEndian(kid, n));
-  }
-  if (ctr < 8n) {
-    config |= Number(ctr); // Y=0: CTR in the C bits
-  } else {
-    const n = minimalLength(ctr); // Y=1: C = length − 1, CTR follows the KID
-    config |= 0x08 | (n - 1);
-    tail.push(bigEndian(ctr, n));
+  for (const [value, shift] of [[kid, 4], [ctr, 0]]) { // X|KKK for the KID, then Y|CCC for CTR
+    if (value < 8n) {
+      config |= Number(value) << shift; // X (Y) = 0: the value sits in the 3 bits
+    } else {
+      const n = minimalLength(value); // X (Y) = 1: the 3 bits hold length − 1, the value follows
+      config |= (0x08 | (n - 1)) << shift;
+      tail.push(bigEndian(value, n));
+    }
   }
   return concat(Uint8Array.of(config), ...tail);
 }
@@ -195,29 +178,22 @@ export function makeNonce(salt, ctr) {
   return salt.map((b, i) => b ^ ctrBytes[i]);
 }
 
-/** RFC 9605 §4.4.3 encrypt(): returns {header, ciphertext}; aad = header ‖ metadata. */
+/** The AES-GCM parameters of one frame: its nonce, aad = header ‖ metadata, a full tag. */
+function gcm(keys, header, ctr, metadata) {
+  return { name: 'AES-GCM', iv: makeNonce(keys.salt, ctr), additionalData: concat(header, metadata), tagLength: NT * 8 };
+}
+
+/** RFC 9605 §4.4.3 encrypt(): returns {header, ciphertext}. */
 export async function seal(keys, ctr, metadata, plaintext) {
   const header = encodeHeader(keys.kid, ctr);
-  const params = {
-    name: 'AES-GCM',
-    iv: makeNonce(keys.salt, ctr),
-    additionalData: concat(header, metadata),
-    tagLength: NT * 8,
-  };
-  const ciphertext = new Uint8Array(await subtle.encrypt(params, keys.aead, plaintext));
-  return { header, ciphertext };
+  const ciphertext = await subtle.encrypt(gcm(keys, header, ctr, metadata), keys.aead, plaintext);
+  return { header, ciphertext: new Uint8Array(ciphertext) };
 }
 
 /** RFC 9605 §4.4.4 decrypt(): the plaintext, or null when the tag does not verify. */
 export async function open(keys, header, ctr, metadata, ciphertext) {
-  const params = {
-    name: 'AES-GCM',
-    iv: makeNonce(keys.salt, ctr),
-    additionalData: concat(header, metadata),
-    tagLength: NT * 8,
-  };
   try {
-    return new Uint8Array(await subtle.decrypt(params, keys.aead, ciphertext));
+    return new Uint8Array(await subtle.decrypt(gcm(keys, header, ctr, metadata), keys.aead, ciphertext));
   } catch {
     return null; // OperationError: authentication failed
   }
@@ -261,13 +237,7 @@ export function parseFrame(kind, data) {
   const header = data.subarray(bodyEnd, data.length - 1);
   const decoded = decodeHeader(header);
   if (decoded === null) return { reject: 'bad-header' };
-  return {
-    clear: data.subarray(0, n),
-    ciphertext: data.subarray(n, bodyEnd),
-    header,
-    kid: decoded.kid,
-    ctr: decoded.ctr,
-  };
+  return { clear: data.subarray(0, n), ciphertext: data.subarray(n, bodyEnd), header, ...decoded };
 }
 
 // ----------------------------------------------------------- sending side (F§5, F§7)
@@ -303,6 +273,8 @@ export class SendState {
   /** Draw the next generation's key; it is used only after switchToPending(). */
   async rotate() {
     const cur = this.#require();
+    // One key per generation (F§6a): a drawn key is never replaced by another.
+    if (this.pending !== null) throw new Error('a rotation is pending: switch first');
     if (cur.generation === 0xffff) throw new RangeError('generation exhausted');
     this.pending = await this.#make(cur.sender, cur.generation + 1, 0, this.random(new Uint8Array(32)));
     return exportKey(this.pending);
@@ -311,8 +283,7 @@ export class SendState {
   /** Start encrypting with the rotated key. */
   switchToPending() {
     if (this.pending === null) return null;
-    this.current = this.pending;
-    this.pending = null;
+    [this.current, this.pending] = [this.pending, null];
     return describe(this.current);
   }
 
@@ -372,9 +343,7 @@ export class ReplayWindow {
     if (ctr > this.top) {
       const advance = ctr - this.top;
       const clear = advance >= BigInt(REPLAY_WINDOW) ? REPLAY_WINDOW : Number(advance);
-      for (let i = 0; i < clear; i++) {
-        this.seen[Number((ctr - BigInt(i)) % BigInt(REPLAY_WINDOW))] = 0;
-      }
+      for (let i = 0; i < clear; i++) this.seen[Number((ctr - BigInt(i)) % BigInt(REPLAY_WINDOW))] = 0;
       this.top = ctr;
     }
     this.seen[Number(ctr % BigInt(REPLAY_WINDOW))] = 1;
@@ -382,54 +351,69 @@ export class ReplayWindow {
 }
 
 /**
- * The receive keys of one worker, by sender index then generation. Each
- * generation keeps its committed step's base key and derived keys, the previous
- * step's keys (frames in flight across a ratchet), and one replay window: the
- * sender's counter runs on across steps, so the window does too.
+ * The receive keys of one worker, and the key policy (F§6a) that holds whatever the
+ * page asks: a participant's generation is installed at most once and never an older
+ * one, a removed participant never comes back, a sender index names one participant
+ * at a time, and a sender's previous generation is retired GRACE_MS after the first
+ * authenticated frame of the next. `records` outlive the keys: they are never reset.
  */
 export class ReceiveState {
-  constructor() {
+  constructor({ now = () => performance.now() } = {}) {
+    this.now = now;
     this.senders = new Map(); // sender index → {participant, generations: Map}
+    this.records = new Map(); // participant → {sender, generation, removed}
   }
 
-  /** Install (or replace) the base key of (sender, generation) at `step`. */
+  /** Install the base key of (sender, generation) at `step`: null, or why it is refused. */
   async setKey({ participant, sender, generation, step, key }) {
+    if (typeof participant !== 'string' || participant === '') throw new TypeError('participant must be a string');
     if (key?.length !== 32) throw new RangeError('a base key is 32 bytes');
+    const kid = makeKid(sender, generation, step);
+    const record = this.records.get(participant);
+    const owner = this.senders.get(sender)?.participant;
+    if (record?.removed) return 'removed';
+    if (record !== undefined && record.sender !== sender) return 'wrong-sender';
+    if (owner !== undefined && owner !== participant) return 'sender-taken';
+    if (record !== undefined && generation <= record.generation) return 'old-key';
+    this.records.set(participant, { sender, generation, removed: false }); // before any await
     const base = Uint8Array.from(key);
-    const keys = await importKid(base, makeKid(sender, generation, step));
+    const keys = await importKid(base, kid);
     let entry = this.senders.get(sender);
-    if (entry === undefined || entry.participant !== participant) {
-      entry = { participant, generations: new Map() }; // a sender index now names someone else
-      this.senders.set(sender, entry);
-    }
+    if (entry === undefined) this.senders.set(sender, (entry = { participant, generations: new Map() }));
     entry.generations.set(generation, {
-      sender,
-      generation,
-      step,
-      base,
-      keys,
-      previous: null,
-      ahead: new Map(), // step → {base, keys}: derived, not yet committed
-      replay: new ReplayWindow(),
+      sender, generation, step, base, keys,
+      previous: null, // the previous committed step's keys: frames in flight across a ratchet
+      chain: new Map([[step, Promise.resolve(base)]]), // step → base key, each derived once
+      ahead: new Map(), // step → keys of a later step, derived but not committed
+      replay: new ReplayWindow(), // one per generation: the counter runs on across steps
+      retireAt: Infinity,
     });
     // Keep the two newest generations: the new one and the one still in flight.
     const keep = [...entry.generations.keys()].sort((a, b) => b - a).slice(0, 2);
     for (const g of entry.generations.keys()) if (!keep.includes(g)) entry.generations.delete(g);
+    return null;
   }
 
-  /** Forget every key of `participant`. */
+  /** A new signaling session (F§6a): forget every key and record of the previous one. */
+  newSession() {
+    this.senders.clear();
+    this.records.clear();
+  }
+
+  /** Forget every key of `participant` and free its sender index; its record stays. */
   removeParticipant(participant) {
-    for (const [sender, entry] of this.senders) {
-      if (entry.participant === participant) this.senders.delete(sender);
-    }
+    const record = this.records.get(participant) ?? { sender: null, generation: -1 };
+    this.records.set(participant, { ...record, removed: true });
+    for (const [sender, entry] of this.senders) if (entry.participant === participant) this.senders.delete(sender);
   }
 
   /**
-   * Decrypt one frame received on a track of `participant`.
+   * Decrypt one frame received on a track of `participant` (null: a track of nobody).
    * Returns {ok: Uint8Array} (C ‖ plaintext, authenticated), {hold: true} (key not
    * known yet), or {reject: reason}. Never throws on any input bytes.
    */
   async decrypt(kind, participant, data) {
+    if (typeof participant !== 'string') return { reject: 'unmapped' }; // F§6
     if (data.length === 0) return { ok: data }; // empty frames (Opus DTX) pass
     const frame = parseFrame(kind, data); // trailer, length 1..17, canonical (F§4)
     if (frame.reject) return frame;
@@ -443,6 +427,10 @@ export class ReceiveState {
       const newest = Math.max(...entry.generations.keys());
       return id.generation > newest ? { hold: true } : { reject: 'stale-key' };
     }
+    if (this.now() >= gen.retireAt) { // F§6a: the grace after the next generation is over
+      entry.generations.delete(id.generation);
+      return { reject: 'stale-key' };
+    }
     const candidate = await this.#keysFor(gen, id.step);
     if (candidate === null) return { reject: 'step-out-of-range' };
     if (!gen.replay.check(frame.ctr)) return { reject: 'replay' }; // cheap early reject
@@ -451,36 +439,43 @@ export class ReceiveState {
     // No ratchet-and-retry: a tag failure is final for this frame (F§6).
     if (plaintext === null) return { reject: 'auth-failed' };
     // Verified. Re-check replay (another track may have raced us across the await),
-    // then commit the window and any step advance.
+    // then commit the window, any step advance, and start retiring older generations.
     if (!gen.replay.check(frame.ctr)) return { reject: 'replay' };
     gen.replay.update(frame.ctr);
-    if (id.step > gen.step) this.#commitStep(gen, id.step);
+    this.#commitStep(gen, candidate);
+    for (const old of entry.generations.values()) {
+      if (old.generation < gen.generation && old.retireAt === Infinity) old.retireAt = this.now() + GRACE_MS;
+    }
     return { ok: concat(frame.clear, plaintext) };
   }
 
-  /** Keys for `step` of a generation: committed, previous, or ≤ 16 ratchets ahead. */
+  /** Keys for `step`: committed, previous, or any later step of the generation (F§6). */
   async #keysFor(gen, step) {
     if (step === gen.step) return gen;
     if (gen.previous !== null && step === gen.previous.step) return gen.previous;
-    if (step < gen.step || step > gen.step + MAX_STEP_AHEAD) return null;
+    if (step < gen.step) return null;
     let found = gen.ahead.get(step);
-    if (found === undefined) {
-      let base = gen.base;
-      for (let s = gen.step + 1; s <= step; s++) base = await ratchetKey(base);
-      found = { step, base, keys: await importKid(base, makeKid(gen.sender, gen.generation, step)) };
+    if (found === undefined) { // a promise: tracks racing for one step share its derivation
+      const kid = makeKid(gen.sender, gen.generation, step);
+      found = this.#baseAt(gen, step).then(async (base) => ({ step, base, keys: await importKid(base, kid) }));
       gen.ahead.set(step, found);
     }
     return found;
   }
 
-  #commitStep(gen, step) {
-    const next = gen.ahead.get(step);
-    if (next === undefined) return;
+  /** The base key of `step`, ratcheted on from the last one derived: ≤ 255 per generation. */
+  #baseAt(gen, step) {
+    let base = gen.chain.get(step);
+    if (base === undefined) gen.chain.set(step, (base = this.#baseAt(gen, step - 1).then(ratchetKey)));
+    return base;
+  }
+
+  #commitStep(gen, next) {
+    if (next.step <= gen.step) return;
     gen.previous = { step: gen.step, keys: gen.keys };
-    gen.step = step;
-    gen.base = next.base;
-    gen.keys = next.keys;
-    for (const s of gen.ahead.keys()) if (s <= step) gen.ahead.delete(s);
+    Object.assign(gen, { step: next.step, base: next.base, keys: next.keys });
+    for (const map of [gen.chain, gen.ahead]) for (const s of map.keys()) if (s < next.step) map.delete(s);
+    gen.ahead.delete(next.step);
   }
 }
 
@@ -526,38 +521,34 @@ export function makeTransform({ operation, kind, participant, send, receive, sta
     controller.enqueue(frame);
   }
 
-  // Returns true when the frame was consumed (passed or dropped), false to hold it.
-  async function decryptOne(frame, bytes, controller) {
-    const result = await receive.decrypt(kind, participant, bytes);
-    if (result.hold) return false;
-    if (result.reject) {
-      drop(result.reject);
-      return true;
-    }
-    frame.data = result.ok.buffer; // only authenticated bytes reach the decoder
-    if (result.ok.length > 0) stats.decrypted++;
-    controller.enqueue(frame);
-    return true;
-  }
-
+  // Held frames are tried again, in order, with every new frame of the track. One that
+  // decrypts means the track has moved past the frames still held before it: they are
+  // dropped, so a frame with a KID nobody has cannot stall the frames behind it (F§6).
   async function decrypt(frame, controller) {
     const t = now();
+    const bytes = new Uint8Array(frame.data);
+    if (bytes.length > 0 && wrongCodec(frame)) return drop('wrong-codec');
     while (held.length > 0 && t - held[0].at > HOLD_MS) {
       held.shift();
       drop('unknown-kid'); // waited 1 s for a key that never came
     }
-    while (held.length > 0 && (await decryptOne(held[0].frame, held[0].bytes, controller))) {
-      held.shift();
-    }
-    const bytes = new Uint8Array(frame.data);
-    if (bytes.length > 0 && wrongCodec(frame)) return drop('wrong-codec');
-    if (held.length > 0 || !(await decryptOne(frame, bytes, controller))) {
-      held.push({ frame, bytes, at: t });
-      if (held.length > HOLD_MAX_FRAMES) {
-        held.shift();
-        drop('unknown-kid');
+    held.push({ frame, bytes, at: t });
+    const waiting = [];
+    for (const entry of held.splice(0)) {
+      const result = await receive.decrypt(kind, participant, entry.bytes);
+      if (result.hold) {
+        waiting.push(entry);
+      } else if (result.reject) {
+        drop(result.reject);
+      } else {
+        for (const _ of waiting.splice(0)) drop('unknown-kid');
+        entry.frame.data = result.ok.buffer; // only authenticated bytes reach the decoder
+        if (result.ok.length > 0) stats.decrypted++;
+        controller.enqueue(entry.frame);
       }
     }
+    for (const _ of waiting.splice(0, waiting.length - HOLD_MAX_FRAMES)) drop('unknown-kid');
+    held.push(...waiting);
   }
 
   const step = operation === 'encrypt' ? encrypt : decrypt;
@@ -596,8 +587,8 @@ export function makeReporter(post, now) {
 /** Everything one worker holds, and its message protocol with the page (F§8). */
 export function createWorkerState({ post, now = () => performance.now(), random } = {}) {
   const send = new SendState(random ? { random } : {});
-  const receive = new ReceiveState();
-  const stats = { frames: 0, encrypted: 0, decrypted: 0, dropped: {} };
+  const receive = new ReceiveState({ now });
+  const stats = { frames: 0, encrypted: 0, decrypted: 0, dropped: {}, refused: {} };
   const report = makeReporter(post, now);
 
   function attach({ operation, kind, participant, readable, writable }) {
@@ -624,14 +615,21 @@ export function createWorkerState({ post, now = () => performance.now(), random 
         if (now !== null) post({ type: 'keySwitched', ...now });
         return { type: 'switched', current: now };
       }
-      case 'setReceiveKey':
-        await receive.setKey(msg);
-        return { type: 'receiveKeySet', participant: msg.participant, sender: msg.sender };
+      case 'setReceiveKey': { // the key policy decides, not the page (F§6a)
+        const refused = await receive.setKey(msg);
+        const { participant, sender, generation } = msg;
+        if (refused === null) return { type: 'receiveKeySet', participant, sender, generation };
+        stats.refused[refused] = (stats.refused[refused] ?? 0) + 1;
+        return { type: 'receiveKeyRefused', participant, sender, generation, reason: refused };
+      }
       case 'removeParticipant':
         receive.removeParticipant(msg.participant);
         return { type: 'removed', participant: msg.participant };
+      case 'newSession':
+        receive.newSession();
+        return { type: 'sessionStarted' };
       case 'getCounters':
-        return { type: 'counters', ...stats, dropped: { ...stats.dropped }, counter: String(send.counter) };
+        return { type: 'counters', ...stats, dropped: { ...stats.dropped }, refused: { ...stats.refused }, counter: String(send.counter) };
       case 'attach': // Chromium createEncodedStreams(): the page posts the streams
         attach(msg);
         return null;

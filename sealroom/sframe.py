@@ -9,6 +9,25 @@ the codec's own header stays first::
 The browser worker (e2ee-worker/worker.js) implements the same format; the two
 are checked against each other byte for byte (tests/vectors/sframe*.json). The
 SFU bots and the benchmark use this module to send real encrypted VP8 and Opus.
+
+The receive and send states also enforce FORMAT.md, Key policy: the frame layer,
+not the page or the app, is the last line of defence against a server that
+replays old media-key messages or forges membership.
+
+* ``FrameDecryptor.set_key`` refuses (``KeyRefused``, nothing changed) a key for a
+  removed participant (``removed``), for a sender index other than the one the
+  participant already has (``wrong-sender``), for a sender index another live
+  participant owns (``sender-taken``), and any generation not newer than every
+  one installed before for that participant (``old-key``). These records last
+  as long as the decryptor.
+* When a frame authenticates under generation G, each older generation of that
+  sender is retired ``GRACE`` seconds later: after that its frames are
+  ``stale-key`` (the departed member who holds it cannot keep injecting).
+* A frame may name any later step of its generation; the ratchet chain is
+  derived at most once per step and committed only after the tag verifies.
+* A frame on a track the SFU mapped to no participant is ``unmapped``.
+* ``FrameEncryptor.rotate`` refuses while a rotated key is pending: a
+  generation's key, once drawn, is the only key of that generation.
 """
 
 from __future__ import annotations
@@ -16,6 +35,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,10 +55,12 @@ NT = 16
 # RFC 9605 §4.3: KID and CTR are 64-bit, so a header is 1 + 8 + 8 bytes at most.
 CTR_LIMIT = 1 << 64
 MAX_HEADER = 17
-# FORMAT.md §5, §6.
+# FORMAT.md, Key schedule, ratchet and rotation; Receive rules; Key policy.
 BASE_KEY_LENGTH = 32
-MAX_STEP_AHEAD = 16
+MAX_STEP = 0xFF  # the step is 8 bits (FORMAT.md, KID layout): any later step is accepted
+MAX_GENERATION = 0xFFFF
 REPLAY_WINDOW = 1024
+GRACE = 2.0  # seconds an older generation lives on once a newer one authenticated
 KIND_BYTE: dict[str, bytes] = {"audio": b"a", "video": b"v"}
 
 
@@ -56,7 +79,19 @@ class UnknownKey(FrameRejected):
         super().__init__("unknown-kid")
 
 
-# ------------------------------------------------------------------ KID, FORMAT.md §3
+class KeyRefused(ValueError):
+    """A receive key that must not be installed (FORMAT.md, Key policy).
+
+    ``reason`` is a stable short id: ``removed``, ``wrong-sender``, ``sender-taken``
+    or ``old-key``. Nothing was installed and nothing changed.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# ------------------------------------------------------------ KID, FORMAT.md, KID layout
 
 
 @dataclass(frozen=True)
@@ -176,7 +211,7 @@ def derive_key_salt(base_key: bytes, kid: int) -> tuple[bytes, bytes]:
 
 
 def ratchet(base_key: bytes) -> bytes:
-    """The next step's base key (FORMAT.md §5)."""
+    """The next step's base key (FORMAT.md, Key schedule, ratchet and rotation)."""
     return _hkdf_expand(_hkdf_extract(base_key), b"SFrame 1.0 Ratchet", 32)
 
 
@@ -216,7 +251,7 @@ class KidKeys:
             raise FrameRejected("auth-failed") from None
 
 
-# ------------------------------------------------------------ frame layout, FORMAT.md §2
+# ------------------------------------------------------- frame layout, FORMAT.md, Frame layout
 
 
 def clear_length(kind: Kind, first_byte: int) -> int:
@@ -270,7 +305,7 @@ class EncryptedFrame:
         return self.clear + self.ciphertext + self.header + bytes([len(self.header)])
 
 
-# ------------------------------------------------------ sending side, FORMAT.md §5, §7
+# ---------- sending side: FORMAT.md, Key schedule, ratchet and rotation; Nonce safety
 
 
 @dataclass
@@ -284,12 +319,18 @@ class SendKey:
 
 
 class FrameEncryptor:
-    """The sending state of one participant: one CTR for all tracks, never reset."""
+    """The sending state of one participant: one CTR for all tracks, never reset.
+
+    FORMAT.md, Key policy: a generation's key, once drawn, is the only key of that
+    generation. ``set_key`` refuses a generation not newer than every one drawn before
+    for that sender index, and ``rotate`` refuses while a rotated key is pending.
+    """
 
     def __init__(self) -> None:
         self.counter = 0
         self._current: tuple[SendKey, KidKeys] | None = None
         self._pending: tuple[SendKey, KidKeys] | None = None
+        self._drawn: dict[int, int] = {}  # sender index → newest generation drawn
 
     @staticmethod
     def _make(key: SendKey) -> tuple[SendKey, KidKeys]:
@@ -300,25 +341,49 @@ class FrameEncryptor:
     def current(self) -> SendKey | None:
         return None if self._current is None else self._current[0]
 
+    @property
+    def pending(self) -> SendKey | None:
+        """The rotated key announced but not used yet (``switch`` starts using it)."""
+        return None if self._pending is None else self._pending[0]
+
     def set_key(self, sender: int, generation: int = 0, key: bytes | None = None) -> SendKey:
-        """Use a fresh random base key (or ``key``, for tests and vectors)."""
+        """Use a fresh random base key (or ``key``, for tests and vectors) at once.
+
+        Raises ValueError for a generation already drawn (or older) for ``sender``.
+        """
+        if generation <= self._drawn.get(sender, -1):
+            raise ValueError("generation already drawn")
         base = os.urandom(BASE_KEY_LENGTH) if key is None else key
-        self._current = self._make(SendKey(sender, generation, 0, base))
-        self._pending = None
-        return self._current[0]
+        made = self._make(SendKey(sender, generation, 0, base))
+        self._drawn[sender] = generation
+        self._current, self._pending = made, None
+        return made[0]
 
     def ratchet(self) -> SendKey:
         current = self._require()
-        if current.step == 0xFF:
+        if current.step == MAX_STEP:
             raise ValueError("step exhausted: rotate instead")
         nxt = SendKey(current.sender, current.generation, current.step + 1, ratchet(current.key))
         self._current = self._make(nxt)
         return nxt
 
     def rotate(self, key: bytes | None = None) -> SendKey:
+        """Draw generation + 1's key; it is used only after ``switch()``.
+
+        Raises ValueError("rotation pending") while an earlier rotated key is not switched
+        to: drawing another would give that generation a second key.
+        """
         current = self._require()
+        if self._pending is not None:
+            raise ValueError("rotation pending")
+        if current.generation >= MAX_GENERATION:
+            raise ValueError("generation exhausted")
+        generation = current.generation + 1
+        if generation <= self._drawn.get(current.sender, -1):
+            raise ValueError("generation already drawn")
         base = os.urandom(BASE_KEY_LENGTH) if key is None else key
-        self._pending = self._make(SendKey(current.sender, current.generation + 1, 0, base))
+        self._pending = self._make(SendKey(current.sender, generation, 0, base))
+        self._drawn[current.sender] = generation
         return self._pending[0]
 
     def switch(self) -> SendKey | None:
@@ -329,7 +394,7 @@ class FrameEncryptor:
 
     def next_counter(self) -> int:
         if self.counter >= CTR_LIMIT:
-            raise FrameRejected("counter-exhausted")  # FORMAT.md §7: refuse, never wrap
+            raise FrameRejected("counter-exhausted")  # FORMAT.md, Nonce safety: never wrap
         ctr = self.counter
         self.counter += 1
         return ctr
@@ -347,7 +412,7 @@ class FrameEncryptor:
         return self._current[0]
 
 
-# ----------------------------------------------------------- receiving side, FORMAT.md §6
+# -------------------------------------- receiving side: FORMAT.md, Receive rules; Key policy
 
 
 class ReplayWindow:
@@ -374,8 +439,8 @@ class ReplayWindow:
 @dataclass
 class _StepKeys:
     step: int
-    base: bytes
-    keys: KidKeys
+    base: bytes = field(repr=False)
+    keys: KidKeys = field(repr=False)
 
 
 @dataclass
@@ -385,6 +450,12 @@ class _Generation:
     current: _StepKeys
     previous: _StepKeys | None = None
     replay: ReplayWindow = field(default_factory=ReplayWindow)
+    # Steps above the committed one, derived but not committed: the ratchet chain
+    # (step → base key; always the contiguous run current.step + 1 .. its top) and the
+    # AEAD keys of the steps frames named. Entries at or below a committed step go.
+    chain: dict[int, bytes] = field(default_factory=dict, repr=False)
+    ahead: dict[int, _StepKeys] = field(default_factory=dict, repr=False)
+    retire_at: float | None = None  # set once a newer generation authenticated
 
 
 @dataclass
@@ -393,33 +464,83 @@ class _Sender:
     generations: dict[int, _Generation] = field(default_factory=dict)
 
 
-class FrameDecryptor:
-    """The receive keys of one participant's client, by sender index then generation."""
+@dataclass
+class _Record:
+    """What the decryptor remembers of a participant for its whole life (Key policy)."""
 
-    def __init__(self) -> None:
-        self._senders: dict[int, _Sender] = {}
+    sender: int | None  # None: removed before any key was installed
+    newest: int = -1  # the newest generation ever installed
+    removed: bool = False
+
+
+class FrameDecryptor:
+    """The receive keys of one participant's client, by sender index then generation.
+
+    ``clock`` gives the time in seconds for the grace of older generations (FORMAT.md,
+    Key policy); tests inject their own.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._senders: dict[int, _Sender] = {}  # live sender indexes only
+        self._records: dict[str, _Record] = {}  # never reset
 
     def set_key(
         self, participant: str, sender: int, generation: int, step: int, key: bytes
     ) -> None:
+        """Install the base key of (sender, generation) at ``step`` for ``participant``.
+
+        Raises ``KeyRefused`` (FORMAT.md, Key policy) with nothing changed: ``removed``,
+        ``wrong-sender``, ``sender-taken``, ``old-key``; ValueError for malformed values.
+        """
+        if not isinstance(participant, str) or not participant:
+            raise ValueError("participant must be a non-empty string")
         if len(key) != BASE_KEY_LENGTH:
             raise ValueError("a base key is 32 bytes")
         kid = int(KeyId(sender, generation, step))
-        entry = self._senders.get(sender)
-        if entry is None or entry.participant != participant:
-            entry = self._senders[sender] = _Sender(participant)
-        entry.generations[generation] = _Generation(
-            sender, generation, _StepKeys(step, key, KidKeys.derive(key, kid))
-        )
-        for old in sorted(entry.generations)[:-2]:  # keep the two newest generations
-            del entry.generations[old]
+        record = self._records.get(participant)
+        if record is not None and record.removed:
+            raise KeyRefused("removed")
+        if record is not None and record.sender != sender:
+            raise KeyRefused("wrong-sender")
+        owner = self._senders.get(sender)
+        if owner is not None and owner.participant != participant:
+            raise KeyRefused("sender-taken")
+        if record is not None and generation <= record.newest:
+            raise KeyRefused("old-key")  # a (sender, generation) once; an older one never
+        installed = _Generation(sender, generation, _StepKeys(step, key, KidKeys.derive(key, kid)))
+        # Checks passed: from here on nothing raises.
+        if record is None:
+            record = self._records[participant] = _Record(sender)
+        record.newest = generation
+        if owner is None:
+            owner = self._senders[sender] = _Sender(participant)
+        owner.generations[generation] = installed
+        for old in sorted(owner.generations)[:-2]:  # keep the two newest generations
+            del owner.generations[old]
 
     def remove_participant(self, participant: str) -> None:
-        for sender in [s for s, e in self._senders.items() if e.participant == participant]:
-            del self._senders[sender]
+        """Forget its keys and release its sender index; its record stays (removed)."""
+        record = self._records.setdefault(participant, _Record(None))
+        record.removed = True
+        if record.sender is not None:
+            entry = self._senders.get(record.sender)
+            if entry is not None and entry.participant == participant:
+                del self._senders[record.sender]
 
-    def decrypt(self, kind: Kind, participant: str, data: bytes) -> bytes:
-        """C ‖ plaintext of an authenticated frame, else raises ``FrameRejected``."""
+    def new_session(self) -> None:
+        """A new signaling session (a rejoin): forget every key and record (FORMAT.md §6a)."""
+        self._senders.clear()
+        self._records.clear()
+
+    def decrypt(self, kind: Kind, participant: str | None, data: bytes) -> bytes:
+        """C ‖ plaintext of an authenticated frame, else raises ``FrameRejected``.
+
+        ``participant`` is whose track the frame came on; None when the SFU mapped the
+        track to nobody, and then every frame, even an empty one, is ``unmapped``.
+        """
+        if participant is None:
+            raise FrameRejected("unmapped")
         if not data:
             return data  # empty frames (Opus DTX) pass
         frame = EncryptedFrame.parse(kind, data)
@@ -434,8 +555,11 @@ class FrameDecryptor:
             raise FrameRejected("wrong-sender")
         gen = entry.generations.get(kid.generation)
         if gen is None:
-            if kid.generation > max(entry.generations):
+            if kid.generation > max(entry.generations, default=-1):
                 raise UnknownKey()
+            raise FrameRejected("stale-key")
+        if gen.retire_at is not None and self._clock() >= gen.retire_at:
+            del entry.generations[kid.generation]  # its grace is over
             raise FrameRejected("stale-key")
         candidate = self._keys_for(gen, kid.step)
         if not gen.replay.check(frame.ctr):
@@ -443,22 +567,45 @@ class FrameDecryptor:
         plaintext = candidate.keys.open(
             frame.header, frame.ctr, _metadata(kind, frame.clear), frame.ciphertext
         )
-        # Verified: only now update the replay window and commit a step advance.
+        # Verified: only now update the replay window, commit a step advance and start
+        # the grace of the older generations.
         gen.replay.update(frame.ctr)
         if candidate.step > gen.current.step:
-            gen.previous, gen.current = gen.current, candidate
+            self._commit(gen, candidate)
+        older = [g for n, g in entry.generations.items() if n < kid.generation]
+        if any(g.retire_at is None for g in older):
+            retire_at = self._clock() + GRACE
+            for g in older:
+                if g.retire_at is None:  # set once, never pushed back
+                    g.retire_at = retire_at
         return frame.clear + plaintext
 
     @staticmethod
     def _keys_for(gen: _Generation, step: int) -> _StepKeys:
+        """The committed step, the previous committed one, or any later step (derived once)."""
         if step == gen.current.step:
             return gen.current
         if gen.previous is not None and step == gen.previous.step:
             return gen.previous
-        if not gen.current.step < step <= gen.current.step + MAX_STEP_AHEAD:
+        if step < gen.current.step:
             raise FrameRejected("step-out-of-range")
-        base = gen.current.base
-        for _ in range(step - gen.current.step):
-            base = ratchet(base)
+        found = gen.ahead.get(step)
+        if found is not None:
+            return found
+        if step not in gen.chain:  # extend the chain from its top: each ratchet once
+            top = max(gen.chain, default=gen.current.step)
+            base = gen.chain.get(top, gen.current.base)
+            for s in range(top + 1, step + 1):
+                base = ratchet(base)
+                gen.chain[s] = base
+        base = gen.chain[step]
         kid = int(KeyId(gen.sender, gen.generation, step))
-        return _StepKeys(step, base, KidKeys.derive(base, kid))
+        found = gen.ahead[step] = _StepKeys(step, base, KidKeys.derive(base, kid))
+        return found
+
+    @staticmethod
+    def _commit(gen: _Generation, candidate: _StepKeys) -> None:
+        gen.previous, gen.current = gen.current, candidate
+        for cache in (gen.chain, gen.ahead):
+            for s in [s for s in cache if s <= candidate.step]:
+                del cache[s]

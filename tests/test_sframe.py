@@ -1,5 +1,6 @@
-"""sealroom.sframe: RFC 9605 vectors, the DESIGN.md check value, the frame rules, and
-both directions against the browser worker (e2ee-worker/worker.js run by Node)."""
+"""sealroom.sframe: RFC 9605 vectors, the DESIGN.md check value, the frame rules, the
+key policy (FORMAT.md, Key policy) tried the way a hostile server would, and both
+directions against the browser worker (e2ee-worker/worker.js run by Node)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sealroom import sframe
 from sealroom.sframe import (
     CTR_LIMIT,
-    MAX_STEP_AHEAD,
+    GRACE,
+    MAX_STEP,
     REPLAY_WINDOW,
     EncryptedFrame,
     FrameDecryptor,
     FrameEncryptor,
     FrameRejected,
     KeyId,
+    KeyRefused,
     KidKeys,
     Kind,
     ReplayWindow,
@@ -181,26 +185,25 @@ def test_wrong_sender() -> None:
     assert dec.decrypt("video", "alice", out)
 
 
-def test_step_ahead_limit_and_commit_after_verify() -> None:
+def test_step_committed_only_after_verify() -> None:
     enc, dec = pair()
-    for _ in range(MAX_STEP_AHEAD):
+    step0, late0 = enc.encrypt("video", vp8_delta()), enc.encrypt("video", vp8_delta())
+    enc.ratchet()
+    step1 = enc.encrypt("video", vp8_delta())
+    for _ in range(15):
         enc.ratchet()
-    ahead = enc.encrypt("video", vp8_delta())  # step 16
-    forged = bytearray(ahead)
+    step16 = enc.encrypt("video", vp8_delta())
+    forged = bytearray(step16)
     forged[5] ^= 1
     with pytest.raises(FrameRejected, match="auth-failed"):
         dec.decrypt("video", "alice", bytes(forged))
-    enc.ratchet()
-    step17 = enc.encrypt("video", vp8_delta())
-    # Still 17 ahead of step 0: the forgery committed nothing.
+    # The forgery committed nothing: step 1 is still ahead of the committed step 0.
+    assert dec.decrypt("video", "alice", step1)  # commits 1; 0 becomes the previous step
+    assert dec.decrypt("video", "alice", step0)  # in flight across the ratchet
+    assert dec.decrypt("video", "alice", step16)  # commits 16; 1 becomes the previous step
+    # Step 0 is now below the committed step and not the previous one.
     with pytest.raises(FrameRejected, match="step-out-of-range"):
-        dec.decrypt("video", "alice", step17)
-    assert dec.decrypt("video", "alice", ahead)  # genuine: commits step 16
-    assert dec.decrypt("video", "alice", step17)
-    for _ in range(MAX_STEP_AHEAD + 1):
-        enc.ratchet()
-    with pytest.raises(FrameRejected, match="step-out-of-range"):
-        dec.decrypt("video", "alice", enc.encrypt("video", vp8_delta()))
+        dec.decrypt("video", "alice", late0)
 
 
 def test_cleartext_and_unknown_key() -> None:
@@ -242,6 +245,230 @@ def test_counter_overflow_refused() -> None:
         enc.encrypt("audio", opus())
 
 
+# ------------------------------------- key policy (FORMAT.md, Key policy), as a hostile
+# server would try it: replaying old media-key messages, forging joins and leaves,
+# forging frames. Every refused key leaves the decryptor exactly as it was.
+
+
+class Clock:
+    """An injectable clock: tests move time instead of sleeping."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def refused(call: Any) -> str:
+    with pytest.raises(KeyRefused) as info:
+        call()
+    return info.value.reason
+
+
+def test_key_refused_is_a_value_error_and_participant_is_checked() -> None:
+    dec = FrameDecryptor()
+    assert issubclass(KeyRefused, ValueError)
+    for bad in ("", None, 7):
+        with pytest.raises(ValueError):
+            dec.set_key(bad, 3, 0, 0, bytes(32))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        dec.set_key("alice", 3, 0, 0, bytes(31))
+    dec.set_key("alice", 3, 0, 0, bytes(32))  # none of the above left a record behind
+
+
+def test_replayed_key_message_and_rejoin_cannot_reinstall_a_key() -> None:
+    enc, dec = pair()
+    current = enc.current
+    assert current is not None
+    recorded = enc.encrypt("video", vp8_delta())
+    assert dec.decrypt("video", "alice", recorded)
+    # The server replays Alice's media-key message: same (sender, generation), refused,
+    # so the replay window is not reset and the recorded frame stays a replay.
+    assert refused(lambda: dec.set_key("alice", 3, 0, 0, current.key)) == "old-key"
+    ratcheted = ratchet(current.key)
+    assert refused(lambda: dec.set_key("alice", 3, 0, 1, ratcheted)) == "old-key"
+    with pytest.raises(FrameRejected, match="replay"):
+        dec.decrypt("video", "alice", recorded)
+    assert dec.decrypt("video", "alice", enc.encrypt("video", vp8_delta()))
+    # It forges a leave and a "rejoin" of Alice and replays her key again: refused.
+    dec.remove_participant("alice")
+    assert refused(lambda: dec.set_key("alice", 3, 0, 0, current.key)) == "removed"
+    assert refused(lambda: dec.set_key("alice", 3, 1, 0, os.urandom(32))) == "removed"
+    assert not_passed(dec, "video", recorded)
+    assert not_passed(dec, "video", enc.encrypt("video", vp8_delta()))
+    # A leave of someone never seen is remembered too (a leave before the key arrives).
+    dec.remove_participant("ghost")
+    assert refused(lambda: dec.set_key("ghost", 9, 0, 0, bytes(32))) == "removed"
+
+
+def test_older_generation_is_refused() -> None:
+    dec = FrameDecryptor()
+    keys = {g: os.urandom(32) for g in range(5)}
+    dec.set_key("alice", 3, 2, 0, keys[2])
+    for g in (0, 1, 2):  # an older generation, or the same one again
+        assert refused(lambda g=g: dec.set_key("alice", 3, g, 0, keys[g])) == "old-key"
+    dec.set_key("alice", 3, 4, 0, keys[4])
+    # Generation 3 is older than the newest installed (4), even though never installed.
+    assert refused(lambda: dec.set_key("alice", 3, 3, 0, keys[3])) == "old-key"
+    for g in (2, 4):  # the refusals changed nothing: both kept generations still decrypt
+        enc = FrameEncryptor()
+        enc.set_key(3, g, key=keys[g])
+        enc.counter = g * 10
+        assert dec.decrypt("audio", "alice", enc.encrypt("audio", b"\x78ok")) == b"\x78ok"
+
+
+def test_sender_index_claims() -> None:
+    alice, dec = pair(sender=3)
+    recorded = alice.encrypt("video", vp8_delta())
+    assert dec.decrypt("video", "alice", recorded)
+    # The server announces Mallory with Alice's live sender index: refused.
+    assert refused(lambda: dec.set_key("mallory", 3, 0, 0, os.urandom(32))) == "sender-taken"
+    assert refused(lambda: dec.set_key("mallory", 3, 7, 0, os.urandom(32))) == "sender-taken"
+    # Alice under another index: refused (a participant has one sender index for life).
+    assert refused(lambda: dec.set_key("alice", 4, 1, 0, os.urandom(32))) == "wrong-sender"
+    assert dec.decrypt("video", "alice", alice.encrypt("video", vp8_delta()))
+    # Alice leaves: her index is released and Dave may take it later.
+    dec.remove_participant("alice")
+    dave = FrameEncryptor()
+    key = dave.set_key(3)
+    dec.set_key("dave", 3, 0, 0, key.key)
+    dave.counter = 10_000
+    frame = dave.encrypt("video", vp8_delta())
+    # Dave's frames on the old owner's track, and Alice's on either track: refused.
+    with pytest.raises(FrameRejected, match="wrong-sender"):
+        dec.decrypt("video", "alice", frame)
+    with pytest.raises(FrameRejected, match="wrong-sender"):
+        dec.decrypt("video", "alice", alice.encrypt("video", vp8_delta()))
+    with pytest.raises(FrameRejected, match="auth-failed"):
+        dec.decrypt("video", "dave", alice.encrypt("video", vp8_delta()))
+    assert dec.decrypt("video", "dave", frame)
+    # Once Dave holds the index, Alice's record still says "removed", not "taken".
+    assert refused(lambda: dec.set_key("alice", 3, 5, 0, os.urandom(32))) == "removed"
+    assert refused(lambda: dec.set_key("erin", 3, 5, 0, os.urandom(32))) == "sender-taken"
+
+
+def test_departed_member_loses_the_previous_generation_after_the_grace() -> None:
+    clock = Clock()
+    alice = FrameEncryptor()
+    gen0 = alice.set_key(3)
+    dec = FrameDecryptor(clock=clock)
+    dec.set_key("alice", 3, 0, 0, gen0.key)
+    # Bob held Alice's generation 0 as a member; he left and keeps forging Alice's frames.
+    bob = FrameEncryptor()
+    bob.set_key(3, key=gen0.key)
+    bob.counter = 1000  # fresh counters (inside the window of Alice's in-flight frame)
+    in_flight = alice.encrypt("video", vp8_delta())
+    gen1 = alice.rotate()
+    dec.set_key("alice", 3, gen1.generation, 0, gen1.key)
+    # Before any generation-1 frame authenticates, generation 0 lives on, however long.
+    clock.now += 1000
+    assert dec.decrypt("video", "alice", alice.encrypt("video", vp8_delta()))
+    assert dec.decrypt("video", "alice", bob.encrypt("video", vp8_delta()))
+    alice.switch()
+    # A forged generation-1 frame does not start the grace...
+    bad = bytearray(alice.encrypt("video", vp8_delta()))
+    bad[4] ^= 1
+    with pytest.raises(FrameRejected, match="auth-failed"):
+        dec.decrypt("video", "alice", bytes(bad))
+    clock.now += 1000
+    assert dec.decrypt("video", "alice", bob.encrypt("video", vp8_delta()))
+    # ...a genuine one does: generation 0 retires GRACE seconds later.
+    assert dec.decrypt("video", "alice", alice.encrypt("video", vp8_delta()))
+    start = clock.now
+    clock.now = start + GRACE / 2
+    assert dec.decrypt("video", "alice", alice.encrypt("video", vp8_delta()))  # not pushed back
+    assert dec.decrypt("video", "alice", bob.encrypt("video", vp8_delta()))
+    clock.now = start + GRACE - 0.001
+    assert dec.decrypt("video", "alice", in_flight)  # a frame in flight across the switch
+    clock.now = start + GRACE
+    with pytest.raises(FrameRejected, match="stale-key"):
+        dec.decrypt("video", "alice", bob.encrypt("video", vp8_delta()))
+    clock.now = start  # deleted: even a clock that goes back does not bring it back
+    with pytest.raises(FrameRejected, match="stale-key"):
+        dec.decrypt("video", "alice", bob.encrypt("video", vp8_delta()))
+    assert refused(lambda: dec.set_key("alice", 3, 0, 0, gen0.key)) == "old-key"
+    assert dec.decrypt("video", "alice", alice.encrypt("video", vp8_delta()))
+
+
+def test_any_later_step_and_the_chain_is_derived_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    enc, dec = pair()
+    step0 = enc.encrypt("video", vp8_delta())
+    later: dict[int, bytes] = {}
+    for step in range(1, 151):
+        enc.ratchet()
+        if step in (40, 41, 150):
+            later[step] = enc.encrypt("video", vp8_delta())
+    # The server forges a frame naming step 255 (any bytes: it has no key).
+    header = bytes(SFrameHeader(int(KeyId(3, 0, MAX_STEP)), 1 << 30))
+    forged = b"\xd1\x02\x00" + os.urandom(40) + header + bytes([len(header)])
+    calls: list[bytes] = []
+    real_ratchet = sframe.ratchet
+
+    def counting(base: bytes) -> bytes:
+        calls.append(base)
+        return real_ratchet(base)
+
+    monkeypatch.setattr(sframe, "ratchet", counting)
+    with pytest.raises(FrameRejected, match="auth-failed"):
+        dec.decrypt("video", "alice", forged)
+    assert len(calls) == MAX_STEP  # the missing ratchets, once
+    # The real stream goes on: nothing was committed, and nothing is derived again.
+    assert dec.decrypt("video", "alice", step0)
+    assert dec.decrypt("video", "alice", later[40])  # 40 ahead (the old limit was 16)
+    assert dec.decrypt("video", "alice", later[150])  # 110 more ahead
+    with pytest.raises(FrameRejected, match="auth-failed"):
+        dec.decrypt("video", "alice", forged)
+    assert len(calls) == MAX_STEP
+    # Committed 150, previous 40: step 41 is neither and below.
+    with pytest.raises(FrameRejected, match="step-out-of-range"):
+        dec.decrypt("video", "alice", later[41])
+    # Memory stays bounded: nothing at or below the committed step is cached.
+    gen = dec._senders[3].generations[0]
+    assert gen.current.step == 150 and min(gen.chain) == 151 and min(gen.ahead) > 150
+    # A fresh receiver 40 steps behind needs exactly 40 ratchets.
+    calls.clear()
+    fresh = FrameDecryptor()
+    current = pair()[0].current
+    assert current is not None
+    fresh_enc = FrameEncryptor()
+    fresh_enc.set_key(3, key=current.key)
+    fresh.set_key("alice", 3, 0, 0, current.key)
+    monkeypatch.setattr(sframe, "ratchet", real_ratchet)
+    for _ in range(40):
+        fresh_enc.ratchet()
+    monkeypatch.setattr(sframe, "ratchet", counting)
+    assert fresh.decrypt("audio", "alice", fresh_enc.encrypt("audio", b"\x78!")) == b"\x78!"
+    assert len(calls) == 40
+
+
+def test_unmapped_track_refuses_everything() -> None:
+    enc, dec = pair()
+    for kind, frame in [("video", vp8_key()), ("video", vp8_delta()), ("audio", opus())]:
+        out = enc.encrypt(kind, frame)  # type: ignore[arg-type]
+        for data in (out, b"", frame):
+            with pytest.raises(FrameRejected) as info:
+                dec.decrypt(kind, None, data)  # type: ignore[arg-type]
+            assert info.value.reason == "unmapped"
+    assert dec.decrypt("audio", "alice", enc.encrypt("audio", opus()))  # nothing moved
+
+
+def test_rotate_twice_without_switch_is_refused() -> None:
+    enc = FrameEncryptor()
+    enc.set_key(3)
+    pending = enc.rotate()
+    with pytest.raises(ValueError, match="rotation pending"):
+        enc.rotate()
+    assert enc.pending == pending  # the one key of generation 1
+    assert enc.switch() == pending
+    assert enc.rotate().generation == 2
+    # set_key cannot draw a second key for a generation already drawn either.
+    for generation in (0, 1, 2):
+        with pytest.raises(ValueError, match="already drawn"):
+            enc.set_key(3, generation)
+    assert enc.set_key(3, 3).generation == 3 and enc.pending is None
+
+
 # ------------------------------------------------------------------ properties
 
 OPS = st.lists(st.sampled_from(["video", "audio", "ratchet", "rotate", "switch"]), max_size=80)
@@ -256,6 +483,9 @@ def test_key_nonce_pairs_never_repeat(ops: list[str]) -> None:
     for op in ops:
         if op == "ratchet":
             enc.ratchet()
+        elif op == "rotate" and enc.pending is not None:
+            with pytest.raises(ValueError, match="rotation pending"):
+                enc.rotate()  # a generation's key, once drawn, is its only key
         elif op == "rotate":
             enc.rotate()
         elif op == "switch":

@@ -8,10 +8,11 @@ import {
   CTR_LIMIT,
   decodeHeader,
   deriveKeySalt,
+  encodeHeader,
   importKid,
   makeKid,
+  GRACE_MS,
   makeNonce,
-  MAX_STEP_AHEAD,
   parseFrame,
   REPLAY_WINDOW,
   ReceiveState,
@@ -96,14 +97,15 @@ test('KID sender must be the track participant', async () => {
   assert.ok((await receive.decrypt('video', 'alice', out)).ok);
 });
 
-test('step: followed ≤ 16 ahead, committed only after the tag verifies', async () => {
+test('step: any later step is followed, committed only after the tag verifies', async () => {
   const send = new SendState();
   const base = await send.setKey(3, 0);
   const receive = new ReceiveState();
   await receive.setKey({ participant: 'alice', ...base });
   const gen = () => receive.senders.get(3).generations.get(0);
 
-  for (let i = 0; i < MAX_STEP_AHEAD; i++) await send.ratchet();
+  // 40 joins while this receiver saw no frame of alice (more than the old limit of 16).
+  for (let i = 0; i < 40; i++) await send.ratchet();
   const ahead = await send.encrypt('video', vp8Delta());
   // A forged frame at that step (bad tag) does not move the receiver.
   const forged = ahead.slice();
@@ -112,13 +114,41 @@ test('step: followed ≤ 16 ahead, committed only after the tag verifies', async
   assert.equal(gen().step, 0);
   // The genuine one does.
   assert.ok((await receive.decrypt('video', 'alice', ahead)).ok);
-  assert.equal(gen().step, MAX_STEP_AHEAD);
+  assert.equal(gen().step, 40);
 
-  // 17 ahead of the committed step is too far.
-  for (let i = 0; i <= MAX_STEP_AHEAD; i++) await send.ratchet();
-  const tooFar = await send.encrypt('video', vp8Delta());
-  assert.deepEqual(await receive.decrypt('video', 'alice', tooFar), { reject: 'step-out-of-range' });
-  assert.equal(gen().step, MAX_STEP_AHEAD);
+  // The last step of the generation is still followed.
+  while (send.current.step < 255) await send.ratchet();
+  assert.ok((await receive.decrypt('video', 'alice', await send.encrypt('video', vp8Delta()))).ok);
+  assert.equal(gen().step, 255);
+});
+
+test('step: forged KIDs cost at most one ratchet per step and generation', async () => {
+  const send = new SendState();
+  const base = await send.setKey(3, 0);
+  const receive = new ReceiveState();
+  await receive.setKey({ participant: 'alice', ...base });
+  const gen = () => receive.senders.get(3).generations.get(0);
+  const real = await send.encrypt('audio', opus());
+  const forgeAt = async (step) => {
+    const kid = makeKid(3, 0, step);
+    const frame = real.slice(0, real.length - 1 - parseFrame('audio', real).header.length);
+    const header = encodeHeader(kid, 999n);
+    return concat(frame, header, Uint8Array.of(header.length));
+  };
+  // Forged frames naming steps 200, 100, 200 again: each fails its tag, none moves the
+  // receiver, and the chain of base keys up to 200 is derived once (201 entries, no more).
+  for (const step of [200, 100, 200, 150]) {
+    assert.deepEqual(await receive.decrypt('audio', 'alice', await forgeAt(step)), { reject: 'auth-failed' });
+  }
+  assert.equal(gen().step, 0);
+  assert.equal(gen().chain.size, 201);
+  assert.equal(gen().ahead.size, 3);
+  assert.ok((await receive.decrypt('audio', 'alice', real)).ok); // the real stream goes on
+  // A genuine frame at step 1 commits it and frees what lies below.
+  await send.ratchet();
+  assert.ok((await receive.decrypt('audio', 'alice', await send.encrypt('audio', opus()))).ok);
+  assert.equal(gen().step, 1);
+  assert.equal(gen().chain.size, 200);
 });
 
 test('the previous step still decrypts (frames in flight), older steps do not', async () => {
@@ -234,7 +264,7 @@ test('property: (key, nonce) never repeats across tracks, ratchets and rotations
     for (let op = 0; op < 400; op++) {
       const choice = next(20);
       if (choice === 0 && send.current.step < 255) await send.ratchet();
-      else if (choice === 1) await send.rotate();
+      else if (choice === 1 && send.pending === null) await send.rotate();
       else if (choice === 2) send.switchToPending();
       else {
         const [kind, frame] = [['video', vp8Delta(20)], ['audio', opus(10)], ['video', vp8Key(20)]][choice % 3];
@@ -283,4 +313,100 @@ test('fuzz: decrypt never throws and never accepts a forgery', async () => {
 test('the AES keys never leave: only the base key is exported', async () => {
   const keys = await importKid(random(32), 5n);
   assert.equal(keys.aead.extractable, false);
+});
+
+// ------------------------------------------------------------ key policy (FORMAT.md §6a)
+// Each test plays a hostile server that makes the page ask for what it must not get.
+
+test('key policy: a generation is installed once; an older one never; the page cannot reset it', async () => {
+  const send = new SendState();
+  const g0 = await send.setKey(3, 0);
+  const receive = new ReceiveState();
+  assert.equal(await receive.setKey({ participant: 'alice', ...g0 }), null);
+  const recorded = await send.encrypt('video', vp8Key());
+  assert.ok((await receive.decrypt('video', 'alice', recorded)).ok);
+  // The same key again (a replayed media-key), or any key of generation 0: refused, and
+  // the replay window is not reset, so the recorded frame stays a replay.
+  assert.equal(await receive.setKey({ participant: 'alice', ...g0 }), 'old-key');
+  assert.deepEqual(await receive.decrypt('video', 'alice', recorded), { reject: 'replay' });
+  const g1 = await send.rotate();
+  send.switchToPending();
+  assert.equal(await receive.setKey({ participant: 'alice', ...g1 }), null);
+  assert.equal(await receive.setKey({ participant: 'alice', ...g0, generation: 0 }), 'old-key');
+  assert.equal(await receive.setKey({ participant: 'alice', ...g1 }), 'old-key');
+});
+
+test('key policy: fake leave and rejoin under the same id cannot bring an old key back', async () => {
+  const send = new SendState();
+  const g0 = await send.setKey(3, 0);
+  const receive = new ReceiveState();
+  await receive.setKey({ participant: 'alice', ...g0 });
+  const recorded = [];
+  for (let i = 0; i < 3; i++) recorded.push(await send.encrypt('audio', opus()));
+  for (const f of recorded) assert.ok((await receive.decrypt('audio', 'alice', f)).ok);
+  receive.removeParticipant('alice'); // the server says alice left...
+  // ...and came back with the same id and index, and replays her recorded media-key.
+  assert.equal(await receive.setKey({ participant: 'alice', ...g0 }), 'removed');
+  // Even a key the real alice never made does not get in under that id.
+  assert.equal(await receive.setKey({ participant: 'alice', ...g0, generation: 7 }), 'removed');
+  for (const f of recorded) assert.deepEqual(await receive.decrypt('audio', 'alice', f), { hold: true });
+});
+
+test('key policy: one participant per sender index, one sender index per participant', async () => {
+  const alice = new SendState();
+  const a0 = await alice.setKey(3, 0);
+  const receive = new ReceiveState();
+  await receive.setKey({ participant: 'alice', ...a0 });
+  const mallory = new SendState();
+  const m0 = await mallory.setKey(3, 0); // a fake join reusing alice's index
+  assert.equal(await receive.setKey({ participant: 'mallory', ...m0 }), 'sender-taken');
+  assert.equal(await receive.setKey({ participant: 'alice', ...a0, sender: 4, generation: 1 }), 'wrong-sender');
+  assert.ok((await receive.decrypt('audio', 'alice', await alice.encrypt('audio', opus()))).ok);
+  // Once alice is gone her index is free, but frames under it never pass as alice's.
+  receive.removeParticipant('alice');
+  assert.equal(await receive.setKey({ participant: 'mallory', ...m0 }), null);
+  const forged = await mallory.encrypt('video', vp8Key());
+  assert.deepEqual(await receive.decrypt('video', 'alice', forged), { reject: 'wrong-sender' });
+});
+
+test('key policy: the previous generation is retired a grace period after the next one decrypts', async () => {
+  const clock = { t: 0 };
+  const send = new SendState();
+  const g0 = await send.setKey(3, 0);
+  const receive = new ReceiveState({ now: () => clock.t });
+  await receive.setKey({ participant: 'alice', ...g0 });
+  // The member who left holds generation 0 and keeps it: it forges with it later.
+  const departed = new SendState();
+  departed.current = send.current;
+  departed.counter = 1000n;
+  assert.ok((await receive.decrypt('audio', 'alice', await send.encrypt('audio', opus()))).ok);
+  await receive.setKey({ participant: 'alice', ...(await send.rotate()) });
+  send.switchToPending();
+  // Before the first generation-1 frame, generation 0 is the working key: no limit yet.
+  clock.t = 60_000;
+  assert.ok((await receive.decrypt('audio', 'alice', await departed.encrypt('audio', opus()))).ok);
+  assert.ok((await receive.decrypt('audio', 'alice', await send.encrypt('audio', opus()))).ok);
+  // Frames in flight across the switch still decrypt during the grace...
+  clock.t += GRACE_MS - 1;
+  assert.ok((await receive.decrypt('audio', 'alice', await departed.encrypt('audio', opus()))).ok);
+  // ...and nothing under generation 0 after it.
+  clock.t += 1;
+  assert.deepEqual(await receive.decrypt('audio', 'alice', await departed.encrypt('audio', opus())), { reject: 'stale-key' });
+  assert.deepEqual([...receive.senders.get(3).generations.keys()], [1]);
+  clock.t += 3600_000;
+  assert.deepEqual(await receive.decrypt('audio', 'alice', await departed.encrypt('audio', opus())), { reject: 'stale-key' });
+  assert.ok((await receive.decrypt('audio', 'alice', await send.encrypt('audio', opus()))).ok);
+});
+
+test('key policy: a track mapped to nobody drops every frame; rotation cannot overwrite a pending key', async () => {
+  const { send, receive } = await pair();
+  const out = await send.encrypt('video', vp8Key());
+  for (const who of [null, undefined]) {
+    assert.deepEqual(await receive.decrypt('video', who, out), { reject: 'unmapped' });
+    assert.deepEqual(await receive.decrypt('video', who, new Uint8Array(0)), { reject: 'unmapped' });
+  }
+  const pending = await send.rotate();
+  await assert.rejects(send.rotate(), /rotation is pending/);
+  assert.equal(send.pending.generation, pending.generation);
+  assert.deepEqual(Buffer.from(send.pending.base), Buffer.from(pending.key));
 });

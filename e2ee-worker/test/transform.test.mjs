@@ -211,3 +211,73 @@ test('bad messages get an error reply, not an exception', async () => {
   await assert.rejects(state.handle({ type: 'setReceiveKey', participant: 'x', sender: 1, generation: 0, step: 0, key: new Uint8Array(5) }));
   await assert.rejects(state.handle({ type: 'ratchet' })); // no sending key yet
 });
+
+test('one injected frame with an unknown KID does not stall the track', async () => {
+  const { a, b, key } = await linked();
+  await b.state.handle({ ...key, type: 'setReceiveKey', participant: 'ann' });
+  const send = track(a.state, { operation: 'encrypt', kind: 'video' });
+  const recv = track(b.state, { operation: 'decrypt', kind: 'video', participant: 'ann' });
+  const stranger = world(); // a KID nobody in the room has: the SFU's injection
+  await stranger.state.handle({ type: 'setSendKey', sender: 99 });
+  const inject = track(stranger.state, { operation: 'encrypt', kind: 'video' });
+  await inject.push(vp8());
+  for (let i = 0; i < 3; i++) await send.push(vp8());
+  await recv.push(inject.out[0]);
+  assert.equal(recv.out.length, 0); // held: its key might be on its way
+  // The next genuine frame passes at once (no clock moved); the injected one is dropped.
+  await recv.push(send.out[0]);
+  assert.equal(recv.out.length, 1);
+  assert.equal((await b.state.handle({ type: 'getCounters' })).dropped['unknown-kid'], 1);
+  b.clock.t += HOLD_MS / 10;
+  await recv.push(send.out[1]);
+  await recv.push(send.out[2]);
+  assert.equal(recv.out.length, 3);
+});
+
+test('held frames: those behind an expired one are still tried', async () => {
+  const { a, b, key } = await linked();
+  const send = track(a.state, { operation: 'encrypt', kind: 'audio' });
+  const recv = track(b.state, { operation: 'decrypt', kind: 'audio', participant: 'ann' });
+  for (let i = 0; i < 3; i++) await send.push(opus());
+  await recv.push(send.out[0]); // no key yet: held
+  b.clock.t += HOLD_MS - 10;
+  await recv.push(send.out[1]); // held too
+  await b.state.handle({ ...key, type: 'setReceiveKey', participant: 'ann' });
+  b.clock.t += 20; // the first is now over 1 s old, the second is not
+  await recv.push(send.out[2]);
+  assert.equal(recv.out.length, 2); // the second and third, in order
+  assert.equal((await b.state.handle({ type: 'getCounters' })).dropped['unknown-kid'], 1);
+});
+
+test('a receiver mapped to nobody drops everything; refused keys are told and counted', async () => {
+  const { a, b, key } = await linked();
+  await b.state.handle({ ...key, type: 'setReceiveKey', participant: 'ann' });
+  const send = track(a.state, { operation: 'encrypt', kind: 'video' });
+  const recv = track(b.state, { operation: 'decrypt', kind: 'video', participant: null });
+  await send.push(vp8());
+  await recv.push(send.out[0]);
+  await recv.push(frameOf(new Uint8Array(0)));
+  assert.equal(recv.out.length, 0);
+  assert.equal((await b.state.handle({ type: 'getCounters' })).dropped.unmapped, 2);
+  const again = await b.state.handle({ ...key, type: 'setReceiveKey', participant: 'ann' });
+  assert.deepEqual(again, { type: 'receiveKeyRefused', participant: 'ann', sender: 4, generation: 0, reason: 'old-key' });
+  assert.deepEqual((await b.state.handle({ type: 'getCounters' })).refused, { 'old-key': 1 });
+});
+
+test('a new session (a rejoin) starts the key records over; the sending side is kept', async () => {
+  const { a, b, key } = await linked();
+  await b.state.handle({ ...key, type: 'setReceiveKey', participant: 'ann' });
+  await b.state.handle({ type: 'removeParticipant', participant: 'ann' });
+  assert.equal((await b.state.handle({ ...key, type: 'setReceiveKey', participant: 'ann' })).reason, 'removed');
+  const own = await b.state.handle({ type: 'setSendKey', sender: 9 });
+  await b.state.handle({ type: 'newSession' });
+  assert.equal((await b.state.handle({ ...key, type: 'setReceiveKey', participant: 'ann' })).type, 'receiveKeySet');
+  assert.equal(b.state.send.current.sender, own.sender);
+});
+
+test('worker.js stays one dependency-free file of at most 600 non-blank lines', async () => {
+  const { readFileSync } = await import('node:fs');
+  const source = readFileSync(new URL('../worker.js', import.meta.url), 'utf8');
+  assert.ok(source.split('\n').filter((line) => line.trim() !== '').length <= 600);
+  assert.doesNotMatch(source, /^\s*import\b|\bimport\(|[^#]\brequire\(/m);
+});

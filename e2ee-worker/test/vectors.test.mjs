@@ -56,7 +56,7 @@ test('RFC 9605 C.3, suite 0x0004: key, salt, nonce, ciphertext', async () => {
   assert.equal(await open(keys, header, ctr, other, ciphertext), null);
 });
 
-test('DESIGN.md check value', async () => {
+test('the format check value (FORMAT.md §10)', async () => {
   const base = Uint8Array.from({ length: 32 }, (_, i) => i);
   const frame = Uint8Array.from([...hex('5043009d012a8002e001'), ...new Array(20).fill(0x11)]);
   const keys = await importKid(base, makeKid(7, 1, 0));

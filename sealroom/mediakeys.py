@@ -1,9 +1,8 @@
 """Media keys: identities, signed hellos, boxed media keys, acks, the room security code.
 
-The Python twin of ``web/js/mediakeys.js``; the protocol is docs/PROTOCOL.md "Media keys"
-(DESIGN.md "Sealed signaling and admission" items 5 and 6). Every message travels inside a
-sealed envelope (``SignalingClient.seal``), so the server sees none of it; the per-session
-keys below protect against the other password holders as well:
+The Python twin of ``web/js/mediakeys.js``; the protocol is docs/PROTOCOL.md "Media keys".
+Every message travels inside a sealed envelope (``SignalingClient.seal``), so the server sees
+none of it; the per-session keys below protect against the other password holders as well:
 
 * ``hello`` announces a per-session Ed25519 signing key and X25519 box key, the sender
   index and a display name, signed with that signing key over a domain-separated
@@ -36,7 +35,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from sealroom.sframe import FrameDecryptor, FrameEncryptor, SendKey
+from sealroom.sframe import FrameDecryptor, FrameEncryptor, KeyRefused, SendKey
 from signaling.client import Sealed, SignalingClient
 from signaling.roomcrypto import b64, unb64
 
@@ -379,11 +378,13 @@ class KeyManager:
         self.sent_keys: list[SendKey] = []  # every sending key this participant used
         self._changed = asyncio.Event()  # replaced by a fresh one after every event
         self._lock = asyncio.Lock()
-        self._installed: dict[str, tuple[int, int]] = {}  # peer → newest (generation, step)
+        self._installed: dict[str, int] = {}  # peer → newest generation; kept for the session
         self._waiting: dict[str, bytes] = {}  # peer → nonce of the rotated key it must ack
         self._acked = asyncio.Event()
         self._pending: SendKey | None = None
-        self._rotation: asyncio.Task[None] | None = None
+        self._rotations: set[asyncio.Task[None]] = set()  # running rotation tasks
+        self._due = False  # a rotation is due: its debounce has not ended yet
+        self._again = False  # a member left while a rotated key was pending: rotate again
         self._pump: asyncio.Task[None] | None = None
 
     # -- identity --------------------------------------------------------------------------
@@ -410,7 +411,7 @@ class KeyManager:
         self._pump = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
-        for task in (self._pump, self._rotation):
+        for task in (self._pump, *self._rotations):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
@@ -490,11 +491,15 @@ class KeyManager:
 
     async def _media_key(self, peer: Peer, body: dict[str, Any]) -> None:
         key, nonce = open_media_key(body, self.identity, self.room, self.me, peer)
-        newest = self._installed.get(peer.id)
-        if newest is not None and (key.generation, key.step) < newest:
-            raise Rejected("stale-key")  # a replayed older key must not replace a newer one
-        self.decryptor.set_key(peer.id, key.sender, key.generation, key.step, key.key)
-        self._installed[peer.id] = (key.generation, key.step)
+        # A sender distributes each generation once: a replayed or older key is refused here,
+        # and the decryptor refuses it again (FORMAT.md §6a).
+        if key.generation <= self._installed.get(peer.id, -1):
+            raise Rejected("stale-key")
+        try:
+            self.decryptor.set_key(peer.id, key.sender, key.generation, key.step, key.key)
+        except KeyRefused as exc:
+            raise Rejected(exc.reason) from None
+        self._installed[peer.id] = key.generation
         ack = make_ack(self.identity, self.room, self.me, peer.id, key.generation, key.step, nonce)
         await self.client.seal(peer.id, ack)
         detail = {"participant": peer.id, "generation": key.generation, "step": key.step}
@@ -513,11 +518,17 @@ class KeyManager:
         """Ratchet (the newcomer cannot read the past) and say hello to the newcomer.
 
         The ratcheted key goes only to the newcomer, once its hello arrives; the others
-        follow by themselves (FORMAT.md §5, §6.7). At step 255 the sender rotates instead.
+        follow by themselves (FORMAT.md §5, §6.8). At step 255 the sender rotates instead,
+        or, if a rotated key is pending (every member has been sent it), switches to it now
+        and ratchets that.
         """
         current = self.encryptor.current
         assert current is not None
-        if current.step >= MAX_STEP:
+        if current.step >= MAX_STEP and self._pending is not None:
+            self._switched(self.encryptor.switch())
+            self._use(self.encryptor.ratchet())
+            await self._key_frame()
+        elif current.step >= MAX_STEP:
             rotated = self.encryptor.rotate()
             self.encryptor.switch()
             self._use(rotated)
@@ -531,21 +542,37 @@ class KeyManager:
         await self.client.seal(pid, hello)
 
     def _member_left(self, pid: str) -> None:
-        self.peers.pop(pid, None)
-        self._installed.pop(pid, None)
+        self.peers.pop(pid, None)  # _installed keeps its entry: the id never comes back
         self.decryptor.remove_participant(pid)
         if self._waiting.pop(pid, None) is not None and not self._waiting:
             self._acked.set()
         self._update_code()
-        # Debounce: several leaves close together make one rotation; a leave during a
-        # rotation restarts it (the departed member may hold the pending key).
-        if self._rotation is not None:
-            self._rotation.cancel()
-        self._rotation = asyncio.get_running_loop().create_task(self._rotate_later())
+        self._rotate_soon()
+
+    def _rotate_soon(self) -> None:
+        """Make a rotation due ``debounce`` from now, unless one is due or under way.
+
+        Leaves never postpone or cancel a rotation: leaves while one is due join it, and a
+        leave while a rotated key waits for its acks (the departed member may hold that key)
+        gets one more rotation right after the switch. So the key a departed member held
+        stops being used within ``debounce + switch_timeout`` of its leave, or
+        ``2 * switch_timeout + debounce`` when a rotation was pending (PROTOCOL.md).
+        """
+        if self._pending is not None:
+            self._again = True
+        elif not self._due:
+            self._due = True
+            task = asyncio.get_running_loop().create_task(self._rotate_later())
+            self._rotations.add(task)
+            task.add_done_callback(self._rotations.discard)
 
     async def _rotate_later(self) -> None:
         await asyncio.sleep(self.debounce)
         async with self._lock:
+            self._due = False  # a leave from now on needs a rotation of its own
+            if self._pending is not None:
+                self._again = True
+                return
             pending = self._pending = self.encryptor.rotate()
             self._waiting = {}
             for peer in list(self.peers.values()):
@@ -556,12 +583,24 @@ class KeyManager:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._acked.wait(), self.switch_timeout)
         async with self._lock:
-            switched = self.encryptor.switch()
-            self._pending = None
-            self._waiting = {}
-            if switched is not None:
-                self._use(switched)
-                self._emit("rotated", {"generation": switched.generation})
+            if self._pending is not pending:
+                return  # switched already (a join at step 255)
+            self._switched(self.encryptor.switch())
+        await self._key_frame()
+
+    def _switched(self, key: SendKey | None) -> None:
+        """The pending key is in use: record it; start the next rotation if one is owed."""
+        self._pending = None
+        self._waiting = {}
+        self._acked.set()  # ends the wait for acks if the switch came early (step 255)
+        if key is not None:
+            self._use(key)
+            self._emit("rotated", {"generation": key.generation})
+        if self._again:
+            self._again = False
+            self._rotate_soon()
+
+    async def _key_frame(self) -> None:
         if self.on_key_frame_needed is not None:
             result = self.on_key_frame_needed()
             if inspect.isawaitable(result):

@@ -78,7 +78,7 @@ SIGNALING_COUNTERS = {
 
 # Refusals of a join, besides a wrong password (counted on its own by the server).
 ADMISSION_REFUSALS = ("too-many-attempts", "room-locked", "room-full", "no-such-room",
-                      "too-many-rooms", "weak-kdf")
+                      "too-many-rooms", "weak-kdf", "excessive-kdf")
 
 # sfu_gauges() key -> (metric name, help).
 SFU_GAUGES = {

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from signaling.roomcrypto import (
-    DEFAULT_KDF,
     EnvelopeHeader,
     InvalidEnvelope,
     KdfParams,
@@ -38,7 +37,7 @@ from signaling.roomcrypto import (
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class ServerError(Exception):
@@ -48,6 +47,18 @@ class ServerError(Exception):
         super().__init__(f"{error_id}: {message}")
         self.id = error_id
         self.message = message
+
+
+class CreationRaceLost(ServerError):
+    """``wrong-password`` in answer to a join that carried ``create``: someone else created
+    the room after our ``room-info``, with a salt of their own, so our key cannot match."""
+
+
+class KdfChanged(ValueError):
+    """The room's KDF parameters (its salt above all) differ from the ones this session
+    joined with: refused before deriving anything (docs/PROTOCOL.md, Keys)."""
+
+    id = "kdf-changed"
 
 
 @dataclass(frozen=True)
@@ -65,9 +76,18 @@ class Sealed:
 
 
 def origin_of(url: str) -> str:
+    """The ``Origin`` a browser would send for a page on this server (docs/PROTOCOL.md,
+    Transport): ``http`` for ws://, ``https`` for wss://, the host in lower case (IPv6 in
+    brackets) and the port unless it is the scheme's default — RFC 6454 §6.2, as the server
+    compares it with ``scheme://`` + the Host header (RFC 9110 §7.2)."""
     parts = urlsplit(url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return f"{scheme}://{parts.netloc}"
+    scheme = {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
+    if scheme is None or not parts.hostname:
+        raise ValueError("the signaling URL must be ws://host[:port]/… or wss://host[:port]/…")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    port = parts.port
+    default = 80 if scheme == "http" else 443
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
 
 
 class SignalingClient:
@@ -84,11 +104,16 @@ class SignalingClient:
         self.id: str | None = None
         self.index: int | None = None
         self.members: dict[str, int] = {}  # participant id → sender index
+        # Every participant id and sender index of this session: neither is reused in a
+        # room, so a membership event naming one again is refused (docs/PROTOCOL.md).
+        self.seen_ids: set[str] = set()
+        self.seen_indexes: set[int] = set()
         self.keys: RoomKeys | None = None
+        self.kdf: KdfParams | None = None  # the room's parameters, as this session joined
         self.epoch = 0
         self.seq = 0
-        self.replay = ReplayGuard()
-        self.rejected: Counter[str] = Counter()
+        self.replay = ReplayGuard()  # never forgets a sender: ids are not reused
+        self.rejected: Counter[str] = Counter()  # envelopes and membership events refused
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.inbox: asyncio.Queue[dict[str, Any] | Sealed] = asyncio.Queue()
@@ -159,16 +184,39 @@ class SignalingClient:
                     else:
                         await self._media_handler(msg)
                     continue
-                if mtype == "member-joined":
-                    self.members[msg["id"]] = msg["index"]
-                elif mtype == "member-left":
-                    self.members.pop(msg["id"], None)
+                if mtype in ("member-joined", "member-left") and not self._membership(msg):
+                    continue
                 self.inbox.put_nowait(msg)
         finally:
             self.close_code = self.ws.close_code
             reason = self.ws.close_message if hasattr(self.ws, "close_message") else None
             self.close_reason = reason if isinstance(reason, str) else None
             self.inbox.put_nowait({"type": "closed", "code": self.close_code})
+
+    def _membership(self, msg: dict[str, Any]) -> bool:
+        """Apply a membership event; False (counted, dropped) for one that cannot be true."""
+        pid, index = msg.get("id"), msg.get("index")
+        if msg["type"] == "member-left":
+            if not isinstance(pid, str) or self.members.pop(pid, None) is None:
+                self.rejected["not-a-member"] += 1
+                return False
+            return True
+        if not isinstance(pid, str) or type(index) is not int:
+            reason = "malformed"
+        elif pid in self.seen_ids:
+            reason = "rejoin"
+        elif index in self.seen_indexes:
+            reason = "index-reused"
+        else:
+            self._remember(pid, index)
+            self.members[pid] = index
+            return True
+        self.rejected[reason] += 1
+        return False
+
+    def _remember(self, pid: str, index: int) -> None:
+        self.seen_ids.add(pid)
+        self.seen_indexes.add(index)
 
     def _open(self, msg: dict[str, Any]) -> Sealed | None:
         """Authenticate and open an envelope; count and drop anything else."""
@@ -247,16 +295,44 @@ class SignalingClient:
         await self.send({"type": "room-info", "room": room})
         return await self.expect("room-info")
 
-    async def join(self, room: str, password: str, kdf: KdfParams = DEFAULT_KDF) -> dict[str, Any]:
+    async def join(
+        self,
+        room: str,
+        password: str,
+        kdf: KdfParams | None = None,
+        expect_kdf: KdfParams | None = None,
+    ) -> dict[str, Any]:
         """Derive the room keys from the password and enter (or create) the room.
 
-        Joining an existing room uses the room's recorded KDF parameters, which
-        ``KdfParams.from_json`` refuses when weaker than the defaults.
+        An existing room's parameters are checked (``KdfParams.from_json``) and, with
+        ``expect_kdf`` (a rejoin), must equal it, else :class:`KdfChanged` before any
+        derivation. A room this join creates gets ``kdf`` (tests), else ``expect_kdf`` (the
+        room is gone, e.g. the server restarted: its members, rejoining, agree on the salt),
+        else the default cost and a fresh random salt. Losing a creation race (the room
+        appeared between ``room-info`` and ``join`` with another creator's salt:
+        ``wrong-password``) is retried once as a plain join.
         """
+        try:
+            return await self._join_once(room, password, kdf, expect_kdf)
+        except CreationRaceLost:
+            return await self._join_once(room, password, kdf, expect_kdf)
+
+    async def _join_once(
+        self, room: str, password: str, kdf: KdfParams | None, expect_kdf: KdfParams | None
+    ) -> dict[str, Any]:
         info = await self.room_info(room)
-        params = KdfParams.from_json(info["kdf"]) if info["exists"] else kdf
+        if info["exists"]:
+            params = KdfParams.from_json(info["kdf"])
+            if expect_kdf is not None and params != expect_kdf:
+                raise KdfChanged("the room's key-derivation parameters (salt) changed")
+        elif kdf is not None:
+            params = kdf
+        elif expect_kdf is not None:  # the room is gone (expired, server restarted): same salt
+            params = expect_kdf
+        else:
+            params = KdfParams.generate()
         loop = asyncio.get_running_loop()
-        key = await loop.run_in_executor(None, password_key, password, room, params)
+        key = await loop.run_in_executor(None, password_key, password, params)
         keys = room_keys(key, room)
         del key
         if self.nonce is None or self.conn is None:
@@ -266,10 +342,17 @@ class SignalingClient:
         if not info["exists"]:
             msg["create"] = {"kdf": params.to_json(), "adm_pk": b64(keys.adm_pk)}
         await self.send(msg)
-        joined = await self.expect("joined")
-        self.keys = keys
+        try:
+            joined = await self.expect("joined")
+        except ServerError as err:
+            if err.id == "wrong-password" and "create" in msg:
+                raise CreationRaceLost(err.id, err.message) from None
+            raise
+        self.keys, self.kdf = keys, params
         self.room, self.id, self.index = room, joined["id"], joined["index"]
         self.members = {m["id"]: m["index"] for m in joined["members"]}
+        for pid, index in [(joined["id"], joined["index"]), *self.members.items()]:
+            self._remember(pid, index)
         return joined
 
     async def seal(self, to: str, payload: bytes | dict[str, Any]) -> int:

@@ -44,6 +44,7 @@ class ErrorId(StrEnum):
     BAD_ROOM = "bad-room"
     NO_SUCH_ROOM = "no-such-room"
     WEAK_KDF = "weak-kdf"
+    EXCESSIVE_KDF = "excessive-kdf"
     WRONG_PASSWORD = "wrong-password"
     TOO_MANY_ATTEMPTS = "too-many-attempts"
     ROOM_LOCKED = "room-locked"
@@ -67,7 +68,7 @@ SPECS: dict[ErrorId, ErrorSpec] = {
     ),
     ErrorId.BAD_JSON: ErrorSpec("the message is not a JSON object"),
     ErrorId.BAD_MESSAGE: ErrorSpec("a field of the message is missing or malformed"),
-    ErrorId.UNSUPPORTED_VERSION: ErrorSpec("unsupported protocol version (this server speaks v=1)"),
+    ErrorId.UNSUPPORTED_VERSION: ErrorSpec("unsupported protocol version (this server speaks v=2)"),
     ErrorId.UNKNOWN_TYPE: ErrorSpec("unknown message type"),
     ErrorId.SERVER_ONLY_TYPE: ErrorSpec(
         "clients may not send this message type", close_code=CLOSE_POLICY
@@ -83,6 +84,9 @@ SPECS: dict[ErrorId, ErrorSpec] = {
     ErrorId.BAD_ROOM: ErrorSpec("room names are 1–64 characters of A–Z a–z 0–9 . _ ~ -"),
     ErrorId.NO_SUCH_ROOM: ErrorSpec("the room does not exist; send create to make it"),
     ErrorId.WEAK_KDF: ErrorSpec("key-derivation parameters weaker than the minimum"),
+    ErrorId.EXCESSIVE_KDF: ErrorSpec(
+        "key-derivation parameters above the maximum (ops ≤ 16, mem ≤ 1 GiB)"
+    ),
     ErrorId.WRONG_PASSWORD: ErrorSpec("wrong password for this room"),
     ErrorId.TOO_MANY_ATTEMPTS: ErrorSpec("too many failed attempts; wait a minute and try again"),
     ErrorId.ROOM_LOCKED: ErrorSpec(
@@ -93,7 +97,9 @@ SPECS: dict[ErrorId, ErrorSpec] = {
     ErrorId.NOT_JOINED: ErrorSpec("join a room first"),
     ErrorId.ALREADY_JOINED: ErrorSpec("this connection is already in a room"),
     ErrorId.UNKNOWN_RECIPIENT: ErrorSpec("the recipient is not in the room"),
-    ErrorId.SPOOFED_FROM: ErrorSpec("from is stamped by the server and must not name someone else"),
+    ErrorId.SPOOFED_FROM: ErrorSpec(
+        "from is stamped by the server; if sent, it must be your own id"
+    ),
     ErrorId.REPLAY: ErrorSpec("seq must increase with every sealed message"),
     ErrorId.NO_TURN: ErrorSpec("this server has no TURN service configured"),
     ErrorId.SFU_UNAVAILABLE: ErrorSpec("this server runs no SFU"),

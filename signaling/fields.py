@@ -42,15 +42,24 @@ def get_int(msg: dict[str, Any], field: str, lo: int = 0, hi: int = MAX_SAFE_INT
 
 
 def get_b64(
-    msg: dict[str, Any], field: str, size: int | None = None, max_size: int = 65536
+    msg: dict[str, Any],
+    field: str,
+    size: int | None = None,
+    max_size: int = 65536,
+    min_size: int = 0,
 ) -> bytes:
-    text = get_str(msg, field, max_len=4 * (max_size // 3 + 1))
+    """Standard base64 with padding, canonical (RFC 4648 §4, §3.5); sizes on decoded bytes."""
+    text = get_str(msg, field, max_len=4 * ((max_size + 2) // 3))
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise bad(field, "must be standard base64") from None
+    if base64.b64encode(raw).decode("ascii") != text:  # non-zero pad bits, or no padding
+        raise bad(field, "must be canonical base64")
     if size is not None and len(raw) != size:
         raise bad(field, f"must be {size} bytes")
+    if not min_size <= len(raw) <= max_size:
+        raise bad(field, f"must be {min_size}..{max_size} bytes")
     return raw
 
 

@@ -1,23 +1,24 @@
 """Room cryptography of sealed signaling: password key, sub-keys, admission, envelopes.
 
-DESIGN.md, "Sealed signaling and admission", items 1–4:
+docs/PROTOCOL.md, "Keys", "Connecting and joining" and "Sealed messages":
 
-* ``K = Argon2id(NFC(password), room_salt(room))`` with libsodium's INTERACTIVE cost;
+* ``K = Argon2id(NFC(password), salt)``, the salt drawn at random by the room's creator and
+  kept in the room record (:class:`KdfParams`), libsodium's INTERACTIVE cost at least;
 * ``k_room`` (AES-256-GCM) and ``adm_seed`` (Ed25519) from ``K`` by HKDF-SHA256;
-* the join signature over ``"sealroom/v1/join" ‖ origin ‖ room ‖ nonce ‖ conn``;
+* the join signature over ``"sealroom/v1/join" ‖ lp(origin) ‖ lp(room) ‖ lp(nonce) ‖ lp(conn)``;
 * sealed envelopes: AES-256-GCM with the header ``{v, room, epoch, from, to, seq}`` as AAD.
 
-The server imports only :func:`verify_join` (and the encoding helpers) from here: that path
-needs ``cryptography`` alone. PyNaCl (libsodium's Argon2id) is imported lazily by
-:func:`password_key`, which only clients call. ``web/js/roomcrypto.js`` is the browser twin;
-``tests/vectors/roomcrypto.json`` pins both byte for byte.
+The server imports only :func:`verify_join`, :class:`KdfParams` (to check a room's parameters)
+and the encoding helpers from here: that path needs ``cryptography`` alone. PyNaCl (libsodium's
+Argon2id) is imported lazily by :func:`password_key`, which only clients call.
+``web/js/roomcrypto.js`` is the browser twin; ``tests/vectors/roomcrypto.json`` pins both byte
+for byte.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 import struct
 import unicodedata
@@ -31,8 +32,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
-    "DEFAULT_KDF",
     "KDF_ALG",
+    "SALT_SIZE",
     "EnvelopeHeader",
     "ExcessiveKdfParams",
     "InvalidEnvelope",
@@ -48,7 +49,6 @@ __all__ = [
     "open_envelope",
     "password_key",
     "room_keys",
-    "room_salt",
     "seal",
     "sign_join",
     "unb64",
@@ -66,16 +66,16 @@ MAX_OPSLIMIT = 16
 MAX_MEMLIMIT = 1024 * 1024 * 1024
 
 KEY_SIZE = 32
+SALT_SIZE = 16  # crypto_pwhash_SALTBYTES
 NONCE_SIZE = 12  # AES-GCM 96-bit IV, NIST SP 800-38D §8.2
 TAG_SIZE = 16
 SIGNATURE_SIZE = 64  # RFC 8032 §5.1.6
 PUBLIC_KEY_SIZE = 32  # RFC 8032 §5.1.5
 ENVELOPE_VERSION = 1
 
-SALT_LABEL = b"sealroom/v1/salt"
 K_ROOM_LABEL = b"sealroom/v1/k_room\x00"
 ADMISSION_LABEL = b"sealroom/v1/admission\x00"
-JOIN_LABEL = b"sealroom/v1/join"
+JOIN_LABEL = b"sealroom/v1/join"  # no trailing NUL (docs/PROTOCOL.md, joining)
 ENVELOPE_LABEL = b"sealroom/v1/env"
 
 _U16_MAX = 0xFFFF
@@ -101,41 +101,58 @@ def _strict_int(value: object) -> bool:
 
 @dataclass(frozen=True)
 class KdfParams:
-    """Argon2id parameters as stored in the room record (versioned by ``alg``)."""
+    """Argon2id parameters and salt as stored in the room record (versioned by ``alg``).
 
+    On the wire exactly ``{"alg": "argon2id13", "ops": int, "mem": int, "salt": base64}``.
+    """
+
+    salt: bytes
     alg: str = KDF_ALG
     opslimit: int = MIN_OPSLIMIT
     memlimit: int = MIN_MEMLIMIT
 
+    @classmethod
+    def generate(cls, opslimit: int = MIN_OPSLIMIT, memlimit: int = MIN_MEMLIMIT) -> KdfParams:
+        """Parameters for a new room: a fresh random salt (the creator's job)."""
+        params = cls(salt=os.urandom(SALT_SIZE), opslimit=opslimit, memlimit=memlimit)
+        check_kdf_params(params)
+        return params
+
     def to_json(self) -> dict[str, Any]:
-        return {"alg": self.alg, "ops": self.opslimit, "mem": self.memlimit}
+        return {"alg": self.alg, "ops": self.opslimit, "mem": self.memlimit, "salt": b64(self.salt)}
 
     @classmethod
     def from_json(cls, obj: object) -> KdfParams:
-        """Parse ``{"alg", "ops", "mem"}``; raises ValueError (or a subclass) on bad input."""
+        """Parse the wire form; raises ValueError (or a subclass) on anything else.
+
+        Malformed (keys, types, base64, salt size) → plain ValueError; then the policy of
+        :func:`check_kdf_params` (:class:`WeakKdfParams`, :class:`ExcessiveKdfParams`).
+        """
         if not isinstance(obj, dict):
             raise ValueError("kdf params must be an object")
-        if set(obj) != {"alg", "ops", "mem"}:
-            raise ValueError("kdf params must have exactly the keys alg, ops, mem")
-        alg, ops, mem = obj["alg"], obj["ops"], obj["mem"]
+        if set(obj) != {"alg", "ops", "mem", "salt"}:
+            raise ValueError("kdf params must have exactly the keys alg, ops, mem, salt")
+        alg, ops, mem, salt = obj["alg"], obj["ops"], obj["mem"], obj["salt"]
         if not isinstance(alg, str):
             raise ValueError("kdf alg must be a string")
         if not _strict_int(ops) or not _strict_int(mem):
             raise ValueError("kdf ops and mem must be integers")
-        params = cls(alg=alg, opslimit=ops, memlimit=mem)
+        if not isinstance(salt, str):
+            raise ValueError("kdf salt must be a base64 string")
+        params = cls(salt=unb64(salt), alg=alg, opslimit=ops, memlimit=mem)
         check_kdf_params(params)
         return params
 
 
-DEFAULT_KDF = KdfParams()
-
-
 def check_kdf_params(p: KdfParams) -> None:
-    """Refuse parameters a client must not derive with (DESIGN.md item 1).
+    """Refuse parameters a client must not derive with (docs/PROTOCOL.md, Keys).
 
-    Weaker than libsodium INTERACTIVE → :class:`WeakKdfParams` (a hostile server must not be able
-    to make offline guessing cheap); above 16 passes or 1 GiB → :class:`ExcessiveKdfParams`.
+    A salt that is not 16 bytes → ValueError. Another algorithm, or weaker than libsodium
+    INTERACTIVE → :class:`WeakKdfParams` (a hostile server must not be able to make offline
+    guessing cheap); above 16 passes or 1 GiB → :class:`ExcessiveKdfParams`.
     """
+    if not isinstance(p.salt, bytes) or len(p.salt) != SALT_SIZE:
+        raise ValueError(f"kdf salt must be {SALT_SIZE} bytes")
     if p.alg != KDF_ALG:
         raise WeakKdfParams(f"unsupported kdf algorithm {p.alg!r}")
     if not _strict_int(p.opslimit) or not _strict_int(p.memlimit):
@@ -150,13 +167,8 @@ def check_kdf_params(p: KdfParams) -> None:
         )
 
 
-def room_salt(room: str) -> bytes:
-    """``SHA-256("sealroom/v1/salt" ‖ room)[:16]`` (Argon2id salt, crypto_pwhash_SALTBYTES)."""
-    return hashlib.sha256(SALT_LABEL + room.encode("utf-8")).digest()[:16]
-
-
-def password_key(password: str, room: str, params: KdfParams = DEFAULT_KDF) -> bytes:
-    """``K = Argon2id(NFC(password), room_salt(room))``, 32 bytes (RFC 9106, libsodium v1.3)."""
+def password_key(password: str, params: KdfParams) -> bytes:
+    """``K = Argon2id(NFC(password), params.salt)``, 32 bytes (RFC 9106 via libsodium)."""
     check_kdf_params(params)
     # Imported here so that the server, which never derives K, does not need libsodium.
     from nacl.pwhash import argon2id
@@ -166,7 +178,7 @@ def password_key(password: str, room: str, params: KdfParams = DEFAULT_KDF) -> b
         argon2id.kdf(
             KEY_SIZE,
             secret,
-            room_salt(room),
+            params.salt,
             opslimit=params.opslimit,
             memlimit=params.memlimit,
         )
@@ -191,7 +203,7 @@ def _ed25519_public(seed: bytes) -> bytes:
 
 
 def room_keys(K: bytes, room: str) -> RoomKeys:
-    """Sub-keys of the password key (DESIGN.md item 2), room name in every HKDF info label."""
+    """Sub-keys of the password key (docs/PROTOCOL.md, Keys), room name in every HKDF info."""
     if len(K) != KEY_SIZE:
         raise ValueError("K must be 32 bytes")
     room_b = room.encode("utf-8")
@@ -209,7 +221,11 @@ def _lp(value: str | bytes) -> bytes:
 
 
 def join_transcript(origin: str, room: str, nonce: bytes, conn: str) -> bytes:
-    """What the admission signature covers (DESIGN.md item 3)."""
+    """What the admission signature covers (docs/PROTOCOL.md, "Connecting and joining").
+
+    The label has no trailing NUL; ``nonce`` is the 32 raw bytes of the challenge (not its
+    base64 text); origin, room and conn are UTF-8.
+    """
     return JOIN_LABEL + _lp(origin) + _lp(room) + _lp(nonce) + _lp(conn)
 
 
@@ -370,7 +386,7 @@ def open_envelope(k_room: bytes, header: EnvelopeHeader, nonce: bytes, ciphertex
 
 
 class ReplayGuard:
-    """Per-receiver replay check (DESIGN.md item 4): ``seq`` must grow per sender.
+    """Per-receiver replay check (docs/PROTOCOL.md, Sealed messages): ``seq`` grows per sender.
 
     :meth:`check` before opening, :meth:`commit` only once the envelope authenticated, so that a
     forged envelope with a huge ``seq`` cannot lock a sender out.
@@ -387,10 +403,6 @@ class ReplayGuard:
         last = self._last.get(sender)
         if last is None or seq > last:
             self._last[sender] = seq
-
-    def forget(self, sender: str) -> None:
-        """Drop a sender's state (it left the room)."""
-        self._last.pop(sender, None)
 
 
 def b64(data: bytes) -> str:

@@ -1,8 +1,9 @@
 """Rooms: the only state the server keeps, and all of it is public by design.
 
-A room record is ``{name, kdf params, adm_pk}`` (DESIGN.md, admission) plus who is in
-it. No password, no derived key and no sealed plaintext ever reaches this module:
-the admission check is an Ed25519 verification against ``adm_pk``.
+A room record is ``{name, kdf params with the creator's salt, adm_pk}`` (docs/PROTOCOL.md,
+"Connecting and joining") plus who is in it. No password, no derived key and no sealed
+plaintext ever reaches this module: the admission check is an Ed25519 verification against
+``adm_pk``.
 """
 
 from __future__ import annotations

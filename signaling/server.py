@@ -1,9 +1,9 @@
 """The signaling server: aiohttp, static web client, and the ``/ws`` WebSocket.
 
-The server is a relay and a doorman that cannot read the room (DESIGN.md, sealed
-signaling). Every client message goes through :meth:`SignalingServer._dispatch`,
-which turns any :class:`SignalingError` into the documented ``error`` message or
-close code (docs/PROTOCOL.md) and never lets an exception escape a connection.
+The server is a relay and a doorman that cannot read the room. Every client message goes
+through :meth:`SignalingServer._dispatch`, which turns any :class:`SignalingError` into the
+documented ``error`` message or close code (docs/PROTOCOL.md) and never lets an exception
+escape a connection.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -24,19 +25,26 @@ from sealroom.metrics import CONTENT_TYPE, Metrics
 from signaling import turn
 from signaling.config import ServerConfig
 from signaling.errors import SPECS, ErrorId, SignalingError
-from signaling.fields import get_b64, get_int, get_object, get_room, get_str
+from signaling.fields import bad, get_b64, get_int, get_object, get_room, get_str
 from signaling.ratelimit import FailureWindow, TokenBucket
-from signaling.roomcrypto import KdfParams, WeakKdfParams, b64, verify_join
+from signaling.roomcrypto import (
+    ExcessiveKdfParams,
+    KdfParams,
+    WeakKdfParams,
+    b64,
+    verify_join,
+)
 from signaling.rooms import Member, Room, RoomRegistry
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = ROOT / "web"
 WORKER_DIR = ROOT / "e2ee-worker"
 
-# Types only the server may send (DESIGN.md item 9): a client sending one is closed.
+# Types only the server may send (docs/PROTOCOL.md, Other messages): a client sending one
+# is closed.
 SERVER_ONLY_TYPES = frozenset(
     {
         "challenge",
@@ -52,7 +60,60 @@ SERVER_ONLY_TYPES = frozenset(
         "sfu-left",
     }
 )
-MAX_SEALED_CT = 48 * 1024  # ciphertext bytes of one sealed relay message
+MAX_SEALED_CT = 48 * 1024  # decoded ciphertext bytes of one sealed relay message, tag included
+MIN_SEALED_CT = 16  # the GCM tag alone
+
+
+def _refuse_constant(name: str) -> Any:
+    """json.loads accepts NaN, Infinity and -Infinity, which are not JSON (RFC 8259 §6)."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number too large for a double (1e999) would parse as infinity: refuse it."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def parse_message(data: str) -> dict[str, Any]:
+    """One client frame → a JSON object, finite numbers only; else ``bad-json``."""
+    try:
+        msg = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError):
+        raise SignalingError(ErrorId.BAD_JSON) from None
+    if not isinstance(msg, dict):
+        raise SignalingError(ErrorId.BAD_JSON)
+    return msg
+
+
+def encode_message(msg: dict[str, Any]) -> str:
+    """A server message on the wire: compact JSON, never a non-finite number."""
+    return json.dumps({"v": PROTOCOL_VERSION, **msg}, separators=(",", ":"), allow_nan=False)
+
+
+def utf8_length(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (encoded only when it is not ASCII)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+class CappedWebSocketResponse(web.WebSocketResponse):
+    """aiohttp's WebSocketResponse with the close reason ``too-big`` on an over-long message.
+
+    aiohttp's reader (``_websocket/reader_py.py`` and its C twin) refuses a frame when
+    ``payload length >= max_msg_size - already buffered fragments``: the limit passed to it is
+    exclusive, so the server passes ``max_message + 1``. It refuses before buffering the payload
+    and then closes from ``receive()`` with ``close(code=1009)`` and an empty reason; this
+    override puts the error id there (RFC 6455 §7.4.1: 1009, message too big).
+    """
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
+            message = ErrorId.TOO_BIG.value.encode()
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class MediaPlane(Protocol):
@@ -99,7 +160,7 @@ class Connection:
     def post(self, msg: dict[str, Any]) -> None:
         if self.closing:
             return
-        frame = json.dumps({"v": PROTOCOL_VERSION, **msg}, separators=(",", ":"))
+        frame = encode_message(msg)
         try:
             self.outbox.put_nowait(frame)
         except asyncio.QueueFull:
@@ -265,8 +326,7 @@ class SignalingServer:
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         ip = self.client_ip(request)
         origin = request.headers.get("Origin")
-        # Checked before the upgrade (DESIGN.md item 9): a page from another site
-        # cannot even open the socket.
+        # Checked before the upgrade: a page from another site cannot even open the socket.
         if not self.origin_allowed(request, origin):
             self.stats["errors.bad-origin"] += 1
             log.warning("refused upgrade: origin not allowed ip=%s", ip)
@@ -275,8 +335,9 @@ class SignalingServer:
             self.stats["errors.too-many-connections"] += 1
             return self.refuse(ErrorId.TOO_MANY_CONNECTIONS)
         assert origin is not None
-        ws = web.WebSocketResponse(
-            max_msg_size=self.cfg.max_message, heartbeat=self.cfg.heartbeat, autoping=True
+        # aiohttp's limit is exclusive (CappedWebSocketResponse): + 1 admits max_message itself.
+        ws = CappedWebSocketResponse(
+            max_msg_size=self.cfg.max_message + 1, heartbeat=self.cfg.heartbeat, autoping=True
         )
         await ws.prepare(request)
         self.per_ip[ip] += 1
@@ -286,13 +347,22 @@ class SignalingServer:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    await self._dispatch(conn, msg.data)
+                    if utf8_length(msg.data) > self.cfg.max_message:
+                        # Only a permessage-deflate message can get here: aiohttp checks the
+                        # compressed length first and lets one byte more through after
+                        # inflating. Closed like the reader does, without an error message.
+                        await self._too_big(conn)
+                    else:
+                        await self._dispatch(conn, msg.data)
                 elif msg.type == WSMsgType.BINARY:
                     await self._fail(conn, SignalingError(ErrorId.BINARY_FRAME), None)
                 elif msg.type == WSMsgType.ERROR:
-                    # aiohttp reports an over-long frame here and closes with 1009.
-                    self.stats["errors.too-big"] += 1
-                    log.info("closed: message too big ip=%s", ip)
+                    # aiohttp has closed the socket already (CappedWebSocketResponse).
+                    code = getattr(msg.data, "code", None)
+                    if code == WSCloseCode.MESSAGE_TOO_BIG:
+                        self._count_too_big(conn)
+                    else:
+                        log.info("closed: websocket error code=%s ip=%s", code, ip)
                 if conn.closing:
                     break
         finally:
@@ -302,6 +372,15 @@ class SignalingServer:
             if self.per_ip[ip] <= 0:
                 del self.per_ip[ip]
         return ws
+
+    def _count_too_big(self, conn: Connection) -> None:
+        self.stats["errors.too-big"] += 1
+        self.stats["closes.too-big"] += 1
+        log.info("closed: message too big ip=%s", conn.ip)
+
+    async def _too_big(self, conn: Connection) -> None:
+        self._count_too_big(conn)
+        await conn.close_with(ErrorId.TOO_BIG)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         self.ready = False
@@ -322,15 +401,12 @@ class SignalingServer:
             return
         mtype: str | None = None
         try:
-            try:
-                msg = json.loads(data)
-            except (ValueError, RecursionError):
-                raise SignalingError(ErrorId.BAD_JSON) from None
-            if not isinstance(msg, dict):
-                raise SignalingError(ErrorId.BAD_JSON)
+            msg = parse_message(data)
             raw_type = msg.get("type")
             mtype = raw_type if isinstance(raw_type, str) and len(raw_type) <= 32 else None
-            if msg.get("v") != PROTOCOL_VERSION:
+            # Exactly the JSON integer 2: not true, 2.0 or "2" (True == 1 and 2.0 == 2 in Python).
+            version = msg.get("v")
+            if type(version) is not int or version != PROTOCOL_VERSION:
                 raise SignalingError(ErrorId.UNSUPPORTED_VERSION)
             if mtype is None:
                 raise SignalingError(ErrorId.BAD_MESSAGE, "type must be a string")
@@ -386,27 +462,22 @@ class SignalingServer:
         conn.post(reply)
 
     async def on_join(self, conn: Connection, msg: dict[str, Any]) -> None:
+        # Every join message consumes the challenge, whatever becomes of it: the first answer
+        # is always a fresh challenge, then `joined` or the error.
+        nonce = conn.nonce
+        conn.post(conn.new_challenge())
         if conn.room is not None:
             raise SignalingError(ErrorId.ALREADY_JOINED)
         name = get_room(msg)
         sig = get_b64(msg, "sig", size=64)
         if self.fail_ip.blocked(conn.ip) or self.fail_room.blocked(name):
             raise SignalingError(ErrorId.TOO_MANY_ATTEMPTS)
-        # Every attempt consumes the challenge: the next one needs a fresh nonce.
-        nonce = conn.nonce
-        conn.post(conn.new_challenge())
         room = self.rooms.get(name)
         if room is None:
-            create = msg.get("create")
-            if create is None:
+            if "create" not in msg:
                 raise SignalingError(ErrorId.NO_SUCH_ROOM)
             create = get_object(msg, "create")
-            try:
-                kdf = KdfParams.from_json(create.get("kdf"))
-            except WeakKdfParams:
-                raise SignalingError(ErrorId.WEAK_KDF) from None
-            except (ValueError, TypeError):
-                raise SignalingError(ErrorId.BAD_MESSAGE, "create.kdf is malformed") from None
+            kdf = self._creation_kdf(create)
             adm_pk = get_b64(create, "adm_pk", size=32)
             # Proof of possession: the creator signs like any joiner, so a room can
             # only be made with a key its maker holds.
@@ -456,6 +527,18 @@ class SignalingServer:
 
             await self.media.join(name, pid, send)
 
+    @staticmethod
+    def _creation_kdf(create: dict[str, Any]) -> KdfParams:
+        """``create.kdf``: exactly alg, ops, mem and a 16-byte salt, within the limits."""
+        try:
+            return KdfParams.from_json(create.get("kdf"))
+        except WeakKdfParams:
+            raise SignalingError(ErrorId.WEAK_KDF) from None
+        except ExcessiveKdfParams:
+            raise SignalingError(ErrorId.EXCESSIVE_KDF) from None
+        except (ValueError, TypeError):
+            raise bad("create.kdf", "must be {alg, ops, mem, salt (16 bytes)}") from None
+
     async def _media_failed(self, conn: Connection) -> None:
         await self._drop(conn, reason="media-failed")
         await conn.close_with(ErrorId.MEDIA_FAILED)
@@ -466,8 +549,7 @@ class SignalingServer:
 
     async def on_seal(self, conn: Connection, msg: dict[str, Any]) -> None:
         room, pid = self._require_member(conn)
-        sender = msg.get("from")
-        if sender is not None and sender != pid:
+        if "from" in msg and msg["from"] != pid:  # null, a number, someone else: all refused
             raise SignalingError(ErrorId.SPOOFED_FROM)
         to = get_str(msg, "to", max_len=32)
         if to != "*" and (to == pid or to not in room.members):
@@ -475,9 +557,7 @@ class SignalingServer:
         epoch = get_int(msg, "epoch", hi=0xFFFFFFFF)
         seq = get_int(msg, "seq")
         get_b64(msg, "nonce", size=12)
-        ct = get_b64(msg, "ct", max_size=MAX_SEALED_CT)
-        if len(ct) < 16:
-            raise SignalingError(ErrorId.BAD_MESSAGE, "ct is shorter than a GCM tag")
+        get_b64(msg, "ct", min_size=MIN_SEALED_CT, max_size=MAX_SEALED_CT)
         # The receivers' replay check is the one that counts (seq is inside the AAD);
         # the server refuses non-increasing seq too so replays cost nobody anything.
         if seq <= conn.last_seq:
@@ -500,8 +580,8 @@ class SignalingServer:
 
     async def on_allow_joining(self, conn: Connection, msg: dict[str, Any]) -> None:
         room, pid = self._require_member(conn)
-        seconds = 120 if "seconds" not in msg else get_int(msg, "seconds", 1)
-        seconds = min(seconds, int(self.cfg.max_allow_joining))
+        longest = int(self.cfg.max_allow_joining)
+        seconds = 120 if "seconds" not in msg else get_int(msg, "seconds", 1, longest)
         self.rooms.allow_joining(room, pid, seconds)
         log.info("allow joining room=%s pid=%s seconds=%d", room.name, pid, seconds)
         state = room.lock_state(self.cfg.lock_after, self.rooms.clock())
@@ -515,8 +595,13 @@ class SignalingServer:
 
     async def on_ping(self, conn: Connection, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"type": "pong"}
-        if isinstance(msg.get("t"), int | float) and not isinstance(msg.get("t"), bool):
-            reply["t"] = msg["t"]
+        if "t" in msg:
+            t = msg["t"]
+            # parse_message already refused NaN and infinities; bool is an int in Python.
+            finite = isinstance(t, int) or (isinstance(t, float) and math.isfinite(t))
+            if isinstance(t, bool) or not finite:
+                raise bad("t", "must be a finite number")
+            reply["t"] = t
         conn.post(reply)
 
     async def on_leave(self, conn: Connection, msg: dict[str, Any]) -> None:

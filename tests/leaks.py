@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 
-from signaling.roomcrypto import password_key, room_keys
+from signaling.roomcrypto import KdfParams, password_key, room_keys
 
 
-def derived_secrets(password: str, room: str) -> list[bytes]:
-    """K, k_room and adm_seed of a room: none of them may ever reach the server."""
-    key = password_key(password, room)
+def derived_secrets(password: str, room: str, kdf: KdfParams | None) -> list[bytes]:
+    """K, k_room and adm_seed of a room (``kdf``: its parameters, e.g. ``client.kdf`` after a
+    join): none of them may ever reach the server."""
+    if kdf is None:
+        raise AssertionError("join the room first: its salt is in the parameters")
+    key = password_key(password, kdf)
     keys = room_keys(key, room)
     return [key, keys.k_room, keys.adm_seed]
 

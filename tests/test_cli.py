@@ -162,7 +162,7 @@ async def test_a_real_server_process_keeps_no_secret_in_its_logs_or_on_disk(tmp_
     finally:
         out = stop(proc)
     assert "joined room=disk-check" in out, "debug log did not record the joins: vacuous check"
-    secrets = derived_secrets(password, "disk-check")
+    secrets = derived_secrets(password, "disk-check", a.kdf)
     needles = [password, plaintext] + [form for s in secrets for form in text_forms(s)]
     for needle in needles:
         assert needle not in out

@@ -54,8 +54,9 @@ def test_vectors_file_matches_fresh_generator_run() -> None:
 @pytest.mark.parametrize("case", VECTORS["kdf"], ids=lambda c: repr(c["password"]))
 def test_kdf_vectors(case: dict[str, Any]) -> None:
     params = KdfParams.from_json(case["params"])
-    assert rc.room_salt(case["room"]).hex() == case["salt"]
-    key = rc.password_key(case["password"], case["room"], params)
+    assert params.salt.hex() == case["salt"]
+    assert params.to_json() == case["params"]  # the exact wire form, salt included
+    key = rc.password_key(case["password"], params)
     assert key.hex() == case["K"]
     keys = rc.room_keys(key, case["room"])
     assert keys.k_room.hex() == case["k_room"]
@@ -69,11 +70,40 @@ def test_kdf_vectors_include_nfc_equivalents() -> None:
     assert nfd != nfc and by_password[nfd] == by_password[nfc]
 
 
+def test_kdf_vectors_show_the_salt_matters() -> None:
+    # Same password and room, another salt: another K and another admission key, so a table
+    # precomputed for one salt is useless against a room with another.
+    first, other = VECTORS["kdf"][0], VECTORS["kdf"][-1]
+    assert (first["password"], first["room"]) == (other["password"], other["room"])
+    assert first["salt"] != other["salt"]
+    assert first["K"] != other["K"] and first["adm_pk"] != other["adm_pk"]
+
+
+@pytest.mark.parametrize("case", VECTORS["kdf_invalid"], ids=lambda c: json.dumps(c["params"]))
+def test_kdf_invalid_vectors(case: dict[str, Any]) -> None:
+    expected: type[Exception] = {
+        "weak": rc.WeakKdfParams,
+        "excessive": rc.ExcessiveKdfParams,
+        "malformed": ValueError,
+    }[case["error"]]
+    with pytest.raises(expected) as err:
+        KdfParams.from_json(case["params"])
+    if case["error"] == "malformed":
+        assert not isinstance(err.value, rc.WeakKdfParams | rc.ExcessiveKdfParams)
+
+
 @pytest.mark.parametrize("case", VECTORS["join"], ids=lambda c: c["conn"])
 def test_join_vectors(case: dict[str, Any]) -> None:
     nonce = bytes.fromhex(case["nonce"])
     args = (case["origin"], case["room"], nonce, case["conn"])
-    assert rc.join_transcript(*args).hex() == case["transcript"]
+    transcript = rc.join_transcript(*args)
+    assert transcript.hex() == case["transcript"]
+    # The layout PROTOCOL.md gives: label without NUL, then u16-length-prefixed fields, the
+    # nonce as its 32 raw bytes (not its base64 text).
+    label = b"sealroom/v1/join"
+    assert transcript.startswith(label + len(case["origin"].encode()).to_bytes(2, "big"))
+    assert (len(nonce).to_bytes(2, "big") + nonce) in transcript
+    assert rc.b64(nonce).encode() not in transcript
     seed, pk = bytes.fromhex(case["adm_seed"]), bytes.fromhex(case["adm_pk"])
     sig = rc.sign_join(seed, *args)
     assert sig.hex() == case["sig"]
@@ -111,43 +141,72 @@ def test_hkdf_rfc5869_a3_zero_length_salt_and_info() -> None:
 # --- KDF parameter policy --------------------------------------------------------------------
 
 
-def test_default_kdf_params_json() -> None:
-    assert rc.DEFAULT_KDF.to_json() == {"alg": "argon2id13", "ops": 2, "mem": 64 * MIB}
-    assert KdfParams.from_json(rc.DEFAULT_KDF.to_json()) == rc.DEFAULT_KDF
-    rc.check_kdf_params(KdfParams(opslimit=16, memlimit=1024 * MIB))  # the ceiling itself is ok
+SALT = bytes(range(16))
+SALT_B64 = "AAECAwQFBgcICQoLDA0ODw=="
+
+
+def test_kdf_params_json_is_exactly_alg_ops_mem_salt() -> None:
+    params = KdfParams(salt=SALT)
+    wire = {"alg": "argon2id13", "ops": 2, "mem": 64 * MIB, "salt": SALT_B64}
+    assert params.to_json() == wire
+    assert list(params.to_json()) == ["alg", "ops", "mem", "salt"]
+    assert KdfParams.from_json(wire) == params
+    rc.check_kdf_params(KdfParams(salt=SALT, opslimit=16, memlimit=1024 * MIB))  # the ceiling
+
+
+def test_generated_params_have_a_fresh_random_salt() -> None:
+    salts = {KdfParams.generate().salt for _ in range(32)}
+    assert len(salts) == 32 and all(len(s) == rc.SALT_SIZE == 16 for s in salts)
+    fresh = KdfParams.generate()
+    assert (fresh.alg, fresh.opslimit, fresh.memlimit) == ("argon2id13", 2, 64 * MIB)
+    assert KdfParams.from_json(fresh.to_json()) == fresh
+    assert not hasattr(rc, "room_salt")  # the salt is no longer a function of the room name
 
 
 @pytest.mark.parametrize(
     "params",
     [
-        KdfParams(alg="argon2i13"),
-        KdfParams(alg="scrypt"),
-        KdfParams(opslimit=1),
-        KdfParams(opslimit=0),
-        KdfParams(memlimit=64 * MIB - 1),
-        KdfParams(memlimit=8 * 1024),
+        KdfParams(salt=SALT, alg="argon2i13"),
+        KdfParams(salt=SALT, alg="scrypt"),
+        KdfParams(salt=SALT, opslimit=1),
+        KdfParams(salt=SALT, opslimit=0),
+        KdfParams(salt=SALT, memlimit=64 * MIB - 1),
+        KdfParams(salt=SALT, memlimit=8 * 1024),
     ],
 )
 def test_weak_kdf_params_refused(params: KdfParams) -> None:
     with pytest.raises(rc.WeakKdfParams):
         rc.check_kdf_params(params)
     with pytest.raises(rc.WeakKdfParams):  # refused before any derivation
-        rc.password_key("pw", "room", params)
+        rc.password_key("pw", params)
     with pytest.raises(rc.WeakKdfParams):
         KdfParams.from_json(params.to_json())
 
 
 @pytest.mark.parametrize(
     "params",
-    [KdfParams(opslimit=17), KdfParams(memlimit=1024 * MIB + 1), KdfParams(opslimit=10**9)],
+    [
+        KdfParams(salt=SALT, opslimit=17),
+        KdfParams(salt=SALT, memlimit=1024 * MIB + 1),
+        KdfParams(salt=SALT, opslimit=10**9),
+    ],
 )
 def test_excessive_kdf_params_refused(params: KdfParams) -> None:
     with pytest.raises(rc.ExcessiveKdfParams):
         rc.check_kdf_params(params)
-    with pytest.raises(ValueError):
-        rc.password_key("pw", "room", params)
-    with pytest.raises(ValueError):
+    with pytest.raises(rc.ExcessiveKdfParams):
+        rc.password_key("pw", params)
+    with pytest.raises(rc.ExcessiveKdfParams):
         KdfParams.from_json(params.to_json())
+
+
+@pytest.mark.parametrize("salt", [b"", bytes(15), bytes(17), bytes(32), "not bytes"])
+def test_salt_of_another_size_is_refused_before_derivation(salt: Any) -> None:
+    params = KdfParams(salt=salt)
+    with pytest.raises(ValueError):
+        rc.check_kdf_params(params)
+    with pytest.raises(ValueError):
+        rc.password_key("pw", params)
 
 
 @pytest.mark.parametrize(
@@ -156,12 +215,15 @@ def test_excessive_kdf_params_refused(params: KdfParams) -> None:
         None,
         [],
         "argon2id13",
-        {"alg": "argon2id13", "ops": 2},
-        {"alg": "argon2id13", "ops": 2, "mem": 64 * MIB, "p": 4},
-        {"alg": "argon2id13", "ops": "2", "mem": 64 * MIB},
-        {"alg": "argon2id13", "ops": 2.0, "mem": 64 * MIB},
-        {"alg": "argon2id13", "ops": True, "mem": 64 * MIB},
-        {"alg": 13, "ops": 2, "mem": 64 * MIB},
+        {"alg": "argon2id13", "ops": 2, "salt": SALT_B64},
+        {"alg": "argon2id13", "ops": 2, "mem": 64 * MIB},  # version 1's form, without salt
+        {"alg": "argon2id13", "ops": 2, "mem": 64 * MIB, "salt": SALT_B64, "p": 4},
+        {"alg": "argon2id13", "ops": "2", "mem": 64 * MIB, "salt": SALT_B64},
+        {"alg": "argon2id13", "ops": 2.0, "mem": 64 * MIB, "salt": SALT_B64},
+        {"alg": "argon2id13", "ops": True, "mem": 64 * MIB, "salt": SALT_B64},
+        {"alg": 13, "ops": 2, "mem": 64 * MIB, "salt": SALT_B64},
+        {"alg": "argon2id13", "ops": 2, "mem": 64 * MIB, "salt": list(SALT)},
+        {"alg": "argon2id13", "ops": 2, "mem": 64 * MIB, "salt": SALT.hex()},
     ],
 )
 def test_kdf_params_from_json_rejects_malformed(obj: object) -> None:
@@ -460,8 +522,7 @@ def test_replay_guard() -> None:
     assert guard.check("b", 1)  # per sender
     guard.commit("a", 3)  # a late commit never moves the window back
     assert not guard.check("a", 4)
-    guard.forget("a")
-    assert guard.check("a", 1)
+    assert not hasattr(guard, "forget")  # no way to reset a sender: ids are never reused
 
 
 def test_replay_guard_check_then_commit_after_authentication() -> None:
@@ -524,6 +585,7 @@ def test_cross_language_seal_sign_and_kdf() -> None:
     py_keys = rc.room_keys(K, header.room)
     join_nonce = os.urandom(32)
     password = "pässwörd 🔑 " + os.urandom(4).hex()
+    params = KdfParams.generate()
 
     result = _node(
         {
@@ -538,7 +600,8 @@ def test_cross_language_seal_sign_and_kdf() -> None:
                 "nonce": rc.b64(join_nonce),
                 "conn": "c-9",
             },
-            "kdf": {"password": password, "room": header.room},
+            "kdf": {"password": password, "params": params.to_json()},
+            "generate": True,
         }
     )
     # Python sealed → JS opened
@@ -561,8 +624,12 @@ def test_cross_language_seal_sign_and_kdf() -> None:
     assert not rc.verify_join(
         py_keys.adm_pk, sig, "https://localhost", header.room, join_nonce, "c-8"
     )
-    # a fresh random password: the browser derives the same K as Python
-    assert rc.unb64(result["K"]) == rc.password_key(password, header.room)
+    # a fresh random password and salt: the browser derives the same K as Python
+    assert rc.unb64(result["K"]) == rc.password_key(password, params)
+    # a JS-made room's parameters parse in Python: a fresh 16-byte salt, the default cost
+    js_params = KdfParams.from_json(result["generated"])
+    assert (js_params.opslimit, js_params.memlimit) == (2, 64 * MIB)
+    assert len(js_params.salt) == 16 and js_params.salt != params.salt
 
 
 # --- real browser ----------------------------------------------------------------------------
@@ -573,7 +640,7 @@ async (args) => {
   const hex = (u8) => Array.from(u8, (b) => b.toString(16).padStart(2, "0")).join("");
   const unhex = (h) => new Uint8Array(h.match(/../g)?.map((x) => parseInt(x, 16)) ?? []);
   const { kdf, join, env, sealed } = args;
-  const K = await rc.passwordKey(kdf.password, kdf.room, rc.KdfParams.fromJson(kdf.params));
+  const K = await rc.passwordKey(kdf.password, rc.KdfParams.fromJson(kdf.params));
   const keys = await rc.roomKeys(K, kdf.room);
   const sig = await rc.signJoin(unhex(join.adm_seed), join.origin, join.room,
                                 unhex(join.nonce), join.conn);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from sealroom.mediakeys import Identity, make_hello, verify_hello
 from signaling.client import SignalingClient
+from signaling.roomcrypto import KdfParams, b64
 from tests.browser import ARTIFACTS
 from tests.conftest import BrowserFactory, RunningServer
 
@@ -81,6 +83,10 @@ async def test_browser_creates_room_and_wrong_password_is_told(
     try:
         joined = await py.join("browser-made", PASSWORD)
         assert len(joined["members"]) == 1
+        # The browser drew the room's salt: 16 random bytes, recorded and served as sent.
+        record = srv.server.rooms.get("browser-made")
+        assert record is not None and py.kdf is not None
+        assert record.kdf == joined["kdf"] == py.kdf.to_json() and len(py.kdf.salt) == 16
     finally:
         await py.close()
     intruder = await ctx.new_page()
@@ -90,3 +96,26 @@ async def test_browser_creates_room_and_wrong_password_is_told(
     assert await intruder.is_hidden("#room-view")
     ARTIFACTS.mkdir(exist_ok=True)
     await intruder.screenshot(path=str(ARTIFACTS / "wrong-password.png"))
+
+
+async def test_browser_refuses_a_salt_changed_between_its_joins(
+    signaling: Callable[..., Awaitable[RunningServer]], chromium: BrowserFactory
+) -> None:
+    """call.js keeps the room's parameters and passes them on every rejoin: a server that
+    serves another salt after a reconnect gets no join (no signature to test guesses on)."""
+    srv = await signaling()
+    srv.server.wire_tap = []
+    ctx = await chromium()
+    page = await ctx.new_page()
+    await browser_join(page, srv, "salted", PASSWORD, "Ada")
+    await page.wait_for_selector("#room-view:not([hidden])", timeout=20_000)
+    record = srv.server.rooms.get("salted")
+    assert record is not None and len(KdfParams.from_json(record.kdf).salt) == 16
+    record.kdf = {**record.kdf, "salt": b64(bytes(16))}  # what a hostile server could do
+    for conn in list(srv.server.conns.values()):
+        await conn.ws.close(code=1012, message=b"restart")
+    await page.wait_for_selector("#banner.error", timeout=20_000)
+    banner = await page.inner_text("#banner")
+    assert "key-derivation parameters changed" in banner, banner
+    sent = [json.loads(frame)["type"] for frame in srv.server.wire_tap]
+    assert sent.count("join") == 1 and sent.count("room-info") == 2

@@ -144,7 +144,7 @@ async def test_nothing_secret_reaches_the_server(
     with pytest.raises(ServerError):
         await wrong.join("secret-room", "a wrong password too")
 
-    secrets = derived_secrets(PASSWORD, "secret-room")
+    secrets = derived_secrets(PASSWORD, "secret-room", alice.kdf)
     needles = [PASSWORD, "a wrong password too", plaintext]
     needles += [form for secret in secrets for form in text_forms(secret)]
     haystacks = {
@@ -211,18 +211,18 @@ async def test_receiver_rejects_replayed_and_tampered_envelopes(
     [
         ("not json {", "bad-json"),
         ("[1, 2, 3]", "bad-json"),
-        ('{"v": 1}', "bad-message"),
-        ('{"v": 2, "type": "ping"}', "unsupported-version"),
-        ('{"v": 1, "type": "teleport"}', "unknown-type"),
-        ('{"v": 1, "type": "join", "room": "bad room!", "sig": ""}', "bad-room"),
-        ('{"v": 1, "type": "join", "room": "r", "sig": "not base64"}', "bad-message"),
+        ('{"v": 2}', "bad-message"),
+        ('{"v": 1, "type": "ping"}', "unsupported-version"),
+        ('{"v": 2, "type": "teleport"}', "unknown-type"),
+        ('{"v": 2, "type": "join", "room": "bad room!", "sig": ""}', "bad-room"),
+        ('{"v": 2, "type": "join", "room": "r", "sig": "not base64"}', "bad-message"),
         (
-            '{"v": 1, "type": "join", "room": "nobody-here", "sig": "' + b64(bytes(64)) + '"}',
+            '{"v": 2, "type": "join", "room": "nobody-here", "sig": "' + b64(bytes(64)) + '"}',
             "no-such-room",
         ),
-        ('{"v": 1, "type": "seal", "to": "*"}', "not-joined"),
-        ('{"v": 1, "type": "turn"}', "not-joined"),
-        ('{"v": 1, "type": "sfu-offer", "pc": "pub", "sdp": ""}', "sfu-unavailable"),
+        ('{"v": 2, "type": "seal", "to": "*"}', "not-joined"),
+        ('{"v": 2, "type": "turn"}', "not-joined"),
+        ('{"v": 2, "type": "sfu-offer", "pc": "pub", "sdp": ""}', "sfu-unavailable"),
     ],
 )
 async def test_malformed_input_gets_its_documented_error(
@@ -243,10 +243,10 @@ async def test_malformed_input_gets_its_documented_error(
 @pytest.mark.parametrize(
     ("send", "error_id", "code"),
     [
-        ('{"v": 1, "type": "sealed", "from": "x"}', "server-only-type", 1008),
-        ('{"v": 1, "type": "joined"}', "server-only-type", 1008),
+        ('{"v": 2, "type": "sealed", "from": "x"}', "server-only-type", 1008),
+        ('{"v": 2, "type": "joined"}', "server-only-type", 1008),
         (b"\x00\x01binary", "binary-frame", 1003),
-        ('{"v": 1, "type": "ping", "pad": "' + "x" * 300_000 + '"}', "too-big", 1009),
+        ('{"v": 2, "type": "ping", "pad": "' + "x" * 300_000 + '"}', "too-big", 1009),
     ],
 )
 async def test_fatal_input_closes_only_that_socket(
@@ -386,7 +386,7 @@ async def test_weak_kdf_parameters_are_refused_both_ways(
             "room": "weak",
             "sig": b64(bytes(64)),
             "create": {
-                "kdf": {"alg": "argon2id13", "ops": 1, "mem": 8192},
+                "kdf": {"alg": "argon2id13", "ops": 1, "mem": 8192, "salt": b64(bytes(16))},
                 "adm_pk": b64(bytes(32)),
             },
         }
@@ -396,7 +396,7 @@ async def test_weak_kdf_parameters_are_refused_both_ways(
     assert err.value.id == "weak-kdf"
     # A hostile server's weak parameters are refused by the client before any work.
     with pytest.raises(WeakKdfParams):
-        KdfParams.from_json({"alg": "argon2id13", "ops": 1, "mem": 65536})
+        KdfParams.from_json({"alg": "argon2id13", "ops": 1, "mem": 65536, "salt": b64(bytes(16))})
 
 
 async def test_origin_allow_list_is_checked_before_the_upgrade(signaling: Start) -> None:

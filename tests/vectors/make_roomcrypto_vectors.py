@@ -1,9 +1,10 @@
 """Generate tests/vectors/roomcrypto.json, the room-crypto vectors shared by Python and JS.
 
-Deliberately written WITHOUT signaling.roomcrypto: it restates DESIGN.md items 1–4 from the
-primitives (hashlib/hmac for SHA-256 and RFC 5869 HKDF, libsodium through PyNaCl for Argon2id
-and Ed25519, `cryptography` for AES-256-GCM), so the vectors check the module instead of
-echoing it. Everything is deterministic (fixed nonces; Ed25519 signatures are deterministic).
+Deliberately written WITHOUT signaling.roomcrypto: it restates docs/PROTOCOL.md ("Keys",
+"Connecting and joining", "Sealed messages") from the primitives (hashlib/hmac for SHA-256 and
+RFC 5869 HKDF, libsodium through PyNaCl for Argon2id and Ed25519, `cryptography` for
+AES-256-GCM), so the vectors check the module instead of echoing it. Everything is
+deterministic (fixed salts and nonces; Ed25519 signatures are deterministic).
 
     python tests/vectors/make_roomcrypto_vectors.py           # rewrite the JSON file
     python tests/vectors/make_roomcrypto_vectors.py --check   # exit 1 if the file has drifted
@@ -11,6 +12,7 @@ echoing it. Everything is deterministic (fixed nonces; Ed25519 signatures are de
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -29,18 +31,51 @@ PATH = Path(__file__).with_name("roomcrypto.json")
 
 MIB = 1024 * 1024
 
-# (password as typed, room, ops, mem). The second is "pässwörd 🔑" typed in NFD (decomposed
-# umlauts): NFC normalisation must make it derive the same K as the third, typed in NFC.
-KDF_CASES: list[tuple[str, str, int, int]] = [
-    ("correct horse battery staple", "lobby", 2, 64 * MIB),
-    ("pa\u0308sswo\u0308rd 🔑", "café ☕ 会议室", 2, 64 * MIB),
-    ("p\u00e4ssw\u00f6rd 🔑", "café ☕ 会议室", 2, 64 * MIB),
-    ("", "r", 3, 64 * MIB),
+# (password as typed, room, salt, ops, mem). The salt is the room creator's 16 random bytes,
+# fixed here. The second is "pässwörd 🔑" typed in NFD (decomposed umlauts): NFC normalisation
+# must make it derive the same K as the third, typed in NFC. The last has the first one's
+# password and room with another salt: another K, so another adm_pk.
+SALT_A = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+SALT_B = bytes.fromhex("f0e1d2c3b4a5968778695a4b3c2d1e0f")
+KDF_CASES: list[tuple[str, str, bytes, int, int]] = [
+    ("correct horse battery staple", "lobby", SALT_A, 2, 64 * MIB),
+    ("pa\u0308sswo\u0308rd 🔑", "café ☕ 会议室", SALT_B, 2, 64 * MIB),
+    ("p\u00e4ssw\u00f6rd 🔑", "café ☕ 会议室", SALT_B, 2, 64 * MIB),
+    ("", "r", bytes(16), 3, 64 * MIB),
+    ("correct horse battery staple", "lobby", SALT_B, 2, 64 * MIB),
 ]
 
+# (origin, nonce, conn), signed with the admission key of KDF_CASES[i]. The last one looks like
+# a real challenge: conn is the server's token_urlsafe(12), the origin has no default port.
 JOIN_CASES: list[tuple[str, bytes, str]] = [
     ("https://localhost:8443", bytes(range(32)), "c-1"),
-    ("http://127.0.0.1:8080", bytes.fromhex("ff" * 16), "conn/ünï"),
+    ("http://127.0.0.1:8080", bytes.fromhex("ff" * 32), "conn/ünï"),
+    ("https://meet.example.org", bytes.fromhex("a5" * 31 + "00"), "q4Zt9cX1-_bN2kPw"),
+]
+
+# Wire forms of KDF parameters that every implementation must refuse, and how: "malformed"
+# (server: bad-message), "weak" (weak-kdf) or "excessive" (excessive-kdf).
+_SALT = base64.b64encode(SALT_A).decode()
+_OK: dict[str, Any] = {"alg": "argon2id13", "ops": 2, "mem": 64 * MIB, "salt": _SALT}
+KDF_INVALID: list[tuple[Any, str]] = [
+    ({k: v for k, v in _OK.items() if k != "salt"}, "malformed"),
+    ({**_OK, "salt": None}, "malformed"),
+    ({**_OK, "salt": base64.b64encode(bytes(15)).decode()}, "malformed"),
+    ({**_OK, "salt": base64.b64encode(bytes(17)).decode()}, "malformed"),
+    ({**_OK, "salt": "AAECAwQFBgcICQoLDA0ODw"}, "malformed"),  # no padding
+    ({**_OK, "salt": "AAECAwQFBgcICQoLDA0ODx=="}, "malformed"),  # non-zero pad bits
+    ({**_OK, "salt": "AAECAwQFBgcICQoLDA0ODw==\n"}, "malformed"),
+    ({**_OK, "salt": "AAECAwQFBgcICQoLDA0OD-=="}, "malformed"),  # URL-safe alphabet
+    ({**_OK, "p": 1}, "malformed"),
+    ({**_OK, "ops": "2"}, "malformed"),
+    ({**_OK, "ops": 2.5}, "malformed"),
+    ({**_OK, "ops": True}, "malformed"),
+    ({**_OK, "alg": 13}, "malformed"),
+    ({**_OK, "alg": "argon2i13"}, "weak"),
+    ({**_OK, "ops": 1}, "weak"),
+    ({**_OK, "mem": 64 * MIB - 1}, "weak"),
+    ({**_OK, "ops": 17}, "excessive"),
+    ({**_OK, "mem": 1024 * MIB + 1}, "excessive"),
 ]
 
 # (room, epoch, sender, to, seq, plaintext, nonce)
@@ -53,13 +88,9 @@ ENVELOPE_CASES: list[tuple[str, int, str, str, int, bytes, bytes]] = [
 B64_CASES: list[bytes] = [b"", b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar", bytes(range(256))]
 
 
-def salt(room: str) -> bytes:
-    return hashlib.sha256(b"sealroom/v1/salt" + room.encode()).digest()[:16]
-
-
-def argon2id(password: str, room: str, ops: int, mem: int) -> bytes:
+def argon2id(password: str, salt: bytes, ops: int, mem: int) -> bytes:
     pw = unicodedata.normalize("NFC", password).encode()
-    return crypto_pwhash_alg(32, pw, salt(room), ops, mem, ALG_ARGON2ID13)
+    return crypto_pwhash_alg(32, pw, salt, ops, mem, ALG_ARGON2ID13)
 
 
 def hkdf(ikm: bytes, info: bytes, length: int = 32) -> bytes:
@@ -86,14 +117,19 @@ def sub_keys(k: bytes, room: str) -> dict[str, str]:
 
 def build() -> dict[str, Any]:
     kdf: list[dict[str, Any]] = []
-    for password, room, ops, mem in KDF_CASES:
-        k = argon2id(password, room, ops, mem)
+    for password, room, salt, ops, mem in KDF_CASES:
+        k = argon2id(password, salt, ops, mem)
         kdf.append(
             {
                 "password": password,
                 "room": room,
-                "params": {"alg": "argon2id13", "ops": ops, "mem": mem},
-                "salt": salt(room).hex(),
+                "params": {
+                    "alg": "argon2id13",
+                    "ops": ops,
+                    "mem": mem,
+                    "salt": base64.b64encode(salt).decode(),
+                },
+                "salt": salt.hex(),
                 "K": k.hex(),
                 **sub_keys(k, room),
             }
@@ -103,6 +139,7 @@ def build() -> dict[str, Any]:
     for i, (origin, nonce, conn) in enumerate(JOIN_CASES):
         base = kdf[i]
         seed = bytes.fromhex(base["adm_seed"])
+        # The label has no NUL; the nonce goes in as its 32 raw bytes.
         transcript = b"sealroom/v1/join" + lp(origin) + lp(base["room"]) + lp(nonce) + lp(conn)
         join.append(
             {
@@ -147,13 +184,12 @@ def build() -> dict[str, Any]:
             }
         )
 
-    import base64
-
     b64 = [{"bytes": data.hex(), "text": base64.b64encode(data).decode()} for data in B64_CASES]
     return {
         "comment": "Generated by tests/vectors/make_roomcrypto_vectors.py; do not edit by hand. "
         "Bytes are hex; text fields are the exact strings (passwords before NFC).",
         "kdf": kdf,
+        "kdf_invalid": [{"params": params, "error": error} for params, error in KDF_INVALID],
         "join": join,
         "envelope": envelope,
         "b64": b64,

@@ -28,8 +28,8 @@ import { MediaSession } from "./media.js";
 import { KeyManager } from "./mediakeys.js";
 import { ServerError, SignalingClient } from "./signaling.js";
 
-/** Join errors after which trying again cannot help. */
-const FATAL = new Set(["wrong-password", "room-locked", "room-full", "bad-room", "too-many-attempts"]);
+/** Join errors after which trying again cannot help ("kdf-changed" is the client's own). */
+const FATAL = new Set(["wrong-password", "room-locked", "room-full", "bad-room", "too-many-attempts", "kdf-changed"]);
 const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000]; // bounded: then 'lost'
 
 export class Call extends EventTarget {
@@ -59,6 +59,7 @@ export class Call extends EventTarget {
   }
 
   #password;
+  #kdf = null; // the room's KdfParams as this call joined it: a rejoin must find the same salt
   #reconnect = null; // the token of the reconnect loop in progress
   #generation; // bumps on every (re)connect so late events of an old session are ignored
 
@@ -71,12 +72,13 @@ export class Call extends EventTarget {
     const gen = ++this.#generation;
     const sig = await SignalingClient.connect(this.wsUrl);
     try {
-      const joined = await sig.join(this.room, this.#password);
+      const joined = await sig.join(this.room, this.#password, { expectKdf: this.#kdf });
       if (gen !== this.#generation || this.left) {
         sig.close();
         return;
       }
       this.signaling = sig;
+      this.#kdf = sig.kdf; // the same on every rejoin: a room gone is made again with it
       this.#wireSignaling(sig, gen);
       for (const m of joined.members) this.#emit("member", { id: m.id, name: null, joined: true });
       this.#emit("lock", joined.lock);
@@ -238,10 +240,10 @@ export class Call extends EventTarget {
     this.#generation++;
     const stale = [...this.names.keys()].filter((id) => id !== this.id);
     this.#teardown({ leave: false });
-    for (const id of stale) {
-      this.e2ee.removeParticipant(id).catch(() => {});
-      this.#emit("member", { id, name: null, joined: false, reason: "reconnecting" });
-    }
+    // The next session has a new identity, so no key of this one can reach the worker
+    // again; the worker's records (FORMAT.md §6a) start over with it.
+    this.e2ee.newSession().catch(() => {});
+    for (const id of stale) this.#emit("member", { id, name: null, joined: false, reason: "reconnecting" });
     this.names.clear();
     for (const [attempt, delay] of RECONNECT_DELAYS_MS.entries()) {
       this.#emit("connection", { state: "reconnecting", reason, attempt: attempt + 1 });

@@ -13,8 +13,12 @@
 // E2EE: every sender gets the worker's encrypt transform before any track is attached to
 // it (E2ee.attachSender, then replaceTrack), and every receiver the decrypt transform for
 // the participant that the SFU's `tracks` map names for its MID, before the answer that
-// lets the SFU forward on that MID is sent. The SFU never gives a MID to a second
-// participant (docs/SFU.md), so a receiver keeps one participant for its whole life.
+// lets the SFU forward on that MID is sent. A receiver whose MID the map does not name
+// gets a transform too, for nobody: it drops every frame (FORMAT.md §6, rule 1), so no
+// byte reaches a decoder unless a member's key authenticated it. The SFU never gives a
+// MID to a second participant (docs/SFU.md); if a (hostile) SFU does, the receiver is
+// re-attached with the 'script' API, and the worker still refuses any frame whose key is
+// not the named participant's (FORMAT.md §6, rule 7).
 //
 // Construct the session synchronously after `await signaling.join(...)`: the SFU may send
 // its first sub offer right after `joined`, and this object must be listening by then.
@@ -210,14 +214,14 @@ export class MediaSession extends EventTarget {
     if (!this.closed) this.#emit('failed', { pc, reason });
   }
 
-  /** Decrypt what `receiver` gets as `participant`'s, once per receiver (streams API). */
+  /** Decrypt what `receiver` gets as `participant`'s (null: nobody's; it drops all). */
   #attach(receiver, participant) {
     const had = this.attached.get(receiver);
     if (had === participant || this.e2ee === null) {
       this.attached.set(receiver, participant);
       return true;
     }
-    if (had !== undefined && this.e2ee.api !== 'script') return false; // cannot re-attach
+    if (had !== undefined && this.e2ee.api !== 'script') return false; // streams: once only
     this.e2ee.attachReceiver(receiver, participant); // 'script': a new transform replaces
     this.attached.set(receiver, participant);
     return true;
@@ -229,8 +233,7 @@ export class MediaSession extends EventTarget {
       // Attach in 'track' already (before setRemoteDescription resolves): the transform
       // must be set before the first frame reaches the receiver.
       pc.addEventListener('track', ({ transceiver, receiver }) => {
-        const info = this.tracks.get(transceiver.mid);
-        if (info !== undefined) this.#attach(receiver, info.participant);
+        this.#attach(receiver, this.tracks.get(transceiver.mid)?.participant ?? null);
       });
     }
     const pc = this.sub;
@@ -248,6 +251,9 @@ export class MediaSession extends EventTarget {
       const mid = transceiver.mid;
       if (mid === null) continue;
       const info = this.tracks.get(mid);
+      // Named by nobody (now): decrypt for nobody, which drops every frame. With the streams
+      // API a receiver cannot be re-attached; its old participant's keys still apply.
+      if (info === undefined && this.attached.get(transceiver.receiver) !== null) this.#attach(transceiver.receiver, null);
       const was = this.active.get(mid);
       if (was !== undefined && (info === undefined || info.participant !== was.participant)) {
         ended.push([mid, was]);

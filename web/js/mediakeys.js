@@ -1,7 +1,7 @@
 // Media keys: who is in the room (signed hellos), how each sender's frame key reaches every
 // member (boxed and signed), and the room security code. The twin of sealroom/mediakeys.py;
-// the protocol is docs/PROTOCOL.md "Media keys" (DESIGN.md "Sealed signaling and
-// admission", items 5 and 6). tests/vectors/mediakeys.json pins both languages.
+// the protocol is docs/PROTOCOL.md "Media keys". tests/vectors/mediakeys.json pins both
+// languages.
 //
 //   const keys = new KeyManager({ signaling, e2ee, name: "Alice" });  // before or after join
 //   keys.onKeyFrameNeeded = () => media.requestKeyFrame();
@@ -287,11 +287,12 @@ export class KeyManager extends EventTarget {
   #listeners = [];
   #current = null; // our sending key {sender, generation, step, key}
   #pending = null; // a rotated key announced but not used yet
-  #installed = new Map(); // peer id → [generation, step] of the newest key installed
+  #installed = new Map(); // peer id → newest generation installed: kept for the session
   #waiting = new Map(); // peer id → nonce of the rotated key it must acknowledge
   #acked = null; // resolves the wait for acks
-  #debounce = null;
-  #rotation = 0; // bumped on every leave: a newer rotation supersedes an older one
+  #debounce = null; // the timer of a rotation that is due
+  #again = false; // a member left while a rotated key was pending: rotate once more
+  #rotation = 0; // bumped by every rotation: a late switch of an older one does nothing
 
   constructor({ signaling, e2ee, name = "", identity = null, debounceMs = DEBOUNCE_MS, switchTimeoutMs = SWITCH_TIMEOUT_MS }) {
     super();
@@ -303,6 +304,7 @@ export class KeyManager extends EventTarget {
     this.#switchTimeoutMs = switchTimeoutMs;
     this.peers = new Map(); // id → {name, index, signPk, boxPk}
     this.securityCode = "";
+    this.refused = {}; // reason → count of the messages refused (the `rejected` events)
     this.onKeyFrameNeeded = null;
     // Listen at once: events that arrive before start() are kept and handled in order then.
     for (const type of ["sealed", "member-joined", "member-left"]) {
@@ -367,6 +369,7 @@ export class KeyManager extends EventTarget {
       if (body === null || typeof body !== "object" || !MESSAGE_TYPES.includes(body.type)) return;
       this.#spawn(() => this.#sealed(detail.sender, detail.to, body).catch((error) => {
         if (!(error instanceof Rejected)) throw error;
+        this.refused[error.reason] = (this.refused[error.reason] ?? 0) + 1;
         this.#emit("rejected", { sender: detail.sender, reason: error.reason });
       }));
     } else if (type === "member-joined") {
@@ -405,12 +408,12 @@ export class KeyManager extends EventTarget {
   async #mediaKey(peer, body) {
     const sig = this.#signaling;
     const { key, nonce } = await openMediaKey(body, this.#identity, sig.room, sig.id, peer);
-    const newest = this.#installed.get(peer.id);
-    if (newest !== undefined && (key.generation < newest[0] || (key.generation === newest[0] && key.step < newest[1]))) {
-      throw new Rejected("stale-key"); // a replayed older key must not replace a newer one
-    }
-    await this.#e2ee.setReceiveKey({ participant: peer.id, ...key });
-    this.#installed.set(peer.id, [key.generation, key.step]);
+    // A sender distributes each generation once: a replayed or older key is refused here,
+    // and the worker refuses it again whatever this page does (FORMAT.md §6a).
+    if (key.generation <= (this.#installed.get(peer.id) ?? -1)) throw new Rejected("stale-key");
+    const reply = await this.#e2ee.setReceiveKey({ participant: peer.id, ...key });
+    if (reply?.type === "receiveKeyRefused") throw new Rejected(reply.reason);
+    this.#installed.set(peer.id, key.generation);
     await sig.seal(peer.id, await makeAck(this.#identity, sig.room, sig.id, peer.id, key.generation, key.step, nonce));
     this.#emit("key-installed", { participant: peer.id, generation: key.generation, step: key.step });
   }
@@ -428,7 +431,13 @@ export class KeyManager extends EventTarget {
   /** Ratchet (the newcomer cannot read the past) and greet the newcomer (FORMAT.md §5). */
   async #memberJoined(id) {
     const sig = this.#signaling;
-    if (this.#current.step >= MAX_STEP) { // step exhausted: a new generation, at once, for all
+    if (this.#current.step >= MAX_STEP && this.#pending !== null) {
+      // Step exhausted during a rotation: use the pending key now (every member has been
+      // sent it), then ratchet it for the newcomer like any join.
+      await this.#e2ee.switchKey();
+      await this.#switched();
+      this.#current = describeKey(await this.#e2ee.ratchet());
+    } else if (this.#current.step >= MAX_STEP) { // a new generation, at once, for all
       const rotated = await this.#e2ee.rotate();
       await this.#e2ee.switchKey();
       this.#current = describeKey(rotated);
@@ -440,20 +449,27 @@ export class KeyManager extends EventTarget {
   }
 
   async #memberLeft(id) {
-    this.peers.delete(id);
-    this.#installed.delete(id);
+    this.peers.delete(id); // #installed keeps its entry: the id never comes back
     await this.#e2ee.removeParticipant(id);
     if (this.#waiting.delete(id) && this.#waiting.size === 0) this.#acked?.();
     await this.#updateCode();
-    // Debounce: leaves close together make one rotation; a leave during a rotation
-    // supersedes it (the departed member may hold the pending key).
-    const token = ++this.#rotation;
-    clearTimeout(this.#debounce);
-    this.#debounce = setTimeout(() => this.#spawn(() => this.#rotate(token)), this.#debounceMs);
+    this.#rotateSoon();
   }
 
-  async #rotate(token) {
-    if (token !== this.#rotation) return;
+  // A leave makes a rotation due DEBOUNCE_MS later; leaves while it is due join it, and a
+  // leave never postpones or cancels one: a leave while a rotated key waits for its acks
+  // (the departed member may hold that key) gets one more rotation right after the switch.
+  // So the key a departed member held stops being used within DEBOUNCE_MS + SWITCH_TIMEOUT_MS
+  // of its leave, or twice that plus DEBOUNCE_MS when a rotation was pending.
+  #rotateSoon() {
+    if (this.#pending !== null) this.#again = true;
+    else this.#debounce ??= setTimeout(() => this.#spawn(() => this.#rotate()), this.#debounceMs);
+  }
+
+  async #rotate() {
+    this.#debounce = null;
+    if (this.#pending !== null) return void (this.#again = true);
+    const token = ++this.#rotation;
     this.#pending = describeKey(await this.#e2ee.rotate());
     this.#waiting = new Map();
     for (const peer of this.peers.values()) this.#waiting.set(peer.id, await this.#sendKey(peer, this.#pending));
@@ -467,13 +483,22 @@ export class KeyManager extends EventTarget {
   }
 
   async #switch(token) {
-    if (token !== this.#rotation || this.#pending === null) return;
+    if (token !== this.#rotation || this.#pending === null) return; // switched already
     await this.#e2ee.switchKey();
+    await this.#switched();
+  }
+
+  async #switched() {
     this.#current = this.#pending;
     this.#pending = null;
     this.#waiting = new Map();
+    this.#acked?.(); // ends the wait (and its timer) if the switch came early (step 255)
     this.#acked = null;
     this.#emit("rotated", { generation: this.#current.generation });
+    if (this.#again) {
+      this.#again = false;
+      this.#rotateSoon();
+    }
     try {
       await this.onKeyFrameNeeded?.();
     } catch (error) {

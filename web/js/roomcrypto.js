@@ -1,7 +1,9 @@
 // Room cryptography of sealed signaling: the browser twin of signaling/roomcrypto.py.
 //
-// DESIGN.md "Sealed signaling and admission", items 1–4:
-//   K        = Argon2id(NFC(password), roomSalt(room))         libsodium crypto_pwhash
+// docs/PROTOCOL.md, "Keys", "Connecting and joining", "Sealed messages":
+//   K        = Argon2id(NFC(password), params.salt)             libsodium crypto_pwhash; the
+//                                                               salt: 16 random bytes of the
+//                                                               room's creator (KdfParams)
 //   kRoom    = HKDF-SHA256(K, "sealroom/v1/k_room\0" ‖ room)    AES-256-GCM key of envelopes
 //   admSeed  = HKDF-SHA256(K, "sealroom/v1/admission\0" ‖ room) Ed25519 seed of the admission key
 //   join sig = Ed25519(admSeed, "sealroom/v1/join" ‖ lp origin ‖ lp room ‖ lp nonce ‖ lp conn)
@@ -22,6 +24,7 @@ export const MAX_OPSLIMIT = 16;
 export const MAX_MEMLIMIT = 1024 * 1024 * 1024;
 
 const KEY_SIZE = 32;
+export const SALT_SIZE = 16; // crypto_pwhash_SALTBYTES
 const NONCE_SIZE = 12; // AES-GCM 96-bit IV, NIST SP 800-38D §8.2
 const TAG_SIZE = 16;
 const U16_MAX = 0xffff;
@@ -41,41 +44,72 @@ export class InvalidEnvelope extends Error {
   constructor(message) { super(message); this.name = "InvalidEnvelope"; }
 }
 
+/**
+ * Argon2id parameters and salt of a room record. On the wire exactly
+ * {"alg": "argon2id13", "ops": int, "mem": int, "salt": base64 of 16 bytes}.
+ */
 export class KdfParams {
-  constructor({ alg = KDF_ALG, opslimit = MIN_OPSLIMIT, memlimit = MIN_MEMLIMIT } = {}) {
+  #salt;
+
+  constructor({ salt, alg = KDF_ALG, opslimit = MIN_OPSLIMIT, memlimit = MIN_MEMLIMIT }) {
+    this.#salt = salt instanceof Uint8Array ? salt.slice() : salt;
     this.alg = alg;
     this.opslimit = opslimit;
     this.memlimit = memlimit;
     Object.freeze(this);
   }
 
-  toJson() {
-    return { alg: this.alg, ops: this.opslimit, mem: this.memlimit };
+  /** The salt (a copy: the parameters never change once made). */
+  get salt() {
+    return this.#salt instanceof Uint8Array ? this.#salt.slice() : this.#salt;
   }
 
-  /** Parse {alg, ops, mem}; throws TypeError, WeakKdfParams or ExcessiveKdfParams. */
+  /** Parameters for a new room: a fresh random salt (the creator's job). */
+  static generate({ opslimit = MIN_OPSLIMIT, memlimit = MIN_MEMLIMIT } = {}) {
+    const salt = globalThis.crypto.getRandomValues(new Uint8Array(SALT_SIZE));
+    const params = new KdfParams({ salt, opslimit, memlimit });
+    checkKdfParams(params);
+    return params;
+  }
+
+  toJson() {
+    return { alg: this.alg, ops: this.opslimit, mem: this.memlimit, salt: b64(this.#salt) };
+  }
+
+  /** Same algorithm, cost and salt. */
+  equals(other) {
+    return other instanceof KdfParams && other.alg === this.alg && other.opslimit === this.opslimit
+      && other.memlimit === this.memlimit && b64(other.salt) === b64(this.#salt);
+  }
+
+  /**
+   * Parse the wire form. Malformed (keys, types, base64, salt size) → TypeError; then
+   * checkKdfParams' policy (WeakKdfParams, ExcessiveKdfParams).
+   */
   static fromJson(obj) {
     if (obj === null || typeof obj !== "object" || Array.isArray(obj)) {
       throw new TypeError("kdf params must be an object");
     }
     const keys = Object.keys(obj).sort();
-    if (keys.length !== 3 || keys[0] !== "alg" || keys[1] !== "mem" || keys[2] !== "ops") {
-      throw new TypeError("kdf params must have exactly the keys alg, ops, mem");
+    if (keys.join(",") !== "alg,mem,ops,salt") {
+      throw new TypeError("kdf params must have exactly the keys alg, ops, mem, salt");
     }
     if (typeof obj.alg !== "string") throw new TypeError("kdf alg must be a string");
     if (!Number.isSafeInteger(obj.ops) || !Number.isSafeInteger(obj.mem)) {
       throw new TypeError("kdf ops and mem must be integers");
     }
-    const params = new KdfParams({ alg: obj.alg, opslimit: obj.ops, memlimit: obj.mem });
+    const params = new KdfParams({ salt: unb64(obj.salt), alg: obj.alg, opslimit: obj.ops, memlimit: obj.mem });
     checkKdfParams(params);
     return params;
   }
 }
 
-export const DEFAULT_KDF = new KdfParams();
-
 /** Refuse exactly what signaling/roomcrypto.py check_kdf_params refuses. */
 export function checkKdfParams(p) {
+  const salt = p.salt;
+  if (!(salt instanceof Uint8Array) || salt.length !== SALT_SIZE) {
+    throw new TypeError(`kdf salt must be ${SALT_SIZE} bytes`);
+  }
   if (p.alg !== KDF_ALG) throw new WeakKdfParams(`unsupported kdf algorithm ${JSON.stringify(p.alg)}`);
   if (!Number.isSafeInteger(p.opslimit) || !Number.isSafeInteger(p.memlimit)) {
     throw new TypeError("kdf ops and mem must be integers");
@@ -113,19 +147,13 @@ function lp(value) {
   return concat(new Uint8Array([data.length >> 8, data.length & 0xff]), data);
 }
 
-/** SHA-256("sealroom/v1/salt" ‖ room)[:16] (crypto_pwhash_SALTBYTES). */
-export async function roomSalt(room) {
-  const digest = await subtle.digest("SHA-256", concat(enc.encode("sealroom/v1/salt"), utf8(room)));
-  return new Uint8Array(digest, 0, 16).slice();
-}
-
-/** K = Argon2id(NFC(password), roomSalt(room)), 32 bytes (RFC 9106 via libsodium). */
-export async function passwordKey(password, room, params = DEFAULT_KDF) {
+/** K = Argon2id(NFC(password), params.salt), 32 bytes (RFC 9106 via libsodium). */
+export async function passwordKey(password, params) {
+  if (!(params instanceof KdfParams)) throw new TypeError("passwordKey needs the room's KdfParams");
   checkKdfParams(params);
-  const salt = await roomSalt(room);
   await sodium.ready;
   return sodium.crypto_pwhash(
-    KEY_SIZE, utf8(password.normalize("NFC")), salt, params.opslimit, params.memlimit,
+    KEY_SIZE, utf8(password.normalize("NFC")), params.salt, params.opslimit, params.memlimit,
     sodium.crypto_pwhash_ALG_ARGON2ID13,
   );
 }
@@ -140,7 +168,7 @@ export async function hkdfSha256(ikm, info, length = KEY_SIZE) {
   return new Uint8Array(bits);
 }
 
-/** Sub-keys of K (DESIGN.md item 2) → {kRoom, admSeed, admPk}. */
+/** Sub-keys of K (docs/PROTOCOL.md, Keys) → {kRoom, admSeed, admPk}. */
 export async function roomKeys(K, room) {
   if (bytesOf(K, "K").length !== KEY_SIZE) throw new RangeError("K must be 32 bytes");
   const roomB = utf8(room);
@@ -152,7 +180,10 @@ export async function roomKeys(K, room) {
   return { kRoom, admSeed, admPk };
 }
 
-/** What the admission signature covers (DESIGN.md item 3). */
+/**
+ * What the admission signature covers (docs/PROTOCOL.md, "Connecting and joining"): the label
+ * without a trailing NUL, then lp(origin), lp(room), lp(the 32 raw nonce bytes), lp(conn).
+ */
 export function joinTranscript(origin, room, nonce, conn) {
   return concat(enc.encode("sealroom/v1/join"), lp(origin), lp(room), lp(bytesOf(nonce, "nonce")), lp(conn));
 }
@@ -259,7 +290,7 @@ export async function openEnvelope(kRoom, header, nonce, ciphertext) {
 }
 
 /**
- * Per-receiver replay check (DESIGN.md item 4): seq must grow per sender. check() before
+ * Per-receiver replay check (docs/PROTOCOL.md, Sealed messages): seq must grow per sender. check() before
  * opening, commit() only after the envelope authenticated.
  */
 export class ReplayGuard {
@@ -273,10 +304,6 @@ export class ReplayGuard {
   commit(sender, seq) {
     const last = this.#last.get(sender);
     if (last === undefined || BigInt(seq) > last) this.#last.set(sender, BigInt(seq));
-  }
-
-  forget(sender) {
-    this.#last.delete(sender);
   }
 }
 

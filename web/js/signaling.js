@@ -10,18 +10,19 @@
 //
 // Events (CustomEvent, payload in .detail):
 //   sealed         {sender, to, epoch, seq, payload: Uint8Array, json()}  authenticated envelope
-//   rejected       {reason, sender}           envelope dropped (replay, failed authentication)
+//   rejected       {reason, sender}  envelope dropped (replay, failed authentication), or a
+//                  membership event refused (rejoin, index-reused, not-a-member); counted in .refused
 //   member-joined  {id, index}   member-left {id, index, reason}   lock {locked, lock_at, ...}
 //   error          {id, message, ref}         a non-fatal typed error from the server
 //   message        any other server message (sfu-offer, speaker, turn, ...)
 //   close          {code, reason}
 
 import {
-  DEFAULT_KDF, EnvelopeHeader, KdfParams, ReplayGuard, b64, openEnvelope, passwordKey,
+  EnvelopeHeader, KdfParams, ReplayGuard, b64, openEnvelope, passwordKey,
   roomKeys, seal, signJoin, unb64,
 } from "./roomcrypto.js";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export class ServerError extends Error {
   constructor(id, message) {
@@ -38,7 +39,8 @@ const dec = new TextDecoder();
 export class SignalingClient extends EventTarget {
   #ws;
   #keys = null;
-  #replay = new ReplayGuard();
+  #replay = new ReplayGuard(); // never forgets a sender: ids are not reused in a room
+  #seen;
   #waiters = [];
   #seq = 0;
   #opening = Promise.resolve(); // envelopes are opened one at a time, in arrival order
@@ -54,7 +56,10 @@ export class SignalingClient extends EventTarget {
     this.index = null;
     this.epoch = 0;
     this.members = new Map(); // participant id → sender index
+    this.refused = {}; // reason → count of envelopes and membership events refused
+    this.#seen = new Set(); // every participant id and sender index of this session
     this.joined = null;
+    this.kdf = null; // KdfParams of the room, as this session joined it
     ws.addEventListener("message", (ev) => this.#onFrame(ev.data));
     ws.addEventListener("close", (ev) => {
       const detail = { code: ev.code, reason: ev.reason };
@@ -131,21 +136,34 @@ export class SignalingClient extends EventTarget {
       case "sealed":
         this.#opening = this.#opening.then(() => this.#open(msg));
         return;
-      case "member-joined":
+      case "member-joined": { // ids and indices are never reused in a room (PROTOCOL.md)
+        const why = typeof msg.id !== "string" || !Number.isInteger(msg.index) ? "malformed"
+          : this.#seen.has(msg.id) ? "rejoin" : this.#seen.has(msg.index) ? "index-reused" : null;
+        if (why !== null) return this.#refuse(why, msg.id);
+        this.#remember(msg.id, msg.index);
         this.members.set(msg.id, msg.index);
         break;
+      }
       case "member-left":
-        this.members.delete(msg.id);
-        this.#replay.forget(msg.id);
+        if (!this.members.delete(msg.id)) return this.#refuse("not-a-member", msg.id);
         break;
     }
     const known = ["member-joined", "member-left", "lock", "error"];
     this.dispatchEvent(new CustomEvent(known.includes(msg.type) ? msg.type : "message", { detail: msg }));
   }
 
+  #refuse(reason, sender) {
+    this.refused[reason] = (this.refused[reason] ?? 0) + 1;
+    this.dispatchEvent(new CustomEvent("rejected", { detail: { reason, sender } }));
+  }
+
+  #remember(id, index) {
+    this.#seen.add(id);
+    this.#seen.add(index);
+  }
+
   async #open(msg) {
-    const reject = (reason) =>
-      this.dispatchEvent(new CustomEvent("rejected", { detail: { reason, sender: msg.from } }));
+    const reject = (reason) => this.#refuse(reason, msg.from);
     if (!this.#keys) return reject("not-joined");
     if (msg.to !== "*" && msg.to !== this.id) return reject("not-for-me");
     let header;
@@ -177,26 +195,57 @@ export class SignalingClient extends EventTarget {
   }
 
   /**
-   * Derive the room keys from the password and enter (or create) the room. Parameters
-   * recorded for an existing room are refused when weaker than the defaults (a hostile
-   * server must not make guessing cheap).
+   * Derive the room keys from the password and enter (or create) the room. An existing room's
+   * parameters are checked (KdfParams.fromJson: not weaker than the defaults, not above the
+   * ceiling) and, given `expectKdf` (a rejoin), must equal it: otherwise ServerError
+   * "kdf-changed", before anything is derived. A room this join creates gets `kdf`, else
+   * `expectKdf` (the room is gone, e.g. the server restarted: its members, rejoining, agree on
+   * the salt), else the default cost with a fresh random salt. A lost creation race (the room
+   * appeared after room-info, with another creator's salt: wrong-password) is retried once as
+   * a plain join.
    */
-  async join(room, password, { kdf = DEFAULT_KDF } = {}) {
+  async join(room, password, { kdf = null, expectKdf = null } = {}) {
+    try {
+      return await this.#joinOnce(room, password, kdf, expectKdf);
+    } catch (err) {
+      if (!(err instanceof ServerError) || !err.creationRaceLost) throw err;
+      return this.#joinOnce(room, password, kdf, expectKdf);
+    }
+  }
+
+  async #joinOnce(room, password, kdf, expectKdf) {
     const info = await this.roomInfo(room);
-    const params = info.exists ? KdfParams.fromJson(info.kdf) : kdf;
-    const K = await passwordKey(password, room, params);
+    let params;
+    if (info.exists) {
+      params = KdfParams.fromJson(info.kdf);
+      if (expectKdf && !params.equals(expectKdf)) {
+        throw new ServerError("kdf-changed",
+          "the room's key-derivation parameters changed since this session joined it: refused");
+      }
+    } else { // a room gone (expired, server restarted) comes back with the remembered salt
+      params = kdf ?? expectKdf ?? KdfParams.generate();
+    }
+    const K = await passwordKey(password, params);
     const keys = await roomKeys(K, room);
     K.fill(0);
     const sig = await signJoin(keys.admSeed, this.origin, room, this.nonce, this.conn);
     const msg = { type: "join", room, sig: b64(sig) };
     if (!info.exists) msg.create = { kdf: params.toJson(), adm_pk: b64(keys.admPk) };
     this.send(msg);
-    const joined = await this.#next((m) => m.type === "joined", 15000, "join");
+    let joined;
+    try {
+      joined = await this.#next((m) => m.type === "joined", 15000, "join");
+    } catch (err) {
+      if (err instanceof ServerError && err.id === "wrong-password" && msg.create) err.creationRaceLost = true;
+      throw err;
+    }
     this.#keys = keys;
+    this.kdf = params;
     this.room = room;
     this.id = joined.id;
     this.index = joined.index;
     this.members = new Map(joined.members.map((m) => [m.id, m.index]));
+    for (const [id, index] of [[joined.id, joined.index], ...this.members]) this.#remember(id, index);
     this.joined = joined;
     return joined;
   }

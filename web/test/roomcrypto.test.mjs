@@ -26,11 +26,12 @@ test("vendored libsodium files match the SHA-256 recorded in web/vendor/README.m
   }
 });
 
-test("KDF vectors: salt, Argon2id K (NFC), sub-keys, adm_pk", async () => {
+test("KDF vectors: wire params with salt, Argon2id K (NFC), sub-keys, adm_pk", async () => {
   for (const c of vectors.kdf) {
     const params = rc.KdfParams.fromJson(c.params);
-    assert.equal(hex(await rc.roomSalt(c.room)), c.salt);
-    const K = await rc.passwordKey(c.password, c.room, params);
+    assert.equal(hex(params.salt), c.salt);
+    assert.deepEqual(params.toJson(), c.params);
+    const K = await rc.passwordKey(c.password, params);
     assert.equal(hex(K), c.K, `K of ${JSON.stringify(c.password)}`);
     const keys = await rc.roomKeys(K, c.room);
     assert.equal(hex(keys.kRoom), c.k_room);
@@ -40,6 +41,32 @@ test("KDF vectors: salt, Argon2id K (NFC), sub-keys, adm_pk", async () => {
   const nfd = vectors.kdf.find((c) => c.password === "pa\u0308sswo\u0308rd 🔑");
   const nfc = vectors.kdf.find((c) => c.password === "p\u00e4ssw\u00f6rd 🔑");
   assert.ok(nfd && nfc && nfd.K === nfc.K);
+  const [first, other] = [vectors.kdf[0], vectors.kdf.at(-1)];
+  assert.ok(first.password === other.password && first.room === other.room && first.salt !== other.salt);
+  assert.notEqual(first.K, other.K); // the salt, not the room name, makes K differ
+  assert.equal("roomSalt" in rc, false);
+});
+
+test("KDF invalid vectors: refused as malformed, weak or excessive, like Python", () => {
+  const classes = { weak: rc.WeakKdfParams, excessive: rc.ExcessiveKdfParams, malformed: TypeError };
+  for (const c of vectors.kdf_invalid) {
+    assert.throws(() => rc.KdfParams.fromJson(c.params), classes[c.error], JSON.stringify(c.params));
+  }
+});
+
+test("KdfParams.generate: fresh random 16-byte salt, default cost, exact wire form", () => {
+  const salts = new Set();
+  for (let i = 0; i < 32; i++) salts.add(hex(rc.KdfParams.generate().salt));
+  assert.equal(salts.size, 32);
+  const p = rc.KdfParams.generate();
+  assert.equal(p.salt.length, 16);
+  assert.deepEqual(Object.keys(p.toJson()), ["alg", "ops", "mem", "salt"]);
+  assert.deepEqual({ ...p.toJson(), salt: null }, { alg: "argon2id13", ops: 2, mem: 64 * MIB, salt: null });
+  const again = rc.KdfParams.fromJson(p.toJson());
+  assert.ok(again.equals(p) && p.equals(again));
+  assert.ok(!rc.KdfParams.generate().equals(p));
+  p.salt[0] ^= 1; // the getter hands out a copy
+  assert.ok(again.equals(p));
 });
 
 test("HKDF-SHA256 matches RFC 5869 A.3 (empty salt and info)", async () => {
@@ -51,6 +78,9 @@ test("join vectors: transcript and deterministic Ed25519 signature", async () =>
   for (const c of vectors.join) {
     const args = [c.origin, c.room, unhex(c.nonce), c.conn];
     assert.equal(hex(rc.joinTranscript(...args)), c.transcript);
+    // label without NUL, then lp(origin); the nonce as lp(32 raw bytes), not its base64 text
+    assert.ok(c.transcript.startsWith(hex(new TextEncoder().encode("sealroom/v1/join")) + hex([0, new TextEncoder().encode(c.origin).length])));
+    assert.ok(c.transcript.includes("0020" + c.nonce));
     const sig = await rc.signJoin(unhex(c.adm_seed), ...args);
     assert.equal(hex(sig), c.sig);
     assert.equal(await rc.verifyJoin(unhex(c.adm_pk), sig, ...args), true);
@@ -139,27 +169,34 @@ test("header refuses out-of-range fields and lone surrogates", () => {
 });
 
 test("checkKdfParams refuses what the Python refuses", async () => {
-  assert.deepEqual(rc.DEFAULT_KDF.toJson(), { alg: "argon2id13", ops: 2, mem: 64 * MIB });
-  rc.checkKdfParams(new rc.KdfParams({ opslimit: 16, memlimit: 1024 * MIB }));
+  const salt = new Uint8Array(16).map((_v, i) => i);
+  const ok = { alg: "argon2id13", ops: 2, mem: 64 * MIB, salt: "AAECAwQFBgcICQoLDA0ODw==" };
+  assert.deepEqual(new rc.KdfParams({ salt }).toJson(), ok);
+  rc.checkKdfParams(new rc.KdfParams({ salt, opslimit: 16, memlimit: 1024 * MIB }));
   const weak = [{ alg: "argon2i13" }, { alg: "scrypt" }, { opslimit: 1 }, { opslimit: 0 }, { memlimit: 64 * MIB - 1 }, { memlimit: 8192 }];
   for (const w of weak) {
-    const p = new rc.KdfParams(w);
+    const p = new rc.KdfParams({ salt, ...w });
     assert.throws(() => rc.checkKdfParams(p), rc.WeakKdfParams);
     assert.throws(() => rc.KdfParams.fromJson(p.toJson()), rc.WeakKdfParams);
-    await assert.rejects(rc.passwordKey("pw", "room", p), rc.WeakKdfParams);
+    await assert.rejects(rc.passwordKey("pw", p), rc.WeakKdfParams);
   }
   for (const x of [{ opslimit: 17 }, { memlimit: 1024 * MIB + 1 }, { opslimit: 1e9 }]) {
-    const p = new rc.KdfParams(x);
+    const p = new rc.KdfParams({ salt, ...x });
     assert.throws(() => rc.checkKdfParams(p), rc.ExcessiveKdfParams);
     assert.throws(() => rc.KdfParams.fromJson(p.toJson()), rc.ExcessiveKdfParams);
-    await assert.rejects(rc.passwordKey("pw", "room", p), rc.ExcessiveKdfParams);
+    await assert.rejects(rc.passwordKey("pw", p), rc.ExcessiveKdfParams);
   }
+  for (const bad of [new Uint8Array(0), new Uint8Array(15), new Uint8Array(17), "AAECAwQFBgcICQoLDA0ODw==", undefined]) {
+    await assert.rejects(rc.passwordKey("pw", new rc.KdfParams({ salt: bad })), TypeError);
+  }
+  await assert.rejects(rc.passwordKey("pw", ok), TypeError); // the wire form is not parsed params
   const malformed = [
-    null, [], "argon2id13", { alg: "argon2id13", ops: 2 }, { alg: "argon2id13", ops: 2, mem: 64 * MIB, p: 4 },
-    { alg: "argon2id13", ops: "2", mem: 64 * MIB }, { alg: "argon2id13", ops: 2.5, mem: 64 * MIB },
-    { alg: "argon2id13", ops: true, mem: 64 * MIB }, { alg: 13, ops: 2, mem: 64 * MIB },
+    null, [], "argon2id13", { alg: "argon2id13", ops: 2, salt: ok.salt },
+    { alg: "argon2id13", ops: 2, mem: 64 * MIB }, { ...ok, p: 4 },
+    { ...ok, ops: "2" }, { ...ok, ops: 2.5 }, { ...ok, ops: true }, { ...ok, alg: 13 },
+    { ...ok, salt: [...salt] }, { ...ok, salt: hex(salt) },
   ];
-  for (const m of malformed) assert.throws(() => rc.KdfParams.fromJson(m), JSON.stringify(m));
+  for (const m of malformed) assert.throws(() => rc.KdfParams.fromJson(m), TypeError, JSON.stringify(m));
 });
 
 test("base64: vectors and strict decoding", () => {
@@ -184,6 +221,5 @@ test("ReplayGuard: seq must grow per sender; commits never move back", () => {
   assert.ok(!g.check("a", 4));
   g.commit("a", 2n ** 63n);
   assert.ok(!g.check("a", Number.MAX_SAFE_INTEGER) && g.check("a", 2n ** 63n + 1n));
-  g.forget("a");
-  assert.ok(g.check("a", 1));
+  assert.equal(g.forget, undefined); // no way to reset a sender: ids are never reused
 });

@@ -1,7 +1,7 @@
 // Helper for tests/test_roomcrypto.py (Python ↔ JS cross-check). Reads one JSON request on
 // stdin (bytes as standard base64), answers one JSON object on stdout. Not a test file itself.
 import {
-  EnvelopeHeader, b64, openEnvelope, passwordKey, roomKeys, seal, signJoin, unb64,
+  EnvelopeHeader, KdfParams, b64, openEnvelope, passwordKey, roomKeys, seal, signJoin, unb64,
 } from "../js/roomcrypto.js";
 
 let input = "";
@@ -21,6 +21,8 @@ const keys = await roomKeys(unb64(req.join.K), req.join.room);
 out.room_keys = { k_room: b64(keys.kRoom), adm_seed: b64(keys.admSeed), adm_pk: b64(keys.admPk) };
 const j = req.join;
 out.sig = b64(await signJoin(keys.admSeed, j.origin, j.room, unb64(j.nonce), j.conn));
-// Password key of a fresh password (default parameters).
-out.K = b64(await passwordKey(req.kdf.password, req.kdf.room));
+// Password key of a fresh password with Python-made parameters (random salt).
+out.K = b64(await passwordKey(req.kdf.password, KdfParams.fromJson(req.kdf.params)));
+// Parameters of a room JS would create: Python parses them.
+if (req.generate) out.generated = KdfParams.generate().toJson();
 process.stdout.write(JSON.stringify(out));

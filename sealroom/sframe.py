@@ -19,7 +19,7 @@ replays old media-key messages or forges membership.
   participant already has (``wrong-sender``), for a sender index another live
   participant owns (``sender-taken``), and any generation not newer than every
   one installed before for that participant (``old-key``). These records last
-  as long as the decryptor.
+  for the signaling session: ``new_session`` (a rejoin) starts them over.
 * When a frame authenticates under generation G, each older generation of that
   sender is retired ``GRACE`` seconds later: after that its frames are
   ``stale-key`` (the departed member who holds it cannot keep injecting).
@@ -466,7 +466,7 @@ class _Sender:
 
 @dataclass
 class _Record:
-    """What the decryptor remembers of a participant for its whole life (Key policy)."""
+    """What the decryptor remembers of a participant for the session (Key policy)."""
 
     sender: int | None  # None: removed before any key was installed
     newest: int = -1  # the newest generation ever installed
@@ -483,7 +483,7 @@ class FrameDecryptor:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._senders: dict[int, _Sender] = {}  # live sender indexes only
-        self._records: dict[str, _Record] = {}  # never reset
+        self._records: dict[str, _Record] = {}  # reset only by new_session
 
     def set_key(
         self, participant: str, sender: int, generation: int, step: int, key: bytes

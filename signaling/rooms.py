@@ -19,7 +19,7 @@ from signaling.errors import ErrorId, SignalingError
 
 log = logging.getLogger(__name__)
 
-MAX_SENDER_INDEX = 0xFFFF  # 16 bits in the E2EE key id (DESIGN.md, frame encryption)
+MAX_SENDER_INDEX = 0xFFFF  # 16 bits in the E2EE key id (e2ee-worker/FORMAT.md §3)
 
 
 @dataclass
@@ -116,7 +116,7 @@ class RoomRegistry:
             room.expiry.cancel()
             room.expiry = None
         # Sender indices are never reused within a room's life: an index names one
-        # participant's media keys in every receiver (DESIGN.md, KID layout).
+        # participant's media keys in every receiver (e2ee-worker/FORMAT.md §3).
         member = Member(pid, room.next_index, self.clock(), ip)
         room.next_index += 1
         room.members[pid] = member

@@ -1,4 +1,4 @@
-"""sealroom.sframe: RFC 9605 vectors, the DESIGN.md check value, the frame rules, the
+"""sealroom.sframe: RFC 9605 vectors, the FORMAT.md check value, the frame rules, the
 key policy (FORMAT.md, Key policy) tried the way a hostile server would, and both
 directions against the browser worker (e2ee-worker/worker.js run by Node)."""
 

@@ -1,5 +1,5 @@
 // Known-answer tests: RFC 9605 Appendix C (suite 0x0004 and every header case),
-// the DESIGN.md check value, the ratchet chain, and the generated frame cases —
+// the format check value (FORMAT.md §10), the ratchet chain, and the generated frame cases —
 // all produced by the Python reference (tests/vectors/make_sframe_vectors.py).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';

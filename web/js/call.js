@@ -138,7 +138,7 @@ export class Call extends EventTarget {
     });
     keys.addEventListener("security-code", ({ detail }) => live() && this.#emit("security-code", detail));
     keys.addEventListener("rotated", ({ detail }) => {
-      if (live()) this.sendGeneration = detail.generation; // after a leave (DESIGN.md item 6)
+      if (live()) this.sendGeneration = detail.generation; // after a leave (PROTOCOL.md, Media keys)
     });
     keys.onKeyFrameNeeded = () => live() && this.media?.requestKeyFrame();
     this.names.set(sig.id, this.name);

@@ -40,7 +40,8 @@ export class SignalingClient extends EventTarget {
   #ws;
   #keys = null;
   #replay = new ReplayGuard(); // never forgets a sender: ids are not reused in a room
-  #seen;
+  #seenIds = new Set(); // every participant id and sender index of this session (neither
+  #seenIndexes = new Set(); // is reused in a room): the twin of signaling/client.py's seen_*
   #waiters = [];
   #seq = 0;
   #opening = Promise.resolve(); // envelopes are opened one at a time, in arrival order
@@ -57,7 +58,6 @@ export class SignalingClient extends EventTarget {
     this.epoch = 0;
     this.members = new Map(); // participant id → sender index
     this.refused = {}; // reason → count of envelopes and membership events refused
-    this.#seen = new Set(); // every participant id and sender index of this session
     this.joined = null;
     this.kdf = null; // KdfParams of the room, as this session joined it
     ws.addEventListener("message", (ev) => this.#onFrame(ev.data));
@@ -138,7 +138,7 @@ export class SignalingClient extends EventTarget {
         return;
       case "member-joined": { // ids and indices are never reused in a room (PROTOCOL.md)
         const why = typeof msg.id !== "string" || !Number.isInteger(msg.index) ? "malformed"
-          : this.#seen.has(msg.id) ? "rejoin" : this.#seen.has(msg.index) ? "index-reused" : null;
+          : this.#seenIds.has(msg.id) ? "rejoin" : this.#seenIndexes.has(msg.index) ? "index-reused" : null;
         if (why !== null) return this.#refuse(why, msg.id);
         this.#remember(msg.id, msg.index);
         this.members.set(msg.id, msg.index);
@@ -158,8 +158,8 @@ export class SignalingClient extends EventTarget {
   }
 
   #remember(id, index) {
-    this.#seen.add(id);
-    this.#seen.add(index);
+    this.#seenIds.add(id);
+    this.#seenIndexes.add(index);
   }
 
   async #open(msg) {

@@ -56,6 +56,9 @@ def vp8_frame(key: bool, body: int, width: int = 640, height: int = 480) -> byte
     return header + os.urandom(body)
 
 
+RESEND_KEEP = 512  # video packets a publishing bot keeps for the SFU's NACKs
+
+
 @dataclass
 class Received:
     """Packets received for one (publisher, kind), by unwrapped subscriber sequence number."""
@@ -93,6 +96,7 @@ class MediaBot:
                  audio: bool = True, video: bool = True, fps: int = 20,
                  packets_per_frame: int = 2, level: int = 100,
                  loss: Callable[[str, int], bool] | None = None, nack: bool = True,
+                 uplink_loss: Callable[[int], bool] | None = None, answer_nacks: bool = True,
                  video_frames: VideoSource | None = None,
                  audio_frames: AudioSource | None = None) -> None:
         self.pid = pid
@@ -104,6 +108,12 @@ class MediaBot:
         self.level = level  # RFC 6464 -dBov sent in every audio packet (127 = silence)
         self.loss = loss  # (kind, seq) -> True to drop an incoming packet (injected loss)
         self.nack = nack
+        # (video seq) -> True to withhold a packet we publish, as a lossy uplink would;
+        # the SFU's NACK for it is answered from ``_resend`` (RFC 4588) if answer_nacks
+        self.uplink_loss = uplink_loss
+        self.answer_nacks = answer_nacks
+        self._resend: dict[int, bytes] = {}  # video seq -> packet, the last RESEND_KEEP
+        self._rtx_seq = random.getrandbits(16)
         self.video_frames = video_frames  # None: random opaque frames (the default)
         self.audio_frames = audio_frames
         self.counters: Counter[str] = Counter()
@@ -291,7 +301,15 @@ class MediaBot:
             chunk = frame[i * step : (i + 1) * step]
             payload = build_descriptor(start=i == 0, picture_id=self._picture_id) + chunk
             packet = self._packet("video", payload, i == n - 1, self._ts["video"])
-            if packet is not None and await self.pub.send(packet):
+            if packet is None:
+                continue
+            seq = self._seq["video"]
+            self._resend[seq] = packet
+            self._resend.pop((seq - RESEND_KEEP) & 0xFFFF, None)
+            if self.uplink_loss is not None and self.uplink_loss(seq):
+                self.counters["uplink_withheld"] += 1
+                self.sent["video"].append(payload)  # sent, and lost on the way
+            elif await self.pub.send(packet):
                 self.sent["video"].append(payload)
         self.counters["keyframes_sent" if key else "deltaframes_sent"] += 1
 
@@ -323,6 +341,32 @@ class MediaBot:
                 self.remb.append(p.bitrate)
             elif isinstance(p, rtcp.ReceiverReport):
                 self.counters["rr_received"] += 1
+            elif isinstance(p, rtcp.Nack):
+                self.counters["nacks_received"] += 1
+                self.counters["nacked"] += len(p.lost)
+                if self.answer_nacks:
+                    await self._retransmit(p.lost)
+
+    async def _retransmit(self, lost: list[int]) -> None:
+        """Answer the SFU's NACK (RFC 4585 §6.2.1): RTX if negotiated (RFC 4588 §4: the
+        RTX SSRC and PT, our own RTX sequence, the original sequence number first in the
+        payload), else the original packet again."""
+        p = self._pub_params.get("video")
+        for seq in lost[:64]:
+            packet = self._resend.get(seq)
+            if packet is None or p is None:
+                self.counters["nack_unanswered"] += 1
+                continue
+            if p.rtx_payload_type is not None:
+                h = RtpHeader.parse(packet)
+                self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+                packet = build_packet(
+                    payload_type=p.rtx_payload_type, sequence_number=self._rtx_seq,
+                    timestamp=h.timestamp, ssrc=p.rtx_ssrc, marker=h.marker,
+                    extensions=packet[12 : h.payload_offset],
+                    payload=struct.pack("!H", seq) + packet[h.payload_offset : h.payload_end])
+            if await self.pub.send(packet):
+                self.counters["retransmitted"] += 1
 
     async def _pub_rtp(self, data: bytes) -> None:
         self.counters["unexpected_rtp_on_pub"] += 1

@@ -480,7 +480,7 @@ static PyTypeObject BatchType = {
 typedef struct {
     PyObject_HEAD
     PyObject *sender; /* a Sender, or None */
-    char active, waiting_key, started, one_byte;
+    char active, waiting_key, started, one_byte, paced;
     int pt;
     unsigned int ssrc, ts_offset, last_out_ts;
     int seq_offset, last_in_seq, resume_seq, last_out_seq; /* 16-bit values */
@@ -683,6 +683,8 @@ static PyMemberDef Lane_members[] = {
     {"active", T_BOOL, offsetof(Lane, active), 0, "False when last-N leaves it out."},
     {"waiting_key", T_BOOL, offsetof(Lane, waiting_key), 0, "Video waits for a key frame."},
     {"started", T_BOOL, offsetof(Lane, started), 0, "The current run has begun."},
+    {"paced", T_BOOL, offsetof(Lane, paced), 0,
+     "Its subscriber's link is paced: Slot.forward hands packets to the Pacer."},
     {"pt", T_INT, offsetof(Lane, pt), 0, "Our payload type (-1: not negotiated)."},
     {"ssrc", T_UINT, offsetof(Lane, ssrc), 0, "Our SSRC."},
     {"seq_offset", T_INT, offsetof(Lane, seq_offset), 0, "in seq - out seq, mod 2^16."},
@@ -807,7 +809,7 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
             paused++;
             continue;
         }
-        if (l->pt < 0 ||
+        if (l->pt < 0 || l->paced || /* paced: its subscriber's Pacer sends (sfu/pacer.py) */
             l->waiting_key || !l->started || l->sender == NULL ||
             !Py_IS_TYPE(l->sender, &SenderType) ||
             !sender_ready((Sender *)l->sender))

@@ -23,6 +23,7 @@ class Lane:
     active: bool
     waiting_key: bool
     started: bool
+    paced: bool
     pt: int
     ssrc: int
     seq_offset: int

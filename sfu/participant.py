@@ -20,11 +20,14 @@ from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
 from . import rtcp
+from .allocator import DownlinkBudget, Video
 from .errors import SfuError
+from .pacer import FACTOR as PACING_FACTOR
+from .pacer import Pacer
 from .peer import RawPeer, negotiated
 from .rtp import URI_MID, RtpHeader
 from .track import CODEC as CODECS
-from .track import PublishedTrack, Slot
+from .track import RTP_OVERHEAD, PublishedTrack, Slot
 
 if TYPE_CHECKING:
     from .room import Room
@@ -33,6 +36,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+PADDING_PACKET = 290  # bytes on the wire per probe packet (255 of padding + headers)
+PROBE_BURST = 20  # at most this many probe packets per 20 ms step (~2.3 Mbit/s)
+PROBE_STEPS = 60 * 50  # a prober stops after a minute whatever happens (re-started if due)
+PACE_AFTER_LOSS = 30.0  # seconds a subscriber's packets stay paced after its link lost some
 
 
 class Participant:
@@ -55,6 +63,21 @@ class Participant:
         self._awaiting_answer = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self._joined_at = time.monotonic()
+        # the downlink: its estimate and allocation (sfu/allocator.py), what was sent
+        self.budget = DownlinkBudget()
+        self.pacer = Pacer(self.sub.send_rtp, self.stats)
+        self._sent_mark = (0, time.monotonic())
+        self._probe_bps = 0  # padding rate of a running probe (bits/s), 0: none
+        self._prober: asyncio.Future[None] | None = None
+        self.padding_octets = 0
+        # the subscriber's latest (extended highest seq, cumulative lost) per SSRC we send
+        # it, and their values at the last allocation: loss over whole intervals, because
+        # the fraction in one RR covers only the time since the previous one, which is a
+        # few milliseconds when the RR rides on a NACK (RFC 4585 §3.1 compound feedback)
+        self._reports: dict[int, tuple[int, int]] = {}
+        self._reports_mark: dict[int, tuple[int, int, int]] = {}  # + publisher's unrepaired
+        self._pacer_dropped_mark = 0
+        self._announcing = False
         self._watchdog = asyncio.ensure_future(self._watch())
 
     async def send(self, msg: dict[str, Any]) -> None:
@@ -103,14 +126,13 @@ class Participant:
             track = PublishedTrack(self, t.kind, t.mid, self.stats, self.sfu.config.rtx_cache,
                                    self.sfu.config.pli_interval, self.sfu.config.drop_silence,
                                    self.sfu.outbox)
-            track.ssrc, rtx_ssrc = _media_ssrcs(parsed, t.mid)
+            track.ssrc, track.rtx_ssrc = _media_ssrcs(parsed, t.mid)
             self.tracks[t.mid] = track
             if track.ssrc is not None:
                 self._by_ssrc[track.ssrc] = track
-            if rtx_ssrc is not None:
-                # Chromium sends bandwidth probes (padding) on the RTX stream: they are
-                # known and dropped as unexpected_pt, not counted as unknown SSRCs.
-                self._by_ssrc[rtx_ssrc] = track
+            if track.rtx_ssrc is not None:
+                # the repairs our NACKs ask for, and Chromium's bandwidth probes (padding)
+                self._by_ssrc[track.rtx_ssrc] = track
             new.append(track)
         answer = await self.pub.pc.createAnswer()
         await self.pub.pc.setLocalDescription(answer)
@@ -138,8 +160,10 @@ class Participant:
                 self.stats.drop("unknown_ssrc")
                 return
         if h.payload_type != track.payload_type:
-            # RTX / padding probes from the publisher, or a codec we did not accept
-            self.stats.drop("unexpected_pt")
+            if h.ssrc == track.rtx_ssrc and h.payload_type == track.rtx_payload_type:
+                track.on_rtx(h, data)  # RFC 4588: a repair, or a padding probe
+                return
+            self.stats.drop("unexpected_pt")  # a codec we did not accept
             return
         self.stats.received_packets += 1
         track.on_rtp(h, data)
@@ -267,6 +291,7 @@ class Participant:
                     slot.set_params(negotiated(t))
                     self._slot_by_ssrc[slot.params.ssrc] = slot  # type: ignore[union-attr]
                     self._slot_by_ssrc[slot.params.rtx_ssrc] = slot  # type: ignore[union-attr]
+        self.streams_changed()
         await self._maybe_offer()
 
     def _sub_rtp(self, data: bytes) -> None:
@@ -289,7 +314,7 @@ class Participant:
                     slot.track.request_keyframe("pli")
                 else:
                     self.stats.add("nacks_received")
-                    slot.retransmit(p.lost)
+                    slot.retransmit(p.lost, self.budget)
             elif isinstance(p, rtcp.Fir):
                 for ssrc, _ in p.entries[:16]:
                     slot = self._slot_by_ssrc.get(ssrc)
@@ -299,14 +324,17 @@ class Participant:
                         self.stats.add("fir_received")
                         slot.track.request_keyframe("fir")
             elif isinstance(p, rtcp.Remb):
+                # The total this subscriber's downlink carries, for all the SSRCs it
+                # lists: its budget, never a limit for the publishers (docs/SFU.md).
                 self.stats.add("remb_received")
-                now = time.monotonic()
-                for ssrc in p.ssrcs[:16]:
-                    slot = self._slot_by_ssrc.get(ssrc)
-                    if slot is not None and slot.track is not None:
-                        slot.track.remb[slot.ssrc] = (p.bitrate, now)
+                if self.budget.on_remb(p.bitrate, time.monotonic()):
+                    self.reallocate()
             elif isinstance(p, rtcp.ReceiverReport):
                 self.stats.add("rr_received")
+                for block in p.reports[:32]:
+                    if block.ssrc in self._slot_by_ssrc:
+                        self._reports[block.ssrc] = (block.highest_sequence,
+                                                     block.cumulative_lost)
 
     # --- liveness, reports ----------------------------------------------------------------
 
@@ -335,24 +363,156 @@ class Participant:
                     and now - self._joined_at > cfg.connect_timeout):
                 await self.sfu.transport_failed(self, "ICE/DTLS did not connect")
                 return
+            for track in self.tracks.values():
+                track.measure(now)
             self._send_reports(now)
+            self._measure_sent(now)
+            self.budget.on_loss(self._interval_loss(), now)
+            self.reallocate()
 
     def _send_reports(self, now: float) -> None:
-        """RFC 3550 §6.4.2 RR for each published source, plus REMB (draft-alvestrand §2)."""
+        """RFC 3550 §6.4.2 RR for each published source, plus REMB (draft-alvestrand §2).
+
+        The REMB is the configured ceiling, the same whoever subscribes: a publisher's
+        rate follows its own uplink (its loss-based controller reads the loss and jitter
+        of these RRs) and never the weakest subscriber's downlink, which has its own
+        budget (sfu/allocator.py).
+        """
         if not self.pub.up:
             return
         blocks = [b for b in (t.report_block() for t in self.tracks.values()) if b is not None]
         if not blocks:
             return
         data = bytes(rtcp.ReceiverReport(self.rtcp_ssrc, blocks[:31]))
-        video = [t for t in self.tracks.values() if t.kind == "video" and t.ssrc is not None]
-        for t in video:
-            limits = [bps for bps, at in t.remb.values() if now - at < 5.0]
-            t.remb = {k: v for k, v in t.remb.items() if now - v[1] < 5.0}
-            bitrate = min([self.sfu.config.max_video_bitrate, *limits])
-            data += bytes(rtcp.Remb(self.rtcp_ssrc, bitrate, [t.ssrc]))  # type: ignore[list-item]
+        video = [t.ssrc for t in self.tracks.values() if t.kind == "video" and t.ssrc is not None]
+        if video:
+            data += bytes(rtcp.Remb(self.rtcp_ssrc, self.sfu.config.max_video_bitrate, video))
         if self.pub.send_rtcp(data):
             self.stats.add("rr_sent")
+
+    # --- the downlink budget (sfu/allocator.py) -------------------------------------------
+
+    def _measure_sent(self, now: float) -> None:
+        """What this subscriber was sent in the last interval (media and RTX, bits/s)."""
+        total = sum(s.lane.octets + RTP_OVERHEAD * s.lane.packets + s.rtx_octets
+                    for s in self.slots)
+        mark, then = self._sent_mark
+        self._sent_mark = (total, now)
+        if now > then and total >= mark:
+            self.budget.sent = int((total - mark) * 8 / (now - then))
+
+    def _interval_loss(self) -> int:
+        """The share of our packets the subscriber lost on its link since the last call
+        (1/256). Holes its publisher's uplink left and the SFU could not repair reach
+        the subscriber as losses too; they are not this link's, so they are taken out."""
+        expected = lost = 0
+        marks: dict[int, tuple[int, int, int]] = {}
+        for slot in self.slots:
+            if slot.params is None or slot.track is None:
+                continue
+            ssrc = slot.params.ssrc
+            report = self._reports.get(ssrc)
+            if report is None:
+                continue
+            highest, cumulative = report
+            marks[ssrc] = (highest, cumulative, slot.track.unrepaired)
+            mark = self._reports_mark.get(ssrc)
+            if mark is not None and 0 <= highest - mark[0] < 1 << 16:
+                expected += highest - mark[0]
+                lost += max(0, cumulative - mark[1] - (slot.track.unrepaired - mark[2]))
+        self._reports_mark = marks
+        # what our own pacer dropped is not the link's loss either (and counting it would
+        # lower the estimate, hence the pacing rate, hence drop more)
+        lost = max(0, lost - (self.pacer.dropped - self._pacer_dropped_mark))
+        self._pacer_dropped_mark = self.pacer.dropped
+        return min(255, (lost << 8) // expected) if expected > 0 else 0
+
+    def reallocate(self) -> None:
+        """Fit the video this subscriber may see (last-N allows) into its budget."""
+        if self.closed:
+            return
+        now = time.monotonic()
+        budget = self.budget
+        audio = sum(s.track.bitrate for s in self.slots
+                    if s.kind == "audio" and s.track is not None)
+        order = self.room.priority
+        candidates = sorted((s for s in self.slots if s.kind == "video" and s.track is not None
+                             and s.lastn_ok), key=lambda s: order(s.publisher or ""))
+        videos = [Video(s, s.track.bitrate if s.track else 0, s.fits) for s in candidates]
+        allowed = budget.plan(audio, videos, now)
+        for i, slot in enumerate(candidates):
+            fits = i in allowed
+            if fits != slot.fits:
+                slot.allow(fits=fits)
+                self.stats.add("bwe_resumes" if fits else "bwe_pauses")
+        target = budget.waiting(audio, videos, allowed) if len(allowed) < len(videos) else 0
+        self._pace(now)
+        self._probe_bps = budget.probe_rate(target, now)
+        if self._probe_bps and (self._prober is None or self._prober.done()):
+            self.stats.add("probes_started")
+            self._prober = asyncio.ensure_future(self._probe())
+        self.streams_changed()
+
+    def _pace(self, now: float) -> None:
+        """Pace this subscriber's packets while its link has shown loss lately (the
+        allocator's estimate sets the rate, sfu/pacer.py); otherwise the fast path."""
+        estimate = self.budget.known(now)
+        paced = estimate is not None and now - self.budget.congested_at < PACE_AFTER_LOSS
+        if paced and estimate is not None:
+            self.pacer.rate = int(max(estimate, self.budget.allocated) * PACING_FACTOR)
+        elif self.pacer.rate:
+            self.pacer.flush()
+            self.pacer.rate = 0
+        for slot in self.slots:
+            if slot.lane.paced != paced:
+                slot.lane.paced = paced
+                self.stats.add("pacing_on" if paced else "pacing_off")
+
+    async def _probe(self) -> None:
+        """Send padding at ``_probe_bps`` in 20 ms steps while a probe runs (bounded by
+        the allocator's ``PROBE_LENGTH``, re-decided every report interval)."""
+        step = 0.02
+        owed = 0.0
+        for _ in range(int(PROBE_STEPS)):
+            if self.closed or not self._probe_bps:
+                return
+            video = [s for s in self.slots if s.kind == "video" and s.params is not None
+                     and s.params.rtx_payload_type is not None]
+            if not video:
+                return
+            slot = next((s for s in video if s.active and s.lane.started), video[0])
+            owed += self._probe_bps * step / 8
+            count = min(PROBE_BURST, int(owed // PADDING_PACKET))
+            if count:
+                sent = slot.pad(count, PADDING_PACKET - 40, time.monotonic())
+                owed = max(0.0, owed - sent) if sent else 0.0
+                self.padding_octets += sent
+                self.stats.add("probes_sent", count)
+            await asyncio.sleep(step)
+
+    def streams_changed(self) -> None:
+        """Tell the subscriber which streams are paused and why, once per change."""
+        if not self._announcing and any(s.announced != s.paused_reason for s in self.slots
+                                        if s.track is not None):
+            self._announcing = True
+            self.spawn(self._announce())
+
+    async def _announce(self) -> None:
+        try:
+            for slot in list(self.slots):
+                track, reason = slot.track, slot.paused_reason
+                if track is None or slot.announced == reason or slot.params is None:
+                    continue
+                slot.announced = reason
+                msg: dict[str, Any] = {"type": "stream-state", "participant": track.owner.pid,
+                                       "kind": slot.kind, "mid": slot.params.mid,
+                                       "state": "paused" if reason else "active"}
+                if reason:
+                    msg["reason"] = reason
+                await self.send(msg)
+        finally:
+            self._announcing = False
+        self.streams_changed()  # anything that changed while this was sending
 
     async def close(self) -> None:
         """Release everything: tasks, slots, caches, both PCs and their sockets."""
@@ -360,6 +520,9 @@ class Participant:
             return
         self.closed = True
         self._watchdog.cancel()
+        if self._prober is not None:
+            self._prober.cancel()
+        self.pacer.close()
         for task in list(self._tasks):
             task.cancel()
         for track in self.tracks.values():

@@ -47,6 +47,14 @@ class Room:
                                if p is not exclude and not p.closed),
                              return_exceptions=True)
 
+    def priority(self, pid: str) -> int:
+        """A publisher's place in the order subscribers' budgets are filled: the active
+        speaker first, then the others by last-spoken order (sfu/allocator.py)."""
+        try:
+            return self.order.index(pid)
+        except ValueError:
+            return len(self.order)
+
     def apply_last_n(self) -> None:
         """Each subscriber gets video from the N most recent speakers only (0 = all)."""
         n = self.sfu.config.last_n
@@ -54,11 +62,10 @@ class Room:
             others = [pid for pid in self.order if pid != sub.pid]
             allowed = set(others[:n]) if n > 0 else set(others)
             for slot in sub.slots:
-                if slot.kind == "video" and slot.track is not None:
-                    was = slot.active
-                    slot.set_active(slot.track.owner.pid in allowed)
-                    if slot.active != was:
-                        self.sfu.counters.add("last_n_switches")
+                if (slot.kind == "video" and slot.track is not None
+                        and slot.allow(lastn=slot.track.owner.pid in allowed)):
+                    self.sfu.counters.add("last_n_switches")
+            sub.streams_changed()
 
     async def _speaker_loop(self) -> None:
         cfg = self.sfu.config

@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING
 
 from . import rtcp
 from ._fanout import Lane, fanout, skip
+from .nackgen import NackGenerator
 from .peer import Negotiated
 from .rtp import RtpHeader, build_extensions, build_packet, seq_newer
 from .stats import Stats
 from .vp8 import is_keyframe
 
 if TYPE_CHECKING:
+    from .allocator import DownlinkBudget
     from .outbox import Outbox
     from .participant import Participant
 
@@ -35,7 +37,23 @@ CODEC = {"audio": "opus", "video": "vp8"}  # DESIGN.md: the only codecs negotiat
 SILENCE = 127  # RFC 6464 §3: the lowest level, -127 dBov: digital silence
 RTP_V2 = 0x80  # RFC 3550 §5.1: V=2 in the first octet
 EXT_BIT = 0x10  # RFC 3550 §5.1: X
+PADDING_BIT = 0x20  # RFC 3550 §5.1: P
+# bytes a forwarded packet carries besides its payload, as a receiver's estimator counts
+# them: the RTP header (12), our extensions (8-12) and the SRTP tag (10, RFC 3711 §4.2)
+RTP_OVERHEAD = 32
 _FIXED = struct.Struct("!BBHII")
+AST_UNITS = 1 << 18  # abs-send-time: 6.18 fixed-point seconds, 24 bits (webrtc.org hdrext)
+
+
+def abs_send_time(now: float) -> bytes:
+    """Our send time as an abs-send-time value (3 bytes).
+
+    The SFU writes its own clock into every packet it sends a subscriber instead of
+    passing the publisher's on: the subscriber's receive-side estimator (which makes its
+    REMB) compares send-time and arrival-time gaps across *all* the SSRCs of its
+    connection, so one clock must stamp them all (mediasoup rewrites it the same way).
+    """
+    return (int(now * AST_UNITS) & 0xFFFFFF).to_bytes(3, "big")
 
 
 class PublishedTrack:
@@ -83,7 +101,19 @@ class PublishedTrack:
         self.last_sr: tuple[int, float] | None = None  # (middle 32 bits of NTP, arrival)
         self.sr: rtcp.SenderReport | None = None
         self.levels: list[tuple[float, int]] = []  # (time, -dBov) from RFC 6464
-        self.remb: dict[int, tuple[int, float]] = {}  # subscriber slot ssrc -> (bps, time)
+        # upstream loss recovery (sfu/nackgen.py): video only, NACK is negotiated for it
+        self.nacks: NackGenerator | None = NackGenerator() if kind == "video" else None
+        self._nack_timer: asyncio.TimerHandle | None = None
+        self.unrepaired = 0  # holes given up on: every subscriber sees them as losses
+        self.rtx_ssrc: int | None = None  # the publisher's RTX SSRC (RFC 4588 §8.3 FID)
+        self.rtx_payload_type = -1
+        # RFC 3550 §6.4.1 / App. A.8 interarrival jitter, in timestamp units
+        self._transit: int | None = None
+        self.jitter = 0.0
+        # the rate this track arrives at (bits/s), measured each report interval: what
+        # forwarding it costs a subscriber's budget (sfu/allocator.py)
+        self.bitrate = 0
+        self._rate_mark = (0, time.monotonic())
 
     def set_pub(self, pub: Negotiated) -> None:
         """The publisher's negotiated m-line: which extension ids carry what."""
@@ -91,22 +121,119 @@ class PublishedTrack:
         self.payload_type = pub.payload_types.get(CODEC[self.kind], -1)
         self._level_id = pub.audio_level_id or 0
         self._ast_id = pub.abs_send_time_id or 0
+        self.rtx_payload_type = pub.rtx_payload_type if pub.rtx_payload_type is not None else -1
 
     # --- receive path -----------------------------------------------------------------
 
     def on_rtp(self, h: RtpHeader, data: bytes) -> None:
+        """Account for one packet from the publisher, then forward it (hot path)."""
+        now = time.monotonic()
+        seq = h.sequence_number
+        nacks = self.nacks
+        if nacks is not None:
+            what, holes = nacks.received(seq, now)
+            if what != "in-order":  # rare: everything else happens off the common path
+                if what == "old" and self._cache_seq[seq % self._cache_size] == seq:
+                    self.stats.drop("duplicate")
+                    return
+                self._sequence_event(what, holes, now)
+        self._count(h, now)
+        self._forward(h, data, now)
+
+    def on_rtx(self, h: RtpHeader, data: bytes) -> None:
+        """A packet on the publisher's RTX SSRC: a repair we asked for, or a probe.
+
+        RFC 4588 §4: the payload starts with the original sequence number (OSN), then
+        the original payload; everything else in the header is the RTX stream's own. The
+        original packet is rebuilt byte for byte (our SSRC and PT, its OSN, the same
+        timestamp, marker and extensions) and forwarded like any other: each subscriber
+        gets it in its own rewritten sequence, where it fills the hole it left.
+        """
+        start, end = h.payload_offset, h.payload_end
+        if end - start < 2:  # RFC 4588 §4 padding-only: bandwidth probes, nothing to repair
+            self.stats.drop("rtx_padding")
+            return
+        self.stats.add("rtx_received")
+        osn = data[start : start + 2]
+        seq = int.from_bytes(osn, "big")
+        now = time.monotonic()
+        nacks = self.nacks
+        if nacks is None or self.ssrc is None or not nacks.repaired(seq, now):
+            # a repair that came too late, twice, or unasked (Chromium resends old media
+            # on RTX as padding when it probes): what it carries was handled already
+            self.stats.drop("rtx_duplicate")
+            return
+        self.stats.add("upstream_recovered")
+        head = bytearray(data[:start])
+        head[0] &= 0xDF  # RFC 3550 §5.1 P: the RTX packet's padding is not the original's
+        head[1] = (head[1] & 0x80) | self.payload_type
+        head[2:4] = osn
+        head[8:12] = self.ssrc.to_bytes(4, "big")
+        original = bytes(head) + data[start + 2 : end]
+        self.received += 1
+        self.octets += end - start - 2
+        self._forward(RtpHeader.parse(original), original, now)
+
+    def _sequence_event(self, what: str, holes: list[int], now: float) -> None:
+        """A hole, a hole filled by a late original, or a jump (sfu/nackgen.py)."""
+        if what == "gap":
+            self._send_nack(holes)
+            self._schedule_nacks(now)
+        elif what == "filled":
+            self.stats.add("upstream_late")
+        elif what == "reset":
+            self.stats.add("upstream_resets")
+            self.request_keyframe("upstream_loss")
+
+    def _send_nack(self, seqs: list[int]) -> None:
+        """RFC 4585 §6.2.1 generic NACK to the publisher for ``seqs``."""
+        if self.ssrc is None or not seqs:
+            return
+        self.stats.add("upstream_nacked", len(seqs))
+        if self.owner.send_rtcp(bytes(rtcp.Nack(self.owner.rtcp_ssrc, self.ssrc, seqs))):
+            self.stats.add("upstream_nacks_sent")
+
+    def _schedule_nacks(self, now: float) -> None:
+        nacks = self.nacks
+        if self._nack_timer is not None or nacks is None:
+            return
+        wait = nacks.next_due(now)
+        if wait is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a synchronous caller (micro benchmarks): first NACKs only
+            return
+        self._nack_timer = loop.call_later(wait, self._nack_tick)
+
+    def _nack_tick(self) -> None:
+        """Ask again for the holes still open; give up on the old ones with one PLI."""
+        self._nack_timer = None
+        nacks = self.nacks
+        if nacks is None:
+            return
+        now = time.monotonic()
+        again, given_up = nacks.due(now)
+        self._send_nack(again)
+        if given_up:
+            self.unrepaired += given_up
+            self.stats.add("upstream_unrepaired", given_up)
+            self.request_keyframe("upstream_loss")
+        self._schedule_nacks(now)
+
+    def _forward(self, h: RtpHeader, data: bytes, now: float) -> None:
         """Forward one packet to every attached slot (hot path).
 
         Everything that is the same for all subscribers is done once here: the payload
         slice, the extension values kept, key-frame and silence detection, the clock.
         """
-        self._count(h)
         seq = h.sequence_number
         self._cache[seq % self._cache_size] = data
         self._cache_seq[seq % self._cache_size] = seq
         exts = h.extensions
         level = exts.get(self._level_id) if self._level_id else None
-        ast = exts.get(self._ast_id) if self._ast_id else None
+        # kept only where the publisher sent one, but stamped with our clock (abs_send_time)
+        ast = abs_send_time(now) if self._ast_id and self._ast_id in exts else None
         key = False
         start = h.payload_offset
         if self.kind == "video":
@@ -128,7 +255,6 @@ class PublishedTrack:
                 return
         if not self.lanes:
             return
-        now = time.monotonic()
         # The per-subscriber loop, compiled (sfu/_fanout.c says why): every lane in the
         # common case is rewritten, protected and sent there; the others come back.
         # With an outbox each packet waits in its peer's run until the end of this turn
@@ -151,17 +277,37 @@ class PublishedTrack:
             for i in slow:
                 slots[i].forward(h, payload, level, ast, key, now)
 
-    def _count(self, h: RtpHeader) -> None:
-        """RFC 3550 App. A.1 sequence tracking (simplified: no probation)."""
+    def _count(self, h: RtpHeader, now: float) -> None:
+        """RFC 3550 App. A.1 sequence tracking (simplified: no probation) and App. A.8
+        interarrival jitter, from packets on the media SSRC (repairs do not count for
+        jitter: their arrival says nothing about the path's variation)."""
         seq = h.sequence_number
         self.received += 1
         self.octets += h.payload_end - h.payload_offset
+        # App. A.8: transit = arrival - timestamp, both in timestamp units; J += (|D| - J)/16
+        transit = int(now * CLOCK[self.kind]) - h.timestamp
+        if self._transit is not None:
+            d = (transit - self._transit) & 0xFFFFFFFF
+            if d >= 0x80000000:  # the difference of two 32-bit clocks, signed
+                d = 0x100000000 - d
+            self.jitter += (d - self.jitter) / 16
+        self._transit = transit
         if self._base_seq is None:
             self._base_seq = self._max_seq = seq
         elif seq_newer(seq, self._max_seq):
             if seq < self._max_seq:
                 self._cycles += 1 << 16
             self._max_seq = seq
+
+    def measure(self, now: float) -> int:
+        """The arrival rate since the last call, in bits/s, counting ``RTP_OVERHEAD``
+        bytes per packet for what a subscriber receives besides the payload."""
+        mark, then = self._rate_mark
+        total = self.octets + RTP_OVERHEAD * self.received
+        self._rate_mark = (total, now)
+        if now > then:
+            self.bitrate = int((total - mark) * 8 / (now - then))
+        return self.bitrate
 
     def cached(self, seq: int) -> tuple[bytes, RtpHeader] | None:
         i = seq % self._cache_size
@@ -188,7 +334,7 @@ class PublishedTrack:
             lsr = self.last_sr[0]
             dlsr = int((time.monotonic() - self.last_sr[1]) * 65536)  # units of 1/65536 s
         return rtcp.ReportBlock(self.ssrc, min(fraction, 255), lost, extended_max & 0xFFFFFFFF,
-                                0, lsr, dlsr)
+                                int(self.jitter), lsr, dlsr)
 
     def on_sender_report(self, sr: rtcp.SenderReport) -> list[tuple[Slot, bytes]]:
         """Remember the SR for our RR's LSR and translate it for every slot (RFC 3550 §7.2)."""
@@ -238,9 +384,11 @@ class PublishedTrack:
         self.owner.send_rtcp(bytes(rtcp.Pli(self.owner.rtcp_ssrc, self.ssrc)))
 
     def close(self) -> None:
-        if self._pli_timer is not None:
-            self._pli_timer.cancel()
-            self._pli_timer = None
+        for timer in (self._pli_timer, self._nack_timer):
+            if timer is not None:
+                timer.cancel()
+        self._pli_timer = self._nack_timer = None
+        self.nacks = None
         for slot in list(self.slots):
             slot.detach()
         self.lanes.clear()
@@ -266,6 +414,11 @@ class Slot:
         self.track: PublishedTrack | None = None
         self.publisher: str | None = None  # the one participant this MID ever shows
         self._last_key_request = -1e9
+        # why it may not forward (either pauses it): last-N, and the subscriber's budget
+        self.lastn_ok = True
+        self.fits = True
+        self.announced: str | None = None  # the pause reason the subscriber was last told
+        self.rtx_octets = 0  # retransmitted and padding bytes, for the subscriber's rate
         # Rewrite state, continuous across publishers and pauses (DESIGN.md "Media plane"):
         # out seq = in seq - seq_offset, out ts = in ts + ts_offset; a run starts when the
         # first packet after an attach or a resume arrives (``started``).
@@ -328,6 +481,7 @@ class Slot:
         self.lane.started = False
         self.lane.waiting_key = self.kind == "video"
         self._last_key_request = -1e9
+        self.announced = None
 
     def detach(self) -> None:
         track = self.track
@@ -336,6 +490,25 @@ class Slot:
             track.slots.remove(self)
         self.track = None
         self.lane.started = False
+
+    @property
+    def paused_reason(self) -> str | None:
+        """Why this slot forwards nothing (docs/PROTOCOL.md ``stream-state``), or None."""
+        if not self.lastn_ok:
+            return "last-n"
+        if not self.fits:
+            return "bandwidth"
+        return None
+
+    def allow(self, *, lastn: bool | None = None, fits: bool | None = None) -> bool:
+        """Set one reason to pause or forward; True if that changed whether it forwards."""
+        if lastn is not None:
+            self.lastn_ok = lastn
+        if fits is not None:
+            self.fits = fits
+        was = self.lane.active
+        self.set_active(self.lastn_ok and self.fits)
+        return was != self.lane.active
 
     def set_active(self, active: bool) -> None:
         """Pause or resume (last-N); a resumed video slot waits for a key frame."""
@@ -404,7 +577,14 @@ class Slot:
             _FIXED.pack(RTP_V2 | (EXT_BIT if ext else 0) | (len(h.csrcs) >> 2),
                         (0x80 if h.marker else 0) | lane.pt, out_seq, out_ts, lane.ssrc),
             h.csrcs, ext, payload))
-        if self._sub.send_rtp(packet):
+        if lane.paced:
+            # the subscriber's Pacer (sfu/pacer.py) sends it, and stamps abs-send-time then
+            self.owner.pacer.push(packet, self._ast_offset(len(h.csrcs), ext, level, ast))
+            lane.packets += 1
+            lane.octets += len(payload)
+            self.stats.forwarded_packets += 1
+            self.stats.forwarded_bytes += len(packet)
+        elif self._sub.send_rtp(packet):
             lane.packets += 1
             lane.octets += len(payload)
             stats = self.stats
@@ -412,6 +592,23 @@ class Slot:
             stats.forwarded_bytes += len(packet)
         else:
             self.stats.drop("send_failed")
+
+    def _ast_offset(self, csrcs: int, ext: bytes, level: bytes | None,
+                    ast: bytes | None) -> int:
+        """Where the abs-send-time value lies in a packet of ours (-1: it has none).
+
+        Our one-byte block (RFC 8285 §4.2) is MID, then the level, then abs-send-time, in
+        that order (``Lane.set_ext``); a two-byte block is left as it is.
+        """
+        p = self.params
+        if ast is None or p is None or p.abs_send_time_id is None or ext[:2] != b"\xbe\xde":
+            return -1
+        at = 12 + csrcs + 4 + 1
+        if p.mid_id is not None:
+            at += 1 + len(p.mid)
+        if level is not None and p.audio_level_id is not None:
+            at += 2
+        return at
 
     def _not_sending(self) -> str:
         if not self.lane.active:
@@ -443,22 +640,41 @@ class Slot:
         """Dropping an in-order packet shifts later ones down by one: no hole (no NACK)."""
         self.lane.skip(h.sequence_number)  # sfu/_fanout.c lane_skip, which fanout uses too
 
-    def retransmit(self, lost: list[int]) -> None:
-        """Answer a NACK (RFC 4585 §6.2.1) from the cache, as RTX if negotiated (RFC 4588)."""
+    def retransmit(self, lost: list[int], budget: DownlinkBudget | None = None) -> None:
+        """Answer a NACK (RFC 4585 §6.2.1) from the cache, as RTX if negotiated (RFC 4588).
+
+        Each retransmission must fit the subscriber's RTX bucket (sfu/allocator.py): a
+        subscriber on a congested link asks for more the more it loses, and answering
+        all of it would only congest it further.
+        """
         track, p, lane = self.track, self.params, self.lane
         if track is None or p is None or lane.pt < 0:
             return
+        now = time.monotonic()
         for out_seq in lost[:64]:
             seq = lane.sent_as(out_seq)
+            if seq < 0 and lane.started:
+                # Never sent as out_seq: a hole of the publisher's (filled since, or being
+                # repaired upstream), at the place the run's mapping puts it.
+                seq = (out_seq + lane.seq_offset) & 0xFFFF
+                if seq_newer(lane.resume_seq, seq) or seq_newer(seq, lane.last_in_seq):
+                    seq = -1
             cached = track.cached(seq) if seq >= 0 else None
             if cached is None:
-                self.stats.add("nack_misses")
+                nacks = track.nacks
+                if seq >= 0 and nacks is not None and nacks.is_missing(seq):
+                    self.stats.add("nack_pending")  # the repair will be forwarded anyway
+                else:
+                    self.stats.add("nack_misses")
                 continue
             data, h = cached
+            if budget is not None and not budget.take_rtx(len(data), now):
+                self.stats.drop("rtx_budget")
+                continue
             out_ts = (h.timestamp + lane.ts_offset) & 0xFFFFFFFF
             exts = h.extensions
             ext = self._extensions(exts.get(track._level_id) if track._level_id else None,
-                                   exts.get(track._ast_id) if track._ast_id else None)
+                                   abs_send_time(now) if track._ast_id in exts else None)
             payload = data[h.payload_offset : h.payload_end]
             pt, ssrc, seq = lane.pt, p.ssrc, out_seq
             if p.rtx_payload_type is not None:
@@ -472,6 +688,32 @@ class Slot:
                                   payload=payload, csrcs=h.csrcs)
             if self._sub.send_rtp(packet):
                 self.stats.add("rtx_sent")
+                self.rtx_octets += len(packet)
+
+    def pad(self, count: int, size: int, now: float) -> int:
+        """Send ``count`` padding-only packets of ``size`` bytes of padding on this slot's
+        RTX stream (a bandwidth probe, sfu/allocator.py); returns the bytes sent.
+
+        RFC 3550 §5.1: P set, the last padding octet counts the padding; RFC 4588 §4
+        lets an RTX stream carry such packets. They carry our MID and abs-send-time, so
+        the subscriber's estimator counts them with the media.
+        """
+        p, lane = self.params, self.lane
+        if p is None or p.rtx_payload_type is None or not self._sub.up:
+            return 0
+        size = max(1, min(size, 255))
+        padding = bytes(size - 1) + bytes([size])
+        ext = self._extensions(None, abs_send_time(now))
+        sent = 0
+        for _ in range(count):
+            self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
+            packet = _FIXED.pack(RTP_V2 | PADDING_BIT | (EXT_BIT if ext else 0),
+                                 p.rtx_payload_type, self._rtx_seq, lane.last_out_ts,
+                                 p.rtx_ssrc) + ext + padding
+            if not self._sub.send_rtp(packet):
+                break
+            sent += len(packet)
+        return sent
 
     def translate_sr(self, sr: rtcp.SenderReport) -> bytes | None:
         """The publisher's SR, restated in this slot's SSRC and timestamp space."""

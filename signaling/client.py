@@ -178,7 +178,8 @@ class SignalingClient:
                     if opened is not None:
                         self.inbox.put_nowait(opened)
                     continue
-                if isinstance(mtype, str) and (mtype.startswith("sfu-") or mtype == "speaker"):
+                if isinstance(mtype, str) and (mtype.startswith("sfu-")
+                                              or mtype in ("speaker", "stream-state")):
                     if self._media_handler is None:
                         self._media_backlog.append(msg)
                     else:

@@ -56,6 +56,7 @@ SERVER_ONLY_TYPES = frozenset(
         "error",
         "pong",
         "speaker",
+        "stream-state",
         "sfu-error",
         "sfu-left",
     }

@@ -132,6 +132,9 @@ function wire(c) {
   c.addEventListener("track-ended", ({ detail }) => tiles.endTrack(detail.participant, detail.kind));
   c.addEventListener("speaker", ({ detail }) => tiles.setSpeaker(detail.participant === c.id ? "self" : detail.participant));
   c.addEventListener("peer-state", ({ detail }) => tiles.setState(detail.participant, detail));
+  c.addEventListener("stream-state", ({ detail }) => {
+    if (detail.kind === "video") tiles.setPaused(detail.participant, detail.reason);
+  });
   c.addEventListener("decrypt-failure", ({ detail }) => tiles.decryptFailure(detail.participant, detail.reasons));
   c.addEventListener("security-code", ({ detail }) => { $("security-code").textContent = detail.code; });
   c.addEventListener("lock", ({ detail }) => renderLock(detail));

@@ -12,6 +12,8 @@
 //   track        {participant, kind, track, stream}   remote media became active
 //   track-ended  {participant, kind}
 //   speaker      {participant, level}
+//   stream-state {participant, kind, state: 'paused'|'active', reason}   the SFU paused a
+//                stream for this viewer ('bandwidth': its link is full; 'last-n')
 //   peer-state   {participant, audio, video}    a member muted/unmuted (sealed 'state')
 //   chat         {from, text}
 //   security-code {code}
@@ -153,7 +155,7 @@ export class Call extends EventTarget {
     });
     this.media = media;
     const live = () => gen === this.#generation && !this.left;
-    for (const type of ["track", "track-ended", "speaker"]) {
+    for (const type of ["track", "track-ended", "speaker", "stream-state"]) {
       media.addEventListener(type, ({ detail }) => live() && this.#emit(type, detail));
     }
     media.addEventListener("failed", ({ detail }) => {

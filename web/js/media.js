@@ -193,6 +193,15 @@ export class MediaSession extends EventTarget {
       case 'speaker':
         this.#emit('speaker', { participant: msg.participant, level: msg.level });
         return;
+      case 'stream-state':
+        // the SFU paused (or resumed) a stream for us: low bandwidth, or last-N
+        if (typeof msg.participant === 'string' && (msg.state === 'paused' || msg.state === 'active')) {
+          this.#emit('stream-state', {
+            participant: msg.participant, kind: msg.kind, state: msg.state,
+            reason: msg.state === 'paused' ? String(msg.reason ?? 'unknown') : null,
+          });
+        }
+        return;
       case 'sfu-left':
         this.#emit('left', { participant: msg.participant });
         return;

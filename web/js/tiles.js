@@ -3,6 +3,11 @@
 
 const FAILURE_SHOW_MS = 3000; // the worker reports at most once a second per participant
 
+const PAUSED = {
+  bandwidth: "paused — low bandwidth",
+  "last-n": "paused — not among the recent speakers",
+};
+
 const REASONS = {
   "unknown-kid": "no key yet",
   "auth-failed": "authentication failed",
@@ -45,10 +50,13 @@ export class Tiles {
     const warn = document.createElement("div");
     warn.className = "decrypt-warning";
     warn.hidden = true;
-    el.append(video, initials, label, warn);
+    const notice = document.createElement("div");
+    notice.className = "paused-notice";
+    notice.hidden = true;
+    el.append(video, initials, label, warn, notice);
     this.grid.append(el);
-    const tile = { el, video, label, initials, warn, stream: new MediaStream(), name: null,
-      state: { audio: true, video: true }, failure: null, failureTimer: 0 };
+    const tile = { el, video, label, initials, warn, notice, stream: new MediaStream(), name: null,
+      state: { audio: true, video: true }, failure: null, failureTimer: 0, paused: null };
     video.srcObject = tile.stream;
     this.tiles.set(id, tile);
     this.setName(id, name);
@@ -125,6 +133,15 @@ export class Tiles {
     this.tiles.get(id)?.el.classList.add("speaking");
   }
 
+  /** The SFU stopped sending `id`'s video to us (`reason`), or resumed it (null). */
+  setPaused(id, reason) {
+    const tile = this.tiles.get(id) ?? this.add(id, null);
+    tile.paused = reason ?? null;
+    tile.notice.textContent = reason ? (PAUSED[reason] ?? `paused — ${reason}`) : "";
+    tile.notice.hidden = !reason;
+    tile.el.classList.toggle("paused", Boolean(reason));
+  }
+
   /** Frames from `id` fail to decrypt: say so on the tile, by name, until they stop. */
   decryptFailure(id, reasons) {
     const tile = this.tiles.get(id);
@@ -157,7 +174,7 @@ export class Tiles {
 
   snapshot() {
     return [...this.tiles.entries()].map(([id, t]) => ({
-      id, name: t.name, speaking: this.speaker === id, failure: t.failure,
+      id, name: t.name, speaking: this.speaker === id, failure: t.failure, paused: t.paused,
       audio: t.state.audio, video: t.state.video,
       tracks: t.stream.getTracks().map((x) => x.kind).sort(),
       width: t.video.videoWidth, height: t.video.videoHeight,

@@ -1,0 +1,271 @@
+"""One subscriber's downlink budget: what it can receive, and which streams fill it.
+
+Each subscriber gets its own budget; a publisher's rate is never lowered for a weak
+viewer (docs/SFU.md "Loss and congestion"). The pieces:
+
+* **Estimate.** The subscriber's REMB (draft-alvestrand-rmcat-remb-03): the *total*
+  rate its receive-side estimator thinks its downlink carries, for all the SSRCs it
+  lists. Loss it reports in its receiver reports (RFC 3550 §6.4.2) above
+  ``LOSS_HIGH`` lowers the estimate at once, as libwebrtc's loss-based controller does
+  (rate × (1 − loss/2)), because a REMB can lag a link that is already dropping.
+* **Pausing needs loss.** A stream that flows is paused only while the link also
+  loses packets (``LOSS_CONGESTED``): a REMB alone can stay far below what the link
+  carries long after one early delay spike.
+* **Allocation** (``plan``), in priority order — audio always (it is taken off the top),
+  then the active speaker's video, then the others by last-spoken order (the room's
+  ``order``) — each video stream at the rate its publisher sends it, into the
+  estimate (``KEEP`` × it for streams already flowing); what does not fit is paused
+  for this subscriber only.
+  LiveKit's stream allocator and Jitsi Videobridge's ``BandwidthAllocator`` walk the
+  same order (without simulcast there is one layer per stream: all or nothing).
+* **Resuming** a paused stream needs room for ``RESUME_MARGIN`` × its rate, at most one
+  resume every ``RESUME_GAP`` seconds (paused tiles come back in turn), and the first
+  frame after it is a key frame (the slot waits for one and asks).
+* **Probing.** A receive-side estimate cannot grow past about 1.5 × what arrives
+  (libwebrtc's ``AimdRateControl``), so a subscriber whose streams were paused would
+  never earn them back by waiting. While a stream waits for room, the SFU tops the
+  subscriber's downlink up with RTP padding on an RTX stream (RFC 4588 §4 allows
+  padding-only packets there), at the rate the estimate says should fit: if the link
+  carries it, the REMB climbs until the stream fits; if not, the REMB falls or stops
+  climbing, the probe stops and the next one waits twice as long.
+* **Retransmissions** draw on a token bucket of ``RTX_SHARE`` of the estimate: a NACK
+  storm into a congested link cannot happen, because what does not fit is not sent
+  (``drop_rtx_budget``), and the estimate itself falls as the link congests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Streams that flow keep flowing while they fit KEEP × the estimate: a receive-side
+# estimate starts at the measured incoming rate (libwebrtc's AimdRateControl), so a
+# budget below that would pause a stream on a link that carries it; a congested link's
+# estimate drops to 0.85 × what arrives, well below.
+KEEP = 1.05
+# The first video (the active speaker's, or the most recent one's) is kept while it fits
+# KEEP_FIRST × the estimate: right after a congestion the estimate undershoots the link
+# (0.85 × what got through, then lower while the queue drains), and cutting a viewer
+# down to audio alone would leave it a receive-side estimate that climbs back by a few
+# percent a second. LiveKit and Jitsi likewise keep the speaker longest.
+KEEP_FIRST = 1.25
+RESUME_MARGIN = 1.1  # a paused stream resumes only if 1.1 × its rate fits the estimate
+RESUME_GAP = 2.0  # seconds between two resumes for one subscriber
+# A stream paused again within RESUME_FAILED seconds of its resume proved the estimate
+# wrong (a receive-side estimate overshoots while probing): the next resume, and the
+# probe before it, wait RESUME_HOLD seconds, doubling up to RESUME_HOLD_MAX each time.
+RESUME_FAILED = 10.0
+RESUME_HOLD = 8.0
+RESUME_HOLD_MAX = 32.0
+STALE = 5.0  # seconds: an estimate older than this is forgotten (no budget: all fit)
+# libwebrtc's receive-side estimator reports its start value until it has measured the
+# incoming rate for 5 s (AimdRateControl's initialization time): REMBs before that say
+# nothing about the link, and believing one paused every stream of a fresh subscriber.
+STARTUP = 6.0
+LOSS_HIGH = 26 / 256  # above ~10 % lost the estimate is cut to what gets through
+# A stream that flows is paused only while the link shows loss: at least ~5 % of what we
+# sent lost in one report interval, within the last CONGESTION_MEMORY seconds. A REMB
+# alone is not enough: libwebrtc's estimate can sit far below what a link carries for
+# tens of seconds after one early delay spike (measured here: 370 kbit/s reported while
+# 3.5 Mbit/s arrived without loss), and pausing on it would starve the viewer.
+LOSS_CONGESTED = 13 / 256
+CONGESTION_MEMORY = 3.0
+# ... in LOSS_INTERVALS report intervals in a row: a starved browser drops a burst from
+# its socket now and then (two cores running four of them did), which says nothing
+# about the link and, believed, paused streams that then had to be probed back.
+LOSS_INTERVALS = 2
+RTX_SHARE = 0.1  # retransmissions may use this share of the estimate
+RTX_BURST = 0.1  # seconds of RTX rate the bucket holds
+UNKNOWN_RTX_RATE = 1_000_000  # bits/s for retransmissions while no estimate is known
+PROBE_MIN_GAP = 4.0  # seconds between probes at first
+PROBE_BACKOFF_MAX = 16.0  # the gap doubles after every failed probe, up to this
+# A receive-side estimate grows ~8 %/s at most (libwebrtc's AimdRateControl): from one
+# audio stream to a video stream's rate takes tens of seconds, so a probe runs as long as
+# the estimate keeps setting new highs, up to PROBE_LENGTH.
+PROBE_LENGTH = 60.0  # seconds a probe may run at most
+PROBE_STALL = 5.0  # seconds without a new high estimate: the link gives no more
+PROBE_DROP = 0.9  # an estimate below 0.9 × the probe's best so far: the link is full
+
+
+@dataclass
+class Video:
+    """One video stream a subscriber could receive, as ``plan`` sees it."""
+
+    key: object  # the caller's handle (a Slot)
+    rate: int  # bits/s its publisher sends
+    active: bool  # forwarded now (False: paused for bandwidth)
+
+
+class DownlinkBudget:
+    """The budget of one subscriber (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.estimate: int | None = None  # bits/s, None until the first REMB
+        self.estimate_at = 0.0
+        self.remb: int | None = None  # the last REMB as received
+        self.first_remb: float | None = None
+        self.loss = 0  # the share lost in the last report interval (1/256 units)
+        self.congested_at = -1e9  # when that last reached LOSS_CONGESTED
+        self.lossy = 0  # intervals in a row at LOSS_CONGESTED or more
+        self.sent = 0  # bits/s sent to this subscriber in the last interval (media + RTX)
+        self.allocated = 0  # bits/s of the streams ``plan`` let through, audio included
+        self.last_resume = -1e9
+        self.hold_until = -1e9  # no resume (nor probe) before this, after a failed one
+        self.hold = 0.0
+        self._rtx_tokens = 0.0  # bytes
+        self._rtx_at = 0.0
+        # probing
+        self.probe_target = 0  # bits/s the estimate must reach (0: not probing)
+        self.probe_started = 0.0
+        self.probe_best = 0
+        self.probe_best_at = 0.0
+        self.probe_gap = PROBE_MIN_GAP
+        self.next_probe = 0.0
+        self.probes = 0
+        self.probes_failed = 0
+
+    # --- inputs ------------------------------------------------------------------------
+
+    def on_remb(self, bitrate: int, now: float) -> bool:
+        """A REMB arrived. True if it cuts below what is allocated (re-plan now)."""
+        self.remb = bitrate
+        if self.first_remb is None:
+            self.first_remb = now
+        if now - self.first_remb < STARTUP:
+            return False
+        self.estimate, self.estimate_at = bitrate, now
+        if self.probe_target and bitrate > self.probe_best:
+            self.probe_best, self.probe_best_at = bitrate, now
+        return bitrate * KEEP < self.allocated and self.congested(now)
+
+    def on_loss(self, fraction: int, now: float) -> bool:
+        """The share of our packets lost in the last report interval (1/256 units).
+        ``LOSS_INTERVALS`` of them in a row at ``LOSS_CONGESTED`` make the link congested;
+        above ``LOSS_HIGH`` the estimate then drops to sent × (1 − loss/2)."""
+        self.loss = fraction
+        self.lossy = self.lossy + 1 if fraction >= LOSS_CONGESTED * 256 else 0
+        if self.lossy < LOSS_INTERVALS:
+            return False
+        self.congested_at = now
+        if fraction <= LOSS_HIGH * 256 or not self.sent:
+            return False
+        cut = int(self.sent * (1 - fraction / 512))
+        if self.estimate is None or cut < self.estimate:
+            self.estimate, self.estimate_at = cut, now
+            return True
+        return False
+
+    def congested(self, now: float) -> bool:
+        """The link lost packets lately (``LOSS_CONGESTED``, ``CONGESTION_MEMORY``)."""
+        return now - self.congested_at <= CONGESTION_MEMORY
+
+    def known(self, now: float) -> int | None:
+        """The estimate, or None if there is none or it went stale."""
+        if self.estimate is None or now - self.estimate_at > STALE:
+            return None
+        return self.estimate
+
+    # --- allocation --------------------------------------------------------------------
+
+    def plan(self, audio: int, videos: Sequence[Video], now: float) -> set[int]:
+        """Which ``videos`` (indexes, in the given priority order) to forward."""
+        estimate = self.known(now)
+        if estimate is None:
+            self.allocated = audio + sum(v.rate for v in videos)
+            return set(range(len(videos)))
+        used = audio
+        allowed: set[int] = set()
+        resumed = False
+        congested = self.congested(now)
+        paused_again = False
+        for i, v in enumerate(videos):
+            if v.active:
+                keep = KEEP_FIRST if used == audio else KEEP
+                if not congested or used + v.rate <= estimate * keep:
+                    allowed.add(i)
+                    used += v.rate
+                else:
+                    paused_again = True
+            elif (not resumed and not congested and now >= self.hold_until
+                  and now - self.last_resume >= RESUME_GAP
+                  and used + v.rate * RESUME_MARGIN <= estimate):
+                allowed.add(i)
+                used += v.rate
+                resumed = True
+                self.last_resume = now
+        if paused_again and now - self.last_resume < RESUME_FAILED:
+            self.hold = min(RESUME_HOLD_MAX, self.hold * 2 or RESUME_HOLD)
+            self.hold_until = now + self.hold
+        elif now - self.last_resume > 3 * RESUME_FAILED:
+            self.hold = 0.0  # resumes have held: trust the estimate again
+        self.allocated = used
+        if resumed and self.probe_target:
+            # the stream the probe made room for takes the room: the probe is over, and
+            # the next one waits until that stream's rate has been measured
+            self._end_probe(now, failed=False)
+        return allowed
+
+    def waiting(self, audio: int, videos: Sequence[Video], allowed: set[int]) -> int:
+        """The estimate at which the first paused stream (in priority order) would fit."""
+        used = audio + sum(videos[i].rate for i in allowed)
+        for i, v in enumerate(videos):
+            if i not in allowed:
+                return int(used + v.rate * RESUME_MARGIN)
+        return 0
+
+    # --- retransmissions -----------------------------------------------------------------
+
+    def take_rtx(self, nbytes: int, now: float) -> bool:
+        """True if a retransmission of ``nbytes`` fits the RTX bucket (and takes it)."""
+        estimate = self.known(now)
+        rate = (estimate * RTX_SHARE if estimate is not None else UNKNOWN_RTX_RATE) / 8
+        self._rtx_tokens = min(rate * RTX_BURST,
+                               self._rtx_tokens + (now - self._rtx_at) * rate)
+        self._rtx_at = now
+        if self._rtx_tokens < nbytes:
+            return False
+        self._rtx_tokens -= nbytes
+        return True
+
+    # --- probing -------------------------------------------------------------------------
+
+    def probe_rate(self, target: int, now: float) -> int:
+        """Padding bits/s to send now so that the estimate can reach ``target``.
+
+        0 when no probe should run. A probe starts when one is due, runs while the
+        estimate keeps setting new highs, and ends at the target (success), or on
+        loss on the link, a fall of the estimate, ``PROBE_STALL`` seconds without a new
+        high or after
+        ``PROBE_LENGTH`` (failure: the next waits twice as long).
+        """
+        estimate = self.known(now)
+        if not target or estimate is None:
+            self.probe_target = 0
+            return 0
+        if self.probe_target:
+            if estimate >= target:
+                self._end_probe(now, failed=False)
+                return 0
+            if (self.lossy or estimate < PROBE_DROP * self.probe_best
+                    or now - self.probe_best_at > PROBE_STALL
+                    or now - self.probe_started > PROBE_LENGTH):
+                self._end_probe(now, failed=True)
+                return 0
+        elif now >= max(self.next_probe, self.hold_until):
+            self.probe_target = target
+            self.probe_started = self.probe_best_at = now
+            self.probe_best = estimate
+            self.probes += 1
+        else:
+            return 0
+        # fill up to the estimate: what the estimator needs to see to go on growing
+        return max(0, estimate - max(self.sent, self.allocated))
+
+    def _end_probe(self, now: float, failed: bool) -> None:
+        self.probe_target = 0
+        if failed:
+            self.probes_failed += 1
+            self.probe_gap = min(PROBE_BACKOFF_MAX, self.probe_gap * 2)
+        else:
+            self.probe_gap = PROBE_MIN_GAP
+        self.next_probe = now + self.probe_gap

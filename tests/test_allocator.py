@@ -1,0 +1,211 @@
+"""sfu.allocator: one subscriber's downlink budget, allocation, probing, RTX bucket."""
+
+from __future__ import annotations
+
+import pytest
+
+from sfu import allocator
+from sfu.allocator import (
+    CONGESTION_MEMORY,
+    KEEP,
+    LOSS_INTERVALS,
+    PROBE_LENGTH,
+    PROBE_MIN_GAP,
+    PROBE_STALL,
+    RESUME_GAP,
+    RESUME_MARGIN,
+    RTX_BURST,
+    RTX_SHARE,
+    DownlinkBudget,
+    Video,
+)
+
+MBIT = 1_000_000
+
+
+@pytest.fixture(autouse=True)
+def no_startup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """REMBs count from the first one on (the start-up rule has its own test)."""
+    monkeypatch.setattr(allocator, "STARTUP", 0.0)
+
+
+def test_remb_of_the_first_seconds_is_not_believed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(allocator, "STARTUP", 6.0)
+    b = DownlinkBudget()
+    assert not b.on_remb(300_000, 10.0)  # libwebrtc's start value, before it measured
+    assert b.known(10.0) is None and b.plan(0, videos(MBIT, MBIT), 10.0) == {0, 1}
+    b.on_remb(300_000, 15.9)
+    assert b.known(15.9) is None
+    congest(b, 40, 15.9)  # the link loses packets: a believed REMB below the use counts
+    assert b.on_remb(300_000, 16.0) and b.known(16.0) == 300_000
+
+
+def congest(b: DownlinkBudget, fraction: int, now: float) -> None:
+    """LOSS_INTERVALS lossy report intervals in a row."""
+    for _ in range(LOSS_INTERVALS):
+        b.on_loss(fraction, now)
+
+
+def videos(*rates: int, active: bool = True) -> list[Video]:
+    return [Video(i, r, active) for i, r in enumerate(rates)]
+
+
+def test_without_an_estimate_everything_is_forwarded() -> None:
+    b = DownlinkBudget()
+    assert b.plan(100_000, videos(MBIT, MBIT, MBIT), 0.0) == {0, 1, 2}
+    b.on_remb(MBIT, 0.0)
+    assert b.known(0.0) == MBIT and b.known(10.0) is None  # stale after STALE seconds
+
+
+def test_streams_fill_the_budget_in_priority_order_and_the_rest_pause() -> None:
+    b = DownlinkBudget()
+    b.on_remb(2_700_000, 0.0)
+    # without loss on the link a low estimate pauses nothing that flows
+    assert b.plan(100_000, videos(1_500_000, 1_500_000, 500_000), 0.0) == {0, 1, 2}
+    congest(b, 20, 0.0)  # 8 % lost: the link is congested, the estimate rules
+    # audio first, then in order: 1.5 fits, the next 1.5 does not, the 0.5 after it does
+    assert b.plan(100_000, videos(1_500_000, 1_500_000, 500_000), 0.0) == {0, 2}
+    # the first video is kept a little above the estimate, the others are not
+    b.on_remb(1_400_000, 0.1)
+    assert b.plan(100_000, videos(1_500_000, 500_000, 500_000), 0.1) == {0}
+    b.on_remb(1_200_000, 0.2)
+    assert b.plan(100_000, videos(1_500_000, 500_000, 500_000), 0.2) == {1, 2}
+    b.on_remb(2_700_000, 0.3)
+    assert b.allocated <= 2_700_000 * KEEP
+    # the first paused stream needs this estimate to come back
+    assert b.waiting(100_000, videos(1_500_000, 1_500_000, 500_000), {0, 2}) > 3 * MBIT
+
+
+def test_a_lower_estimate_says_so_at_once_and_loss_cuts_it() -> None:
+    b = DownlinkBudget()
+    b.on_remb(3 * MBIT, 0.0)
+    b.plan(0, videos(MBIT, MBIT), 0.0)
+    assert not b.on_remb(1_500_000, 0.1)  # no loss: a low REMB alone pauses nothing
+    congest(b, 14, 0.1)
+    assert not b.on_remb(1_950_000, 0.1)  # an estimate at the incoming rate keeps them
+    b.sent = 2 * MBIT
+    assert not b.on_loss(10, 0.3)  # 4 % lost: not congestion
+    assert not b.on_loss(64, 0.25)  # one lossy interval is not congestion yet
+    assert b.on_loss(64, 0.3)  # 25 % lost: sent × (1 − 0.125)
+    assert b.known(0.3) == 1_750_000
+    assert b.plan(0, videos(MBIT, MBIT), 0.3) == {0}
+    assert not b.on_loss(64, 0.4)  # loss never raises the estimate
+    # once the loss is CONGESTION_MEMORY seconds old, what flows keeps flowing again
+    assert b.plan(0, videos(MBIT, MBIT), 0.4 + CONGESTION_MEMORY + 0.1) == {0, 1}
+    b.on_loss(64, 0.45)
+    assert b.on_remb(800_000, 0.5)  # below what is allocated (1 Mbit/s): re-plan now
+
+
+def test_paused_streams_come_back_one_at_a_time_with_margin() -> None:
+    b = DownlinkBudget()
+    b.on_remb(10 * MBIT, 0.0)
+    paused = videos(MBIT, MBIT, active=False)
+    assert b.plan(0, paused, 0.0) == {0}  # one resume per plan
+    assert b.plan(0, [Video(0, MBIT, True), Video(1, MBIT, False)], 0.5) == {0}
+    assert b.plan(0, [Video(0, MBIT, True), Video(1, MBIT, False)], RESUME_GAP) == {0, 1}
+    # a paused stream needs room for 1.1 × its rate: exactly fitting is not enough,
+    # while one that flows keeps flowing a little above the estimate
+    b2 = DownlinkBudget()
+    b2.on_remb(int(MBIT * RESUME_MARGIN) - 1, 0.0)
+    assert b2.plan(0, videos(MBIT, active=False), 0.0) == set()
+    assert b2.plan(0, videos(MBIT, active=True), 0.0) == {0}
+    congest(b2, 30, 1.0)
+    b2.on_remb(int(MBIT / KEEP) + 1, 1.0)
+    assert b2.plan(0, videos(MBIT, active=True), 1.0) == {0}
+    assert b2.plan(0, videos(MBIT, active=False), 1.0) == set()  # nothing resumes under loss
+
+
+def test_retransmissions_fit_a_bucket_of_a_share_of_the_estimate() -> None:
+    b = DownlinkBudget()
+    b.on_remb(8 * MBIT, 0.0)
+    bucket = 8 * MBIT * RTX_SHARE / 8 * RTX_BURST  # bytes
+    sent = 0
+    now = 1.0
+    while b.take_rtx(1000, now):
+        sent += 1000
+        assert sent <= bucket  # a storm of NACKs gets no more than the bucket
+    assert sent >= bucket - 1000
+    assert not b.take_rtx(1000, now)
+    assert b.take_rtx(1000, now + 0.02)  # it refills at the share of the estimate
+
+
+def test_a_probe_pads_up_to_the_estimate_ends_at_the_target_and_backs_off_on_a_fall() -> None:
+    b = DownlinkBudget()
+    b.on_remb(MBIT, 0.0)
+    b.sent = 600_000
+    assert b.probe_rate(0, 0.0) == 0  # nothing waits: no probe
+    assert b.probe_rate(2 * MBIT, 0.0) == 400_000  # top up to the estimate
+    b.on_remb(1_500_000, 1.0)
+    assert b.probe_rate(2 * MBIT, 1.0) == 900_000
+    b.on_remb(2_100_000, 2.0)
+    assert b.probe_rate(2 * MBIT, 2.0) == 0 and b.probe_gap == PROBE_MIN_GAP  # reached
+    assert b.probe_rate(3 * MBIT, 2.5) == 0  # the next waits PROBE_MIN_GAP
+    now = 2.0 + PROBE_MIN_GAP
+    assert b.probe_rate(3 * MBIT, now) > 0
+    b.on_remb(1_500_000, now + 1)  # the link is full: the estimate falls
+    assert b.probe_rate(3 * MBIT, now + 1) == 0
+    assert b.probe_gap == 2 * PROBE_MIN_GAP and b.probes_failed == 1
+    # a probe that stops climbing ends by itself
+    later = now + 1 + 2 * PROBE_MIN_GAP
+    b.on_remb(1_500_000, later)
+    assert b.probe_rate(3 * MBIT, later) > 0
+    for i in range(1, int(PROBE_STALL) + 1):  # REMBs, none higher than the first
+        b.on_remb(1_500_000, later + i)
+    assert b.probe_rate(3 * MBIT, later + PROBE_STALL + 0.5) == 0
+    assert b.probes_failed == 2
+    # one that keeps climbing may go on for PROBE_LENGTH, not longer
+    start = later + PROBE_STALL + 0.5 + 4 * PROBE_MIN_GAP
+    b.on_remb(MBIT, start)
+    assert b.probe_rate(100 * MBIT, start) > 0
+    t, rate = start, MBIT
+    while t < start + PROBE_LENGTH:
+        t, rate = t + 1, int(rate * 1.05)
+        b.on_remb(rate, t)
+        if t <= start + PROBE_LENGTH:
+            assert b.probe_rate(100 * MBIT, t) > 0
+    b.on_remb(int(rate * 1.05), t + 1)
+    assert b.probe_rate(100 * MBIT, t + 1) == 0 and b.probes_failed == 3
+
+
+def test_a_resume_ends_the_probe_that_made_room_for_it() -> None:
+    b = DownlinkBudget()
+    b.on_remb(2 * MBIT, 0.0)
+    b.sent = 100_000
+    assert b.probe_rate(3 * MBIT, 0.0) == 1_900_000
+    b.on_remb(3 * MBIT, 1.0)
+    # the paused stream now fits: it resumes, and no padding goes on beside it
+    assert b.plan(100_000, videos(2 * MBIT, active=False), 1.0) == {0}
+    assert b.probe_target == 0 and b.probe_rate(5 * MBIT, 1.0) == 0
+    # padding never fills what the new allocation already takes
+    b.on_remb(3 * MBIT, 1.0 + PROBE_MIN_GAP)
+    assert b.probe_rate(5 * MBIT, 1.0 + PROBE_MIN_GAP) == 3 * MBIT - b.allocated
+
+
+def test_loss_during_a_probe_ends_it() -> None:
+    b = DownlinkBudget()
+    b.on_remb(MBIT, 0.0)
+    assert b.probe_rate(3 * MBIT, 0.0) > 0
+    b.on_loss(20, 0.5)  # one lossy interval: the padding is more than the link carries
+    b.on_remb(1_100_000, 1.0)
+    assert b.probe_rate(3 * MBIT, 1.0) == 0 and b.probes_failed == 1
+
+
+def test_a_resume_that_fails_holds_the_next_one_back_longer_each_time() -> None:
+    b = DownlinkBudget()
+    b.on_remb(3 * MBIT, 0.0)
+    assert b.plan(0, videos(2 * MBIT, active=False), 0.0) == {0}  # resumed
+    congest(b, 60, 3.0)  # and the link could not take it
+    b.on_remb(1_000_000, 3.0)
+    assert b.plan(0, videos(2 * MBIT), 3.0) == set()
+    first = b.hold_until - 3.0
+    assert first > 0
+    early = 3.0 + first - 0.5
+    b.on_remb(3 * MBIT, early)  # the estimate says it fits again: not yet
+    assert b.plan(0, videos(2 * MBIT, active=False), early) == set()
+    assert b.probe_rate(5 * MBIT, early) == 0  # nor is the link probed meanwhile
+    now = b.hold_until
+    assert b.plan(0, videos(2 * MBIT, active=False), now) == {0}
+    congest(b, 60, now + 1)
+    b.on_remb(1_000_000, now + 1)
+    assert b.plan(0, videos(2 * MBIT), now + 1) == set()
+    assert b.hold_until - (now + 1) == 2 * first

@@ -82,3 +82,67 @@ def block_diff(sample: list[int], reference: list[int], width: int = 16, height:
             total += sum(abs(sample[i + c] - reference[i + c]) for c in range(3))
             count += 3
     return total / count
+
+
+MOVING_FPS = 30
+
+
+def write_moving_y4m(
+    path: Path, seed: int, width: int = 640, height: int = 480, fps: int = MOVING_FPS,
+    seconds: float = 4.0, noise: int = 6,
+) -> Path:
+    """A camera that costs what a real one costs: the seed's pattern of blocks (still
+    recognisable by ``expected``/``block_diff``), a fixed fine texture on it, a textured
+    patch that moves along a Lissajous path, and fresh noise of ±`noise` luma levels in
+    every frame (±noise/2 in chroma), as a camera sensor adds.
+
+    Why: the colour blocks of ``write_y4m`` compress to almost nothing, so a browser
+    publishing them never needs the bandwidth a call needs, and a bandwidth limit in a
+    test would never bite. Noise is what a motion-compensated encoder cannot predict:
+    with it Chromium's VP8 encoder uses its whole 640×480 ceiling (1.7 Mbit/s in
+    WebRTC's GetMaxDefaultVideoBitrateKbps). Measured with Chromium 156 on this
+    project's 2-core test machine, one browser publishing into sealroom's SFU on
+    loopback, outbound-rtp over 10 s after a 10 s ramp: 1 716 kbit/s at 30.1 fps, 480
+    lines, mean QP 31 with the default ``noise=6`` (without noise: the same rate at QP 16,
+    an encoder with bits to spare); three browsers in one call: 1 658–1 738 kbit/s each,
+    28.5–29.8 fps, the whole call using 1.6 of the 2 cores.
+
+    The clip is `seconds` long and Chromium loops it (a seam every loop, like a cut).
+    numpy (a dependency of the project, imported here so that the tests using only
+    ``write_y4m`` do not load it) writes the 55 MB of a 4 s clip in half a second.
+    """
+    import numpy as np
+
+    frames = max(1, round(seconds * fps))
+    rng = np.random.default_rng(seed)
+    grid = pattern(seed)
+    yuv = np.array([[_yuv(c) for c in row] for row in grid], dtype=np.int16)  # ROWS×COLS×3
+    rows = (np.arange(height) * ROWS) // height
+    cols = (np.arange(width) * COLS) // width
+    base = yuv[rows[:, None], cols[None, :]]  # height×width×3
+    # A fixed texture (±12) so that key frames and the moving patch carry detail.
+    base[..., 0] += rng.integers(-12, 13, size=(height, width), dtype=np.int16)
+    pw, ph = width // 5, height // 5
+    yy, xx = np.mgrid[0:ph, 0:pw]
+    patch = (((xx // 4 + yy // 4) % 2) * 80 - 40).astype(np.int16)  # a 4-pixel checker
+    patch += rng.integers(-20, 21, size=(ph, pw), dtype=np.int16)
+    cw, ch = width // 2, height // 2
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for n in range(frames):
+            t = 2 * np.pi * n / frames
+            x0 = int((width - pw) * (0.5 + 0.5 * np.sin(t)))
+            y0 = int((height - ph) * (0.5 + 0.5 * np.sin(2 * t + 0.5)))
+            y_plane = base[..., 0].copy()
+            y_plane[y0 : y0 + ph, x0 : x0 + pw] += patch
+            y_plane += rng.integers(-noise, noise + 1, size=(height, width), dtype=np.int16)
+            # 4:2:0: chroma is the base's, one sample per 2×2 pixels.
+            half = max(1, noise // 2)
+            u_plane = base[::2, ::2, 1] + rng.integers(-half, half + 1, size=(ch, cw),
+                                                       dtype=np.int16)
+            v_plane = base[::2, ::2, 2] + rng.integers(-half, half + 1, size=(ch, cw),
+                                                       dtype=np.int16)
+            f.write(b"FRAME\n")
+            for plane in (y_plane, u_plane, v_plane):
+                f.write(np.clip(plane, 0, 255).astype(np.uint8).tobytes())
+    return path

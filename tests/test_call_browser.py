@@ -14,20 +14,16 @@ the SFU's sends proves it forwarded only ciphertext.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from sealroom.cli import build_parser, config_from_args, sfu_config_from_args
+from bench.links import serve
 from sealroom.e2eebot import E2eeBot
 from sfu import Sfu
 from sfu.ice import IcePolicy
-from signaling.server import SignalingServer
 from tests.browser import ARTIFACTS
 from tests.callpage import (
     PASSWORD,
@@ -45,33 +41,6 @@ from tests.fakecam import block_diff, expected
 from tests.sfutap import SfuTap, analyse, analyse_frames, encode_vp8, vp8_pictures
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
-
-
-class Served:
-    """A server built the way ``sealroom serve`` builds it, listening on 127.0.0.1."""
-
-    def __init__(self, server: SignalingServer, sfu: Sfu, runner: web.AppRunner, port: int) -> None:
-        self.server, self.sfu, self.runner, self.port = server, sfu, runner, port
-        self.http = f"http://127.0.0.1:{port}"
-        self.ws = f"ws://127.0.0.1:{port}/ws"
-
-
-@contextlib.asynccontextmanager
-async def serve(*flags: str) -> AsyncIterator[Served]:
-    args = build_parser().parse_args(
-        ["serve", "--host", "127.0.0.1", "--port", "0", "--media-host", "127.0.0.1", *flags]
-    )
-    sfu = Sfu(sfu_config_from_args(args))
-    server = SignalingServer(config_from_args(args), sfu)
-    runner = web.AppRunner(server.app(), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield Served(server, sfu, runner, runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
-        await sfu.close()
 
 
 BOT_COLOR = (200, 30, 60)

@@ -60,6 +60,16 @@ def _rate(text: str) -> float:
     return out
 
 
+def _share(text: str) -> float:
+    try:
+        out = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number") from None
+    if not 0.0 <= out <= 0.5:
+        raise argparse.ArgumentTypeError("the uplink loss is a share, 0…0.5")
+    return out
+
+
 def _systems(text: str) -> list[str]:
     out = [x.strip() for x in text.split(",") if x.strip()]
     bad = [x for x in out if x not in SYSTEMS]
@@ -89,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--rate", type=_rate, default=1.0,
       help="scale every stream's packet rate in the measured windows, e.g. 3.6 to offer "
            "a broadcast of 50 ~40k pkt/s [%(default)s]")
+    a("--uplink-loss", type=_share, default=0.0, metavar="SHARE",
+      help="each generated publisher does not send this share of its video packets (e.g. "
+           "0.03), answers the server's NACKs with RTX (or the packet again) and counts "
+           "what its receivers got back; any scenario; not mediarelay [%(default)s]")
+    a("--loss-seed", type=int, default=1,
+      help="seed of the PRNG that picks the withheld packets [%(default)s]")
     a("--gen-procs", type=int, default=1, help="load generator processes [%(default)s]")
     a("--idle", choices=("poll", "halt"), default="poll",
       help="poll: while measuring, hold the CPU latency limit at 0 µs (PM QoS, "
@@ -136,7 +152,8 @@ def options(args: argparse.Namespace) -> Options:
     opts = Options(windows=args.windows, window=args.window, warmup=args.warmup,
                    last_n=args.last_n, gen_procs=args.gen_procs, pin=not args.no_pin,
                    search=args.search, nice=args.nice, rooms=args.rooms,
-                   workers=args.workers[0], rate=args.rate, idle=args.idle)
+                   workers=args.workers[0], rate=args.rate, idle=args.idle,
+                   uplink_loss=args.uplink_loss, loss_seed=args.loss_seed)
     if args.quick:
         opts.windows, opts.window, opts.warmup, opts.grace = 1, 1.0, 0.5, 0.3
     return opts
@@ -159,13 +176,14 @@ def run(args: argparse.Namespace) -> int:
     # every (system, worker count) to measure: systems without workers once, without
     # workers, and not at all with rooms > 1
     points = [(s, w) for s in args.systems for w in (args.workers if s in MULTI else [0])
-              if supports(s, args.scenario, args.rooms, w)]
+              if supports(s, args.scenario, args.rooms, w, args.uplink_loss)]
     systems = sorted({s for s, _ in points}, key=args.systems.index)
     skipped = [s for s in args.systems if s not in systems]
     if skipped:
         print(f"sealroom bench: {', '.join(skipped)} cannot run {args.scenario} with "
-              f"--rooms {args.rooms} --workers {','.join(map(str, args.workers))}: skipped",
-              file=sys.stderr)
+              f"--rooms {args.rooms} --workers {','.join(map(str, args.workers))}"
+              + (f" --uplink-loss {args.uplink_loss:g}" if args.uplink_loss else "")
+              + ": skipped", file=sys.stderr)
     if not points:
         return 2
     bar = Bar(len(sizes) * len(points))
@@ -186,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     bar.finish()
     doc = {
         "scenario": args.scenario, "participants": sizes, "systems": systems,
-        "rooms": args.rooms, "workers": args.workers, "options": asdict(opts),
+        "rooms": args.rooms, "workers": args.workers, "uplink_loss": args.uplink_loss,
+        "options": asdict(opts),
         "machine": report.machine(), "started": started, "seconds": time.time() - started,
         "results": results, "ratios": report.ratios(results),
         "mesh": report.mesh(args.scenario, sizes), "mesh_limit_10mbps":
@@ -195,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
     }
     out: Path = args.out
-    stem = report.stem(args.scenario, args.rooms, args.workers)
+    stem = report.stem(args.scenario, args.rooms, args.workers, args.uplink_loss)
     json_path = out / f"{stem}.json"
     png_path = out / f"{stem}.png"
     report.write_json(json_path, doc)
@@ -204,6 +223,9 @@ def run(args: argparse.Namespace) -> int:
     workers_text = report.workers_text(results)
     if workers_text:
         print(workers_text)
+    uplink_text = report.uplink_text(results)
+    if uplink_text:
+        print(uplink_text)
     for r in doc["ratios"]:
         print("  N={participants}: ".format(**r) + "  ".join(
             f"{k} {v:.2f}×" for k, v in r.items() if k != "participants"))

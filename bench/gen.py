@@ -23,12 +23,22 @@ receive timestamp (``bench/_receive.c``), not to the moment this process got rou
 reading it: one process plays up to 50 receivers on one core, and its own queue is not
 latency the system under test added. The user-space figure is kept beside it
 (``hist_user``).
+
+Uplink loss (``--uplink-loss SHARE``, ``UplinkLoss``): each video stream deliberately does
+not send a share of its packets (a seeded PRNG per stream, so a run is repeatable), keeps
+what it sent and withheld in a bounded cache, and answers the server's generic NACKs
+(RFC 4585 §6.2.1) on its publishing transport with RTX (RFC 4588) when the m-line
+negotiated it, else with the packet again. A withheld packet's probe carries a stream id
+of its own (``Scenario.withheld_base``), so the receivers count the copies the server
+repaired apart from everything else; the window reports what was withheld, NACKed and
+retransmitted beside it, each by the original packet's send time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import gc
 import heapq
@@ -42,10 +52,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pylibsrtp
 
+from sfu import rtcp
 from sfu.srtp import Protector
 
 from ._receive import Counts, Endpoint
@@ -56,6 +68,7 @@ from .media import (
     frame_payloads,
     packetize_vp8,
     rtp_header,
+    rtx_packet,
 )
 from .scenarios import Member, Scenario, build
 
@@ -69,6 +82,13 @@ SWITCH_INTERVAL = 0.0005
 BATCH = 0.001  # the pacer wakes at most this late, for several streams at once
 
 Send = Callable[[bytes], None]
+
+# Uplink loss: packets kept per video stream to answer NACKs from (the SFU keeps as many,
+# sfu/config.py ``rtx_cache``): 8.5 s of a meeting's video, 2.8 s of a broadcast's
+CACHE = 512
+MAX_NACKED = 256  # sequence numbers answered per NACK packet, at most (the rest: counted)
+# A kept packet: (sequence number, send time in monotonic ns, plaintext RTP, withheld?)
+Kept = tuple[int, int, bytes, bool]
 
 
 class Window:
@@ -86,6 +106,9 @@ class Window:
         self.lag_max = 0.0
         self.late = 0
         self.ticks = 0
+        # uplink loss, per stream id, by the original packet's send time: "withheld" and
+        # "resent" are written by the pacer's thread, "nacked" by the loop's (one writer each)
+        self.uplink: dict[str, dict[int, int]] = {"withheld": {}, "nacked": {}, "resent": {}}
 
     def to_json(self, received: dict[str, Any]) -> dict[str, Any]:
         """This window with ``received``, what ``Counts.take`` returned for it."""
@@ -99,6 +122,7 @@ class Window:
             "hist": received["hist"], "hist_user": received["hist_user"],
             "unprobed": received["unprobed"],
             "lag_max_ms": round(self.lag_max * 1000, 3), "late": self.late, "ticks": self.ticks,
+            **self.uplink,
         }
 
 
@@ -116,6 +140,13 @@ class Tally:
         self.srtcp_errors = 0  # SRTCP libsrtp refused (SRTP's are counted in ``counts``)
         self.send_errors = 0  # a full socket send buffer (the pacer does not queue)
         self.plis = 0
+        # uplink loss (loop's thread): NACK packets, sequence numbers they asked for, those
+        # not in the cache (or of an unknown SSRC), and those of packets we had sent
+        self.nacks = 0
+        self.nacked = 0
+        self.nack_misses = 0
+        self.nacked_not_withheld = 0
+        self.rtcp_malformed = 0
         self.sockets: list[socket.socket] = []  # the pacer's duplicates, closed at the end
         self.endpoints: list[Endpoint] = []  # their stamp sockets, closed at the end
 
@@ -157,6 +188,20 @@ class Tally:
                 w.sent[sid] = w.sent.get(sid, 0) + count
                 return
 
+    def on_uplink(self, what: str, sid: int, sent: int, count: int = 1) -> None:
+        """Count ``what`` ("withheld", "nacked", "resent") of packets sent at ``sent``."""
+        for w in self.windows:
+            if w.start <= sent < w.end:
+                d = w.uplink[what]
+                d[sid] = d.get(sid, 0) + count
+                return
+
+    def uplink_totals(self) -> dict[str, int]:
+        """The loop thread's NACK counters, for the runner's report."""
+        return {"nacks": self.nacks, "nacked": self.nacked, "nack_misses": self.nack_misses,
+                "nacked_not_withheld": self.nacked_not_withheld,
+                "rtcp_malformed": self.rtcp_malformed}
+
     def on_lag(self, sent: int, lag: float) -> None:
         for w in self.windows:
             if w.start <= sent < w.end:
@@ -175,6 +220,66 @@ class Counted(asyncio.DatagramProtocol):
         # uvloop looks datagram_received up on each datagram: an instance attribute that
         # is the Endpoint itself puts no Python frame between the socket and C
         self.datagram_received = endpoint  # type: ignore[method-assign,assignment]
+
+
+@dataclass(frozen=True)
+class UplinkLoss:
+    """``--uplink-loss``: the share of video packets not sent, the PRNG seed, and the probe
+    stream-id offset of withheld packets (``Scenario.withheld_base``)."""
+
+    share: float
+    seed: int
+    base: int
+
+
+class Uplink:
+    """One video stream's uplink loss: which packets to withhold, and the NACK cache.
+
+    The pacer's thread draws, keeps and retransmits; the loop's thread only looks entries
+    up (``lookup``): a list slot holds an immutable tuple, and reading or replacing a slot
+    is atomic under the GIL, so the two threads need no lock.
+    """
+
+    __slots__ = ("cache", "rng", "rtx_pt", "rtx_seq", "rtx_ssrc", "shadow", "share")
+
+    def __init__(self, loss: UplinkLoss, sid: int) -> None:
+        self.share = loss.share
+        # one PRNG per stream, seeded by (seed, stream id): the same packets are withheld in
+        # every run and every system, however the streams interleave
+        self.rng = random.Random(loss.seed * 1_000_003 + sid)
+        self.shadow = sid + loss.base  # the probe stream id of this stream's withheld packets
+        self.cache: list[Kept | None] = [None] * CACHE
+        self.rtx_pt: int | None = None  # set from the answer (bench/rtc.py); None: plain resend
+        self.rtx_ssrc = 0
+        self.rtx_seq = random.getrandbits(16)  # RFC 4588 §4: the RTX stream's own sequence
+
+    def withhold(self, n: int) -> list[bool]:
+        """Which of a frame's ``n`` packets not to send: one draw per packet, always, so the
+        pattern depends on (seed, stream, packet index) only, not on timing."""
+        draw, share = self.rng.random, self.share
+        return [draw() < share for _ in range(n)]
+
+    def keep(self, seq: int, sent: int, packet: bytes, withheld: bool) -> None:
+        # Per packet on the pacer's thread, so a ring indexed by sequence number: one slot
+        # store, no eviction pass, bounded by construction (a newer packet overwrites the
+        # one CACHE sequence numbers older; ``lookup`` checks the number it finds)
+        self.cache[seq % CACHE] = (seq, sent, packet, withheld)
+
+    def lookup(self, seq: int) -> Kept | None:
+        """The kept packet with sequence number ``seq``, if the cache still has it."""
+        kept = self.cache[seq % CACHE]
+        return kept if kept is not None and kept[0] == seq else None
+
+    def repair(self, kept: Kept) -> bytes:
+        """What answers a NACK for ``kept``: RFC 4588 §4 RTX (original sequence number +
+        payload, on the RTX SSRC and payload type, the RTX stream's next sequence number)
+        if the m-line negotiated RTX, else the original packet again (RFC 4585 §6.2.1 asks
+        for the packet; the SRTP session allows a repeated send, aiortc's
+        ``allow_repeat_tx``)."""
+        if self.rtx_pt is None:
+            return kept[2]
+        self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        return rtx_packet(kept[2], self.rtx_pt, self.rtx_seq, self.rtx_ssrc)
 
 
 class OutStream:
@@ -201,6 +306,7 @@ class OutStream:
         self._tsstep = int((90000 if spec.kind == "video" else 48000) / spec.rate)
         self.real: list[bytes] | None = None  # real encoded frames (for decoding systems)
         self._real_next = 0
+        self.uplink: Uplink | None = None  # --uplink-loss (video streams only)
 
     def first_due(self, now: float) -> float:
         return now + random.random() / self.spec.rate  # stagger streams
@@ -218,8 +324,16 @@ class OutStream:
             return following
         sent = time.monotonic_ns()
         n = self.spec.packets_per_frame()
-        probes = [PROBE.pack(MAGIC, self.sid, (self.count + i) & 0xFFFFFFFF, sent)
-                  for i in range(n)]
+        uplink = self.uplink
+        # The hot path branches once per frame on ``uplink``: without --uplink-loss the
+        # per-packet work (probe, header, send) is what it was, no draw, no cache
+        if uplink is None:
+            probes = [PROBE.pack(MAGIC, self.sid, (self.count + i) & 0xFFFFFFFF, sent)
+                      for i in range(n)]
+        else:  # withheld packets carry their own probe stream id (Scenario.withheld_base)
+            withheld = uplink.withhold(n)
+            probes = [PROBE.pack(MAGIC, uplink.shadow if withheld[i] else self.sid,
+                                 (self.count + i) & 0xFFFFFFFF, sent) for i in range(n)]
         self.count += n
         requests = self.key_requests  # read once: the loop's thread may add more
         key = requests != self.key_served and self.spec.kind == "video"
@@ -232,13 +346,46 @@ class OutStream:
             payloads = self._real_payloads(key)
             n = len(payloads)
         last = len(payloads) - 1
-        for i, payload in enumerate(payloads):
-            self.seq = (self.seq + 1) & 0xFFFF
-            send(rtp_header(self.pt, self.seq, self.ts, self.ssrc,
-                            i == last and self.spec.kind == "video", self.ext) + payload)
+        if uplink is None:
+            for i, payload in enumerate(payloads):
+                self.seq = (self.seq + 1) & 0xFFFF
+                send(rtp_header(self.pt, self.seq, self.ts, self.ssrc,
+                                i == last and self.spec.kind == "video", self.ext) + payload)
+        else:
+            n -= self._send_some(send, payloads, withheld, sent, uplink)
         self.tally.on_sent(self.sid, sent, n)
         self.tally.on_lag(sent, lag)
         return following
+
+    def _send_some(self, send: Send, payloads: list[bytes], withheld: list[bool], sent: int,
+                   uplink: Uplink) -> int:
+        """Send a frame's packets but the withheld ones, keeping every one for NACKs (the
+        withheld ones still take their sequence number: that is the hole the server sees).
+        Returns how many were withheld."""
+        last = len(payloads) - 1
+        dropped = 0
+        for i, payload in enumerate(payloads):
+            self.seq = (self.seq + 1) & 0xFFFF
+            # only video streams withhold: the marker ends the frame (RFC 7741 §4.1)
+            packet = rtp_header(self.pt, self.seq, self.ts, self.ssrc, i == last, self.ext) + \
+                payload
+            uplink.keep(self.seq, sent, packet, withheld[i])
+            if withheld[i]:
+                dropped += 1
+            else:
+                send(packet)
+        if dropped:
+            self.tally.on_uplink("withheld", self.sid, sent, dropped)
+        return dropped
+
+    def resend(self, kept: Kept) -> None:
+        """Answer a NACK for ``kept`` (on the pacer's thread: it alone protects with this
+        transport's SRTP session, whose pylibsrtp buffer is not thread-safe)."""
+        uplink, send = self.uplink, self.send
+        if uplink is None or send is None:
+            return
+        send(uplink.repair(kept))
+        self.tally.on_uplink("resent", self.sid, kept[1])
 
     def _real_payloads(self, key: bool) -> list[bytes]:
         real = self.real
@@ -266,11 +413,20 @@ class Pacer:
     uses per packet: the publishing SRTP sessions (the loop only unprotects, and sends
     RTCP on the receiving sessions) and duplicated sockets (uvloop's transports are
     not thread-safe). Bounded: it stops when ``stop`` is called, and is a daemon.
+
+    With uplink loss (``repair``) it also sends the retransmissions the loop's thread
+    queues (``resend``), for the same reason: only this thread protects with the
+    publishing sessions. A queued retransmission wakes it at once (``_wake``); without
+    uplink loss ``_wake`` is ``_stop`` and the loop is the one it always was.
     """
 
-    def __init__(self, streams: list[OutStream]) -> None:
+    def __init__(self, streams: list[OutStream], repair: bool = False) -> None:
         self.streams = streams
         self._stop = threading.Event()
+        self._wake = threading.Event() if repair else self._stop
+        # (stream, kept packet) to retransmit: appended by the loop's thread, popped here
+        # (deque's append and popleft are atomic)
+        self.resends: collections.deque[tuple[OutStream, Kept]] = collections.deque()
         self._thread = threading.Thread(target=self._run, name="bench-pacer", daemon=True)
         self._interval = sys.getswitchinterval()
 
@@ -278,8 +434,14 @@ class Pacer:
         sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread.start()
 
+    def resend(self, stream: OutStream, kept: Kept) -> None:
+        """Queue a retransmission (loop's thread) and wake the pacer for it."""
+        self.resends.append((stream, kept))
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(5.0)
         sys.setswitchinterval(self._interval)
@@ -288,14 +450,22 @@ class Pacer:
         now = time.monotonic()
         due = [(s.first_due(now), i, s) for i, s in enumerate(self.streams)]
         heapq.heapify(due)
+        stop, wake, resends = self._stop, self._wake, self.resends
         try:
-            while due and not self._stop.is_set():
+            while due and not stop.is_set():
+                if resends:  # NACKed packets first: each one is a hole at the server now
+                    for _ in range(len(resends)):  # bounded: what was queued by now
+                        again, kept = resends.popleft()
+                        again.resend(kept)
                 when, i, stream = due[0]
                 now = time.monotonic()
                 if when > now:
                     # sleep a little past the due time so that one wake-up serves every
-                    # stream due meanwhile: each wake-up costs a GIL hand-over
-                    self._stop.wait(when - now + BATCH)
+                    # stream due meanwhile: each wake-up costs a GIL hand-over. A queued
+                    # retransmission ends the sleep early; clearing the event before the
+                    # queue is drained (above, next turn) loses no wake-up
+                    if wake.wait(when - now + BATCH) and wake is not stop:
+                        wake.clear()
                     continue
                 heapq.heapreplace(due, (stream.fire(when, now), i, stream))
         except Exception:  # the runner sees the silence as loss; say why here
@@ -320,12 +490,18 @@ def raw_send(sock: socket.socket, addr: Any, tally: Tally,
 class Participant:
     """One virtual participant: its streams and what it has heard."""
 
-    def __init__(self, member: Member, tally: Tally) -> None:
+    def __init__(self, member: Member, tally: Tally, loss: UplinkLoss | None = None) -> None:
         self.member = member
         self.index = member.index
         self.pid = f"p{member.index}"
         self.tally = tally
         self.streams = [OutStream(sid, spec, tally) for sid, spec in member.streams()]
+        if loss is not None and loss.share > 0:
+            for s in self.streams:
+                if s.spec.kind == "video":  # only video is repaired by NACK (RFC 4585 §6.2.1)
+                    s.uplink = Uplink(loss, s.sid)
+        # where NACKed packets go to be retransmitted (the Pacer's ``resend``)
+        self.resend: Callable[[OutStream, Kept], None] | None = None
 
     @property
     def seen(self) -> set[int]:
@@ -344,6 +520,38 @@ class Participant:
                     if s.spec.kind == "video":
                         s.key_requests += 1
             pos += 4 * (struct.unpack_from("!H", packet, pos + 2)[0] + 1)
+        if self.resend is not None:  # uplink loss: answer the server's NACKs
+            self.on_nacks(packet)
+
+    def on_nacks(self, packet: bytes) -> None:
+        """Generic NACKs (RFC 4585 §6.2.1) in an RTCP compound from the server: count each
+        sequence number asked for, and queue the kept packet for the pacer to resend."""
+        try:
+            parsed = rtcp.parse_compound(packet)
+        except ValueError:
+            self.tally.rtcp_malformed += 1
+            return
+        tally, resend = self.tally, self.resend
+        if resend is None:
+            return
+        by_ssrc = {s.ssrc: s for s in self.streams if s.uplink is not None}
+        for p in parsed:
+            if not isinstance(p, rtcp.Nack):
+                continue
+            tally.nacks += 1
+            stream = by_ssrc.get(p.media_ssrc)  # the NACK names the media SSRC, not RTX's
+            tally.nacked += len(p.lost)
+            for k, seq in enumerate(p.lost):
+                kept = None
+                if stream is not None and stream.uplink is not None and k < MAX_NACKED:
+                    kept = stream.uplink.lookup(seq)
+                if stream is None or kept is None:
+                    tally.nack_misses += 1
+                    continue
+                tally.on_uplink("nacked", stream.sid, kept[1])
+                if not kept[3]:  # a packet we did send: lost on the way, or asked early
+                    tally.nacked_not_withheld += 1
+                resend(stream, kept)
 
 
 def take_over(peer: Any, receiver: int, on_rtcp: Callable[[bytes], None] | None,
@@ -387,12 +595,23 @@ def take_over(peer: Any, receiver: int, on_rtcp: Callable[[bytes], None] | None,
 class Generator:
     """The virtual participants of one process and the control loop."""
 
-    def __init__(self, scenario: Scenario, indices: list[int], backend: Any) -> None:
+    def __init__(self, scenario: Scenario, indices: list[int], backend: Any,
+                 loss: UplinkLoss | None = None) -> None:
         self.scenario = scenario
-        self.tally = Tally(scenario.total, 2 * scenario.total)  # stream ids: bench/scenarios.py
-        self.participants = [Participant(scenario.members[i], self.tally) for i in indices]
+        if getattr(backend, "reencodes", False):
+            loss = None  # no probes survive a re-encode: nothing to count a repair by
+        self.loss = loss
+        # stream ids: bench/scenarios.py; with uplink loss twice as many probe ids, the
+        # second half for withheld packets (Scenario.withheld_base)
+        self.tally = Tally(scenario.total, (4 if loss else 2) * scenario.total)
+        self.participants = [Participant(scenario.members[i], self.tally, loss)
+                             for i in indices]
         self.backend = backend
-        self.pacer = Pacer([s for p in self.participants for s in p.streams])
+        self.pacer = Pacer([s for p in self.participants for s in p.streams],
+                           repair=loss is not None)
+        if loss is not None:
+            for p in self.participants:
+                p.resend = self.pacer.resend
         self._rr_task: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -428,7 +647,8 @@ class Generator:
                 self.emit(ev="report", window=self.tally.take(msg["id"]),
                           unknown=self.tally.counts.unknown, rtcp=self.tally.rtcp,
                           srtp_errors=self.tally.counts.srtp_errors + self.tally.srtcp_errors,
-                          send_errors=self.tally.send_errors, plis=self.tally.plis)
+                          send_errors=self.tally.send_errors, plis=self.tally.plis,
+                          **({} if self.loss is None else {"uplink": self.uplink_report()}))
             elif op == "rate":
                 for p in self.participants:
                     for s in p.streams:
@@ -437,6 +657,14 @@ class Generator:
                 break
         await self.close()
         self.emit(ev="stopped")
+
+    def uplink_report(self) -> dict[str, Any]:
+        """The NACK counters so far, and how many video streams answer with RTX (the
+        m-line negotiated it) or with the packet again."""
+        streams = [s for p in self.participants for s in p.streams if s.uplink is not None]
+        return {**self.tally.uplink_totals(),
+                "rtx_streams": sum(1 for s in streams if s.uplink and s.uplink.rtx_pt is not None),
+                "plain_streams": sum(1 for s in streams if s.uplink and s.uplink.rtx_pt is None)}
 
     async def _expect(self, reader: asyncio.StreamReader, op: str) -> None:
         line = await reader.readline()
@@ -496,7 +724,9 @@ async def main_async(args: argparse.Namespace) -> None:
     scenario = build(args.scenario, args.participants, args.last_n, args.rooms)
     indices = [int(x) for x in args.indices.split(",")] if args.indices else list(
         range(scenario.total))
-    gen = Generator(scenario, indices, make_backend(args, scenario))
+    loss = UplinkLoss(args.uplink_loss, args.loss_seed, scenario.withheld_base) \
+        if args.uplink_loss > 0 else None
+    gen = Generator(scenario, indices, make_backend(args, scenario), loss)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -518,6 +748,9 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--bind", default="127.0.0.1", help="address for our ICE candidates")
+    p.add_argument("--uplink-loss", type=float, default=0.0,
+                   help="share of its video packets each publisher does not send")
+    p.add_argument("--loss-seed", type=int, default=1, help="seed of the withholding PRNG")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args()
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,

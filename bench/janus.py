@@ -5,8 +5,8 @@ run in a network namespace of their own with a veth carrying 127.0.0.2/32 (DESIG
 "Testing against the real thing"): ``-i 127.0.0.2``, ``ice_enforce_list`` = that veth,
 ``ignore_mdns``; the HTTP transport and Admin API listen on the namespace's loopback;
 ``event_loops = 1`` (its fastest single-core setting). Rooms are created through the API
-with ``"bitrate": 0`` so Janus does not cap publishers. The configuration files are
-generated into a temporary directory; nothing in /etc is used.
+with ``"bitrate": 0`` so Janus does not cap publishers. NACKs and RTX: ``MIN_NACK_QUEUE``.
+The configuration files are generated into a temporary directory; nothing in /etc is used.
 
 The client speaks the Janus HTTP API (``create`` / ``attach`` / ``message`` and a
 long-poll ``GET`` for events, janus.conf.meetecho.com/docs/rest) with aiohttp: per
@@ -50,6 +50,15 @@ LIBDIR = "/usr/lib/x86_64-linux-gnu/janus"
 PLUGINS_OFF = ["audiobridge", "duktape", "echotest", "lua", "nosip", "recordplay", "sip",
                "streaming", "textroom", "videocall", "voicemail"]
 TRANSPORTS_OFF = ["websockets", "mqtt", "nanomsg", "pfunix", "rabbitmq"]
+# Loss recovery, as sealroom's SFU does it (--uplink-loss): Janus NACKs a publisher's
+# holes (RFC 4585 §6.2.1) whenever the publisher's m-line negotiated "nack" (our offer has
+# a=rtcp-fb:<vp8> nack) and takes RTX (RFC 4588) when it negotiated rtx (its answer keeps
+# our offer's rtx, and it reads our a=ssrc-group:FID): nothing to switch on. Written out
+# rather than left to the defaults: the shortest time (ms) it keeps sent packets to answer
+# its subscribers' NACKs (its default; longer with a longer RTT; sealroom keeps 512 packets
+# per track, 8.5 s of a meeting's video: either is far beyond a loopback round trip), and
+# that buffer is not emptied at key frames (the default).
+MIN_NACK_QUEUE = 200
 
 
 def _libdir() -> str:
@@ -76,6 +85,8 @@ def write_config(folder: Path, veth: str) -> None:
 certificates: {{
 }}
 media: {{
+    min_nack_queue = {MIN_NACK_QUEUE}
+    nack_optimizations = false
 }}
 nat: {{
     nice_debug = false

@@ -86,6 +86,32 @@ def frame_payloads(spec: StreamSpec, key: bool, picture_id: int, probe: list[byt
     return out
 
 
+def rtx_packet(original: bytes, payload_type: int, sequence: int, ssrc: int) -> bytes:
+    """The RFC 4588 §4 retransmission of ``original`` (a plaintext RTP packet).
+
+    SSRC-multiplexing (RFC 4588 §5.3): the RTX stream's own ``ssrc``, its own
+    ``payload_type`` (the m-line's ``rtx`` with ``apt`` = the media type) and its own
+    ``sequence`` counter; the timestamp is the original's (§4), and so are the marker bit
+    and the header extensions (libwebrtc sends them so too: the SFU reads the MID from
+    it). The payload is the original sequence number (OSN, 2 bytes) followed by the
+    original payload (§4). The generator never pads, so there is no padding to move.
+    """
+    if len(original) < 12 or original[0] >> 6 != 2:
+        raise ValueError("rtx: not an RTP packet")
+    start = 12 + 4 * (original[0] & 0x0F)  # RFC 3550 §5.1: CSRC list
+    if original[0] & 0x10:  # RFC 3550 §5.3.1: extension header, length in 32-bit words
+        if len(original) < start + 4:
+            raise ValueError("rtx: truncated extension")
+        start += 4 + 4 * int.from_bytes(original[start + 2 : start + 4], "big")
+    if len(original) < start or original[0] & 0x20:
+        raise ValueError("rtx: truncated, or padded (the generator never pads)")
+    head = bytearray(original[:start])
+    head[1] = (original[1] & 0x80) | (payload_type & 0x7F)  # keep M, set the RTX PT
+    head[2:4] = (sequence & 0xFFFF).to_bytes(2, "big")
+    head[8:12] = (ssrc & 0xFFFFFFFF).to_bytes(4, "big")
+    return bytes(head) + original[2:4] + original[start:]
+
+
 def find_probe(packet: bytes, start: int = 12) -> tuple[int, int, int] | None:
     """(stream id, stream sequence, send ns) of a received RTP packet, or None."""
     i = packet.find(MAGIC, start, start + 96)

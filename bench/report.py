@@ -22,13 +22,16 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def stem(scenario: str, rooms: int = 1, workers: list[int] | None = None) -> str:
-    """File name stem of a run: ``bench-<scenario>[-r<rooms>][-w<counts>]``."""
+def stem(scenario: str, rooms: int = 1, workers: list[int] | None = None,
+         uplink_loss: float = 0.0) -> str:
+    """File name stem of a run: ``bench-<scenario>[-r<rooms>][-w<counts>][-loss<%>]``."""
     out = f"bench-{scenario}"
     if rooms > 1:
         out += f"-r{rooms}"
     if workers and workers != [0]:
         out += "-w" + "_".join(map(str, workers))
+    if uplink_loss > 0:
+        out += f"-loss{100 * uplink_loss:g}"
     return out
 
 
@@ -91,6 +94,15 @@ def _notes(r: dict[str, Any], md: bool) -> list[str]:
     unexpected = r.get("unexpected_pps") or 0
     if unexpected > 0.01 * (r.get("forwarded_pps") or 0) and unexpected > 1:
         notes.append(f"{unexpected:.0f} pkt/s not expected (silence forwarded?)")
+    up = r.get("uplink")
+    if up:
+        share = up.get("recovered_share")
+        # loss % is of the packets sent; the withheld ones are here, and the repaired
+        # ones (late by a NACK round trip) are in the latency figures
+        notes.append(f"uplink loss {100 * (r.get('uplink_loss') or 0):g} %: "
+                     f"{up['withheld']} withheld, "
+                     + ("none to repair" if share is None else
+                        f"{100 * share:.1f} % repaired") + " (p50/p99 include repairs)")
     return notes
 
 
@@ -156,6 +168,18 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"| {r.get('workers', 0)} | {w['index']} | {_fmt(w.get('core'), 'd')} "
                 f"| {_fmt(w.get('forwarded_pps'), '.0f')} | {_fmt(cpu, '.0f')} % "
                 f"| {_fmt(w.get('us_per_packet'), '.1f')} |")
+    up_rows = uplink_rows(results)
+    if up_rows:
+        lines += ["", "Uplink loss: packets the publishers withheld and what became of them "
+                  "(sums over the windows; per receiver: recovered + never delivered = "
+                  "withheld × receivers); the server's own upstream counters:", "",
+                  "| system | N | uplink loss % | video pkts | withheld | NACKed | resent | "
+                  "recovered | never delivered | duplicates | recovered % | residual loss % "
+                  "| RTX | SFU nacks sent | SFU nacked | SFU recovered | SFU late "
+                  "| SFU unrepaired | SFU rtx received |",
+                  "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|"]
+        for cells in up_rows:
+            lines.append("| " + " | ".join(cells) + " |")
     rat = ratios(results)
     if rat:
         lines += ["", "CPU per forwarded packet, ratios:", ""]
@@ -187,6 +211,55 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row = rows.setdefault(n, {"participants": n})
                 row[f"{name}/{other}"] = r["server_us_per_packet"] / o["server_us_per_packet"]
     return [rows[n] for n in sorted(rows)]
+
+
+UPLINK_HEAD = ("system", "N", "uplink %", "video pkts", "withheld", "NACKed", "resent",
+               "recovered", "never", "dupes", "recov %", "resid loss %", "RTX",
+               "SFU nacks", "SFU nacked", "SFU recov", "SFU late", "SFU unrep", "SFU rtx rx")
+
+
+def uplink_rows(results: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """One row per result with uplink loss, in ``UPLINK_HEAD``'s order."""
+    rows = []
+    for r in results:
+        up = r.get("uplink")
+        if not up:
+            continue
+        gen = up.get("generator") or {}
+        rtx, plain = gen.get("rtx_streams", 0), gen.get("plain_streams", 0)
+        # how the publishers answered NACKs: RTX where negotiated, else the packet again;
+        # "-" where nothing was negotiated and nobody asked (the bare reflector)
+        mode = "-" if not rtx and not gen.get("nacks") else "rtx" if rtx and not plain \
+            else "plain" if not rtx else f"rtx {rtx}, plain {plain}"
+        srv = up.get("server")
+        resid = r.get("residual_loss")
+        rows.append((
+            label(r), str(r["participants"]), f"{100 * (r.get('uplink_loss') or 0):g}",
+            str(up["video_packets"]), str(up["withheld"]), str(up["nacked"]),
+            str(up["resent"]), str(up["recovered"]), str(up["unrecovered"]),
+            str(up["duplicates"]),
+            _fmt(None if up.get("recovered_share") is None else 100 * up["recovered_share"],
+                 ".1f"),
+            _fmt(None if resid is None else 100 * resid, ".2f"), mode,
+            *(("-",) * 6 if srv is None else tuple(str(srv.get(k, 0)) for k in (
+                "upstream_nacks_sent", "upstream_nacked", "upstream_recovered",
+                "upstream_late", "upstream_unrepaired", "rtx_received")))))
+    return rows
+
+
+def uplink_text(results: list[dict[str, Any]]) -> str:
+    """The uplink-loss rows as a plain table; empty without uplink loss."""
+    rows = uplink_rows(results)
+    if not rows:
+        return ""
+    rows = [UPLINK_HEAD, *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(UPLINK_HEAD))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(["uplink loss (withheld video packets; recovered/never per receiver; "
+                      "SFU = the server's upstream counters):", *lines])
 
 
 def workers_text(results: list[dict[str, Any]]) -> str:
@@ -358,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = json.loads(name.read_text())
         rooms = doc.get("rooms") or 1
         if args.png is not None:
-            plot(args.png / f"{stem(doc['scenario'], rooms, doc.get('workers'))}.png",
+            name_stem = stem(doc["scenario"], rooms, doc.get("workers"),
+                             doc.get("uplink_loss") or 0.0)
+            plot(args.png / f"{name_stem}.png",
                  doc["results"], title(doc["scenario"], doc["systems"], rooms))
         print(f"### {title(doc['scenario'], doc['systems'], rooms)} ({name})\n")
         print(markdown(doc))

@@ -46,6 +46,9 @@ class Peers:
         for _, spec in self.part.member.streams():
             t = pc.addTransceiver(spec.kind, direction="sendonly")
             caps = RTCRtpSender.getCapabilities(spec.kind).codecs
+            # with video/rtx among the preferences aiortc's offer carries an rtx payload
+            # type (apt = VP8's) and a=ssrc-group:FID <media> <rtx> (RFC 5576 §4.2): what
+            # the server needs to map our retransmissions (--uplink-loss) to the stream
             t.setCodecPreferences([c for c in caps if c.mimeType.lower() in
                                    (f"{spec.kind}/{CODECS[spec.kind]}", f"{spec.kind}/rtx")])
         self.pub.adopt()
@@ -66,6 +69,12 @@ class Peers:
                         continue
                     s.pt = n.payload_types[CODECS[n.kind]]
                     s.ssrc = n.ssrc
+                    if s.uplink is not None:
+                        # RTX if the answer kept the offer's rtx (RFC 4588 §8.1: apt = the
+                        # media PT); its SSRC is the second member of the offer's
+                        # a=ssrc-group:FID (RFC 5576 §4.2); None: resend packets as they were
+                        s.uplink.rtx_pt = n.rtx_payload_type
+                        s.uplink.rtx_ssrc = n.rtx_ssrc
                     elements: list[tuple[int, bytes]] = []
                     if n.mid_id is not None:
                         elements.append((n.mid_id, n.mid.encode()))

@@ -11,6 +11,12 @@ Server CPU is that of the server process and all its descendants (``--workers N`
 runner and its N SFU worker processes, each pinned to core ``i mod cores``); per worker it
 also reports CPU and the packets its rooms forwarded (counted by the generators, which know
 each receiver's room, the runner tells which worker holds which room).
+
+Uplink loss (``uplink_loss``): the generators withhold that share of their video packets
+and answer the server's NACKs (bench/gen.py); each window then also reports what was
+withheld, NACKed and retransmitted, how many withheld packets reached their receivers
+anyway (``recovered``) and how many never did, and the server's own upstream counters
+(sealroom: ``upstream_*``, ``rtx_received``) over the window.
 """
 
 from __future__ import annotations
@@ -72,6 +78,10 @@ class Options:
     # "poll": hold the CPU latency limit at 0 µs for the point (sealroom/cpulatency.py), so
     # idle cores poll instead of halting; "halt": leave the machine's idle states alone
     idle: str = "poll"
+    # share of its video packets each generated publisher does not send, and answers
+    # NACKs for (bench/gen.py ``Uplink``); the withholding PRNG's seed
+    uplink_loss: float = 0.0
+    loss_seed: int = 1
 
 
 def cores(opts: Options) -> tuple[int | None, int | None]:
@@ -261,10 +271,14 @@ SYSTEMS = ("sealroom", "sealroom-sendto", "reflector", "janus", "mediarelay")
 MULTI = ("sealroom", "sealroom-sendto")  # systems with rooms (``rooms`` > 1) and workers
 
 
-def supports(system: str, scenario: str, rooms: int = 1, workers: int = 0) -> bool:
+def supports(system: str, scenario: str, rooms: int = 1, workers: int = 0,
+             uplink_loss: float = 0.0) -> bool:
     """last-N is an SFU feature: only sealroom has it among the systems measured; so are
-    several rooms (the reflector and the Janus client have one) and SFU workers."""
+    several rooms (the reflector and the Janus client have one) and SFU workers. Uplink
+    loss needs probes in what arrives, which a re-encoding system (mediarelay) drops."""
     if (rooms > 1 or workers > 0) and system not in MULTI:
+        return False
+    if uplink_loss > 0 and system == "mediarelay":
         return False
     return scenario != "lastn" or system in MULTI
 
@@ -312,7 +326,7 @@ async def start_gens(server: Server, scenario: Scenario, opts: Options,
     ordered = scenario.last_n > 0 and n > 1
     try:
         for k in range(n):
-            gens.append(await _start_gen(server, scenario, cpu, k, n, ordered))
+            gens.append(await _start_gen(server, scenario, opts, cpu, k, n, ordered))
             if ordered:
                 await gens[-1].expect("published", setup)
                 gens[-1].published = True
@@ -322,8 +336,8 @@ async def start_gens(server: Server, scenario: Scenario, opts: Options,
     return gens
 
 
-async def _start_gen(server: Server, scenario: Scenario, cpu: int | None, k: int, n: int,
-                     ordered: bool) -> GenProc:
+async def _start_gen(server: Server, scenario: Scenario, opts: Options, cpu: int | None,
+                     k: int, n: int, ordered: bool) -> GenProc:
     if ordered:
         indices = list(range(k * scenario.total // n, (k + 1) * scenario.total // n))
     else:
@@ -333,6 +347,8 @@ async def _start_gen(server: Server, scenario: Scenario, cpu: int | None, k: int
            "--rooms", str(scenario.rooms),
            "--last-n", str(scenario.last_n), "--indices", ",".join(map(str, indices)),
            "--host", server.host, "--port", str(server.port), "--bind", server.bind]
+    if opts.uplink_loss > 0:
+        cmd += ["--uplink-loss", repr(opts.uplink_loss), "--loss-seed", str(opts.loss_seed)]
     proc = await asyncio.create_subprocess_exec(
         *wrap(cmd, cpu, server.netns), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, limit=1 << 26)
@@ -387,10 +403,14 @@ def merge_window(reports: list[dict[str, Any]]) -> dict[str, Any]:
     hist_user: dict[int, int] = {}
     late = ticks = unprobed = 0
     lag = 0.0
+    uplink: dict[str, dict[int, int]] = {"withheld": {}, "nacked": {}, "resent": {}}
     for r in reports:
         w = r["window"]
         if w is None:
             continue
+        for what, counts in uplink.items():
+            for k, v in w.get(what, {}).items():
+                counts[int(k)] = counts.get(int(k), 0) + v
         for k, v in w["sent"].items():
             sent[int(k)] = sent.get(int(k), 0) + v
         for k, v in w["received"].items():
@@ -407,7 +427,61 @@ def merge_window(reports: list[dict[str, Any]]) -> dict[str, Any]:
         lag = max(lag, w["lag_max_ms"])
     return {"sent": sent, "received": received, "pairs": pairs, "hist": hist,
             "hist_user": hist_user,
-            "late": late, "ticks": ticks, "lag_max_ms": lag, "unprobed": unprobed}
+            "late": late, "ticks": ticks, "lag_max_ms": lag, "unprobed": unprobed, **uplink}
+
+
+# The SFU's upstream loss-recovery counters (sealroom: sfu.counters.snapshot())
+UPSTREAM_COUNTERS = ("upstream_nacks_sent", "upstream_nacked", "upstream_recovered",
+                     "upstream_late", "upstream_unrepaired", "rtx_received")
+
+
+def uplink_window(m: dict[str, Any], scenario: Scenario, reports: list[dict[str, Any]],
+                  c0: dict[str, Any], c1: dict[str, Any]) -> dict[str, Any]:
+    """Uplink loss over one window, from the merged generator reports ``m``.
+
+    Every figure is of the packets *sent* (or withheld) in the window. ``recovered``: the
+    (receiver, withheld packet) pairs that arrived anyway, counted by their own probe
+    stream id (``Scenario.withheld_base``), at most once per pair that should exist;
+    ``expected`` = withheld × receivers of the stream; ``duplicates``: copies beyond
+    that (a packet repaired twice). Identified per stream, not per packet: the receive
+    counters are per (receiver, probe stream id). ``server`` is the difference of the
+    server's upstream counters at the window's edges (None for a system without them).
+    """
+    withheld: dict[int, int] = m["withheld"]
+    expected = sum(c * len(scenario.receivers(sid)) for sid, c in withheld.items())
+    recovered = duplicates = 0
+    for key, count in m["pairs"].items():
+        sid = scenario.withheld_sid(key & 0xFFFF)
+        if sid is None:
+            continue
+        if (key >> 16) not in scenario.receivers(sid):
+            duplicates += count  # not a receiver of that stream at all
+            continue
+        cap = withheld.get(sid, 0)
+        recovered += min(count, cap)
+        duplicates += max(0, count - cap)
+    sent_video = sum(c for sid, c in m["sent"].items() if sid % 2)
+    totals: dict[str, int] = {}
+    for r in reports:
+        for k, v in (r.get("uplink") or {}).items():
+            totals[k] = totals.get(k, 0) + int(v)
+    has = [k for k in UPSTREAM_COUNTERS if k in c1]
+    return {
+        "withheld": sum(withheld.values()),
+        "video_packets": sent_video + sum(withheld.values()),  # sent + withheld
+        "nacked": sum(m["nacked"].values()),  # NACKed sequence numbers of these packets
+        "resent": sum(m["resent"].values()),
+        "expected": expected,
+        "recovered": recovered,
+        "unrecovered": expected - recovered,
+        "duplicates": duplicates,
+        "recovered_share": recovered / expected if expected else None,
+        # cumulative per generator process (not per window): NACK packets, sequence numbers
+        # asked for, those not answered, those of packets that had been sent
+        "generator": totals,
+        "server": {k: int(c1.get(k, 0)) - int(c0.get(k, 0)) for k in UPSTREAM_COUNTERS}
+        if has else None,
+    }
 
 
 def gen_core_load(server: Server, gen_core: int | None, gen: float,
@@ -448,8 +522,11 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
         expected += count * len(scenario.receivers(sid))
     wanted = scenario.expected_pairs()
     received = sum(c for k, c in m["pairs"].items() if k in wanted)
-    unexpected = sum(c for k, c in m["pairs"].items() if k not in wanted)
-    forwarded = received + unexpected
+    uplink = uplink_window(m, scenario, reports, c0, c1) if opts.uplink_loss > 0 else None
+    repaired = 0 if uplink is None else uplink["recovered"] + uplink["duplicates"]
+    # withheld packets that arrived (repaired) are forwarded, neither expected nor not
+    unexpected = sum(c for k, c in m["pairs"].items() if k not in wanted) - repaired
+    forwarded = received + unexpected + repaired
     if server.reencodes:  # a new encoding comes out: count its packets by arrival time
         received += m["unprobed"]
         forwarded += m["unprobed"]
@@ -520,6 +597,13 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
         "server_pauses": (stops := pauses(c0, c1)),
         # how often the server's loop stopped ≥ 5 ms (sealroom only: sfu/pauses.py)
         "server_stops_5ms": None if stops is None else stops.get("loop_lag_ge_5ms", 0),
+        **({} if uplink is None else {
+            "uplink": uplink,
+            # what the receivers lost of everything the publishers meant to send: the
+            # forwarding loss above (of what was sent) and the withheld packets not repaired
+            "residual_loss": max(0.0, 1.0 - (received + uplink["recovered"])
+                                 / (expected + uplink["expected"]))
+            if expected + uplink["expected"] and not server.reencodes else None}),
     }
 
 
@@ -554,6 +638,9 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, Any]:
     out["p99_calm_ms"] = median([w.get("p99_ms") for w in calm])
     if any(w.get("server_stops_5ms") is not None for w in windows):
         out["server_stops_5ms"] = sum(w.get("server_stops_5ms") or 0 for w in windows)
+    if any(w.get("uplink") for w in windows):
+        out["uplink"] = uplink_summary([w["uplink"] for w in windows if w.get("uplink")])
+        out["residual_loss"] = median([w.get("residual_loss") for w in windows])
     per: dict[int, list[dict[str, Any]]] = {}
     for w in windows:
         for row in w.get("per_worker", []):
@@ -562,6 +649,23 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, Any]:
         "index": i, "pid": rows[0]["pid"], "core": rows[0]["core"],
         **{k: median([r[k] for r in rows]) for k in ("cpu", "forwarded_pps", "us_per_packet")},
     } for i, rows in sorted(per.items())]
+    return out
+
+
+def uplink_summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Uplink loss over all measured windows: sums, not medians (a few dozen withheld
+    packets per window make a median share jumpy); the generators' cumulative counters
+    as the last window had them."""
+    keys = ("withheld", "video_packets", "nacked", "resent", "expected", "recovered",
+            "unrecovered", "duplicates")
+    out: dict[str, Any] = {k: sum(w[k] for w in windows) for k in keys}
+    out["withheld_share"] = out["withheld"] / out["video_packets"] \
+        if out["video_packets"] else None
+    out["recovered_share"] = out["recovered"] / out["expected"] if out["expected"] else None
+    out["generator"] = windows[-1]["generator"]
+    servers = [w["server"] for w in windows if w.get("server") is not None]
+    out["server"] = {k: sum(s.get(k, 0) for s in servers) for k in UPSTREAM_COUNTERS} \
+        if servers else None
     return out
 
 
@@ -670,7 +774,7 @@ async def run_point(system: str, scenario: Scenario, opts: Options,
     gens: list[GenProc] = []
     result: dict[str, Any] = {"system": system, "scenario": scenario.to_json(),
                               "participants": scenario.participants, "rooms": scenario.rooms,
-                              "workers": opts.workers}
+                              "workers": opts.workers, "uplink_loss": opts.uplink_loss}
     # which core runs what: with workers, the runner (signaling relay) stays on the server
     # core and worker i runs on core i mod cores, so a worker can share the generators' core
     result["pinning"] = {"server": server_cpu, "workers": server.worker_cpus,
@@ -761,7 +865,8 @@ async def run_all(systems: list[str], scenario_name: str, sizes: list[int], opts
     for n in sizes:
         scenario = build(scenario_name, n, opts.last_n, opts.rooms)
         for system in systems:
-            if not supports(system, scenario_name, opts.rooms, opts.workers):
+            if not supports(system, scenario_name, opts.rooms, opts.workers,
+                            opts.uplink_loss):
                 continue
             progress(f"── {system} {scenario_name} N={n} rooms={opts.rooms} "
                      f"workers={opts.workers}")

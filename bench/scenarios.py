@@ -20,7 +20,9 @@ Rooms: ``rooms`` independent copies of the scenario, each its own room
 (:meth:`Scenario.room_name`); participant indices continue across rooms (room ``k`` holds
 ``k·N … k·N + N − 1``), and a stream is only received inside its room.
 
-Stream ids: participant ``i`` sends audio as ``2i`` and video as ``2i + 1``.
+Stream ids: participant ``i`` sends audio as ``2i`` and video as ``2i + 1``; the packets
+a generator withholds under ``--uplink-loss`` carry ``sid + 2 · total`` in their probes
+(:attr:`Scenario.withheld_base`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,23 @@ class Scenario:
     def total(self) -> int:
         """Participants over all rooms."""
         return self.participants * self.rooms
+
+    @property
+    def withheld_base(self) -> int:
+        """The probe stream-id offset of packets the generator withholds (uplink loss).
+
+        Stream ids are below ``2 · total``. With ``--uplink-loss`` the probe of a withheld
+        packet of stream ``sid`` says ``sid + withheld_base``: the receivers count probes
+        per (receiver, probe stream id) (bench/_receive.c), so a copy that arrives anyway,
+        retransmitted on the SFU's NACK, is told from the packets sent the first time
+        although the SFU rewrote its SSRC and sequence number.
+        """
+        return 2 * self.total
+
+    def withheld_sid(self, probe_sid: int) -> int | None:
+        """The stream a probe stream id is a withheld packet of, or None if it is not."""
+        base = self.withheld_base
+        return probe_sid - base if base <= probe_sid < 2 * base else None
 
     def room_name(self, index: int) -> str:
         """The SFU room participant ``index`` joins."""

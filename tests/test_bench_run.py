@@ -70,3 +70,63 @@ def test_tail_gives_the_quantiles_and_the_share_later_than_5_ms() -> None:
     assert run.percentile(hist, 0.99) == 4.999
     assert run.tail({}) == {"p90_ms": None, "p95_ms": None, "p999_ms": None,
                             "over_5ms": None}
+
+
+def _uplink_merged() -> tuple[Any, dict[str, Any]]:
+    """A 3-person meeting's merged window: stream 3 (member 1's video) withheld 4 packets;
+    receiver 0 got 4 of them back, receiver 2 got 3, one of them twice, and a stray."""
+    from bench.scenarios import build
+
+    s = build("meeting", 3)
+    shadow = 3 + s.withheld_base
+    m = {"sent": {0: 50, 1: 56, 2: 50, 3: 56, 4: 50, 5: 60}, "withheld": {1: 4, 3: 4},
+         "nacked": {3: 4}, "resent": {3: 5},
+         "pairs": {(0 << 16) | 3: 56, (2 << 16) | 3: 56, (0 << 16) | shadow: 4,
+                   (2 << 16) | shadow: 5, (1 << 16) | shadow: 1}}
+    return s, m
+
+
+def test_uplink_window_counts_what_the_receivers_got_back() -> None:
+    s, m = _uplink_merged()
+    reports = [{"uplink": {"nacks": 3, "nacked": 4, "nack_misses": 0, "rtx_streams": 3}}]
+    c0 = {"upstream_nacks_sent": 10, "rtx_received": 20}
+    c1 = {"upstream_nacks_sent": 13, "upstream_nacked": 4, "rtx_received": 25}
+    up = run.uplink_window(m, s, reports, c0, c1)
+    # 8 withheld, each for 2 receivers; stream 1's (member 0's video) never came back
+    assert (up["withheld"], up["expected"], up["video_packets"]) == (8, 16, 180)
+    # receiver 0: 4 of 4; receiver 2: 5 copies of at most 4; receiver 1 sent stream 3
+    assert (up["recovered"], up["unrecovered"], up["duplicates"]) == (8, 8, 2)
+    assert up["recovered_share"] == 0.5
+    assert (up["nacked"], up["resent"]) == (4, 5)
+    assert up["generator"] == {"nacks": 3, "nacked": 4, "nack_misses": 0, "rtx_streams": 3}
+    assert up["server"] == {"upstream_nacks_sent": 3, "upstream_nacked": 4,
+                            "upstream_recovered": 0, "upstream_late": 0,
+                            "upstream_unrepaired": 0, "rtx_received": 5}
+    assert run.uplink_window(m, s, reports, {}, {"forwarded_packets": 1})["server"] is None
+
+    total = run.uplink_summary([up, up])
+    assert (total["withheld"], total["recovered"], total["expected"]) == (16, 16, 32)
+    assert total["withheld_share"] == 16 / 360 and total["recovered_share"] == 0.5
+    assert total["server"]["rtx_received"] == 10
+    assert total["generator"] == up["generator"]  # cumulative already: the last one
+
+
+def test_report_shows_uplink_loss() -> None:
+    s, m = _uplink_merged()
+    up = run.uplink_summary([run.uplink_window(m, s, [{"uplink": {"nacks": 1,
+                                                                  "rtx_streams": 3}}],
+                                               {}, {"upstream_recovered": 7})])
+    r = {"system": "sealroom", "participants": 3, "uplink_loss": 0.03, "uplink": up,
+         "residual_loss": 0.0123}
+    assert report.stem("meeting", 1, [0], 0.03) == "bench-meeting-loss3"
+    assert report.stem("meeting", 1, [0]) == "bench-meeting"
+    assert "uplink loss 3 %: 8 withheld, 50.0 % repaired (p50/p99 include repairs)" in \
+        report._notes(r, md=True)
+    (row,) = report.uplink_rows([r, {"system": "janus", "participants": 3}])
+    assert row[:3] == ("sealroom", "3", "3") and row[11:14] == ("1.23", "rtx", "0")
+    assert row[15] == "7"  # the SFU's upstream_recovered
+    text = report.uplink_text([r])
+    assert "SFU recov" in text and "sealroom" in text
+    md = report.markdown({"results": [r]})
+    assert "| sealroom | 3 | 3 | 180 | 8 | 4 | 5 | 8 | 8 | 2 | 50.0 | 1.23 | rtx |" in md
+    assert report.uplink_text([{"system": "x", "participants": 2}]) == ""

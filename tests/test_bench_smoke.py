@@ -59,6 +59,7 @@ def test_smoke_run_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[
         assert r["server_rss_mb"] > 1
         assert r["server_us_per_packet"] is None or r["server_us_per_packet"] > 0
         assert len(r["windows"]) == 1
+        assert "uplink" not in r and "uplink" not in r["windows"][0]  # no --uplink-loss
         pin = r["pinning"]
         if pin["generators"] is not None:  # the orchestrator stayed off the server's core
             assert pin["orchestrator"] == [pin["generators"]] != [pin["server"]]
@@ -107,3 +108,51 @@ def test_smoke_rooms_and_workers(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert counters["worker0.joins"] == counters["worker1.joins"] == 4
     out = capsys.readouterr().out
     assert "per SFU worker" in out and "worker 1 (core" in out
+
+
+def test_smoke_uplink_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--uplink-loss: the publishers withhold a share of their video and answer NACKs;
+    sealroom and Janus get the withheld packets back to their receivers (sealroom: its
+    upstream NACKs, issue 21), the bare reflector cannot; every figure is there and adds up.
+    """
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--systems", "sealroom,reflector,janus", "--participants", "3",
+                              "--uplink-loss", "0.1", "--quick", "--out", str(tmp_path)])
+    before = _children()
+    assert cli.run(args) == 0
+    assert _children() <= before
+
+    doc = json.loads((tmp_path / "bench-meeting-loss10.json").read_text())
+    assert doc["uplink_loss"] == 0.1 and doc["options"]["uplink_loss"] == 0.1
+    results = {r["system"]: r for r in doc["results"]}
+    assert set(results) == {"sealroom", "reflector", "janus"}
+    for name in ("reflector", "janus", "sealroom"):  # sealroom last: see below
+        r = results[name]
+        assert "error" not in r, r.get("error")
+        assert r["missing_streams"] == 0 and r["uplink_loss"] == 0.1
+        up = r["uplink"]
+        # 3 publishers × 60 video packets/s for 1 s, a tenth of them withheld
+        assert 150 <= up["video_packets"] <= 200, up
+        assert up["withheld"] > 0 and 0.02 <= up["withheld_share"] <= 0.25, up
+        assert up["expected"] == 2 * up["withheld"]  # each to 2 receivers
+        assert up["recovered"] + up["unrecovered"] == up["expected"]
+        assert 0.0 <= r["loss"] <= 1.0 and 0.0 <= r["residual_loss"] <= 1.0
+        gen = up["generator"]
+        assert gen["rtcp_malformed"] == 0
+        if name == "reflector":  # no RTCP, no NACK, nothing comes back
+            assert (up["nacked"], up["resent"], up["recovered"]) == (0, 0, 0)
+            assert up["server"] is None and gen["nacks"] == 0
+            continue
+        # both SFUs negotiated RTX on the publishers' video m-lines, NACKed the holes and
+        # forwarded the repaired packets (sealroom: since issue 21's upstream NACKs)
+        assert gen["rtx_streams"] == 3 and gen["plain_streams"] == 0, gen
+        assert up["nacked"] > 0 and up["resent"] > 0, (name, "no NACK for a hole", up)
+        assert up["recovered"] > 0 and up["recovered_share"] >= 0.5, (name, up)
+    sfu = results["sealroom"]["uplink"]["server"]
+    assert sfu is not None and set(sfu) >= {"upstream_nacks_sent", "upstream_recovered",
+                                            "rtx_received"}
+    assert sfu["upstream_nacks_sent"] > 0 and sfu["rtx_received"] > 0, sfu
+    assert results["janus"]["uplink"]["server"] is None  # no counters of its own here
+    out = capsys.readouterr().out
+    assert "uplink loss" in out and "SFU nacks" in out

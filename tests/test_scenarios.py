@@ -132,3 +132,25 @@ def test_build_rejects_bad_sizes() -> None:
         build("meeting", 4, rooms=0)
     with pytest.raises(ValueError):
         build("nope", 4)
+
+
+@pytest.mark.parametrize("rooms", [1, 3])
+def test_withheld_packets_have_probe_ids_of_their_own(rooms: int) -> None:
+    """--uplink-loss: a withheld packet of stream sid carries sid + withheld_base, above
+    every real stream id, so receivers count repaired copies apart (bench/gen.py)."""
+    s = build("meeting", 5, rooms=rooms)
+    sids = [sid for m in s.members for sid, _ in m.streams()]
+    base = s.withheld_base
+    assert base == 2 * s.total > max(sids)
+    for sid in sids:
+        assert s.withheld_sid(sid + base) == sid
+        assert s.withheld_sid(sid) is None
+    assert s.withheld_sid(2 * base) is None
+
+
+def test_uplink_loss_is_not_measurable_through_a_reencode() -> None:
+    assert run.supports("sealroom", "meeting", uplink_loss=0.03)
+    assert run.supports("janus", "broadcast", uplink_loss=0.03)
+    assert run.supports("reflector", "audio", uplink_loss=0.03)
+    assert run.supports("mediarelay", "meeting")
+    assert not run.supports("mediarelay", "meeting", uplink_loss=0.03)

@@ -22,13 +22,13 @@ import collections
 import time
 from collections.abc import Callable
 
+from .rtp import abs_send_time
 from .stats import Stats
 
 FACTOR = 1.5  # pacing rate / the subscriber's estimate
 MAX_DELAY = 0.5  # seconds: a packet that would wait longer is dropped (drop_pacer_full)
 BURST = 0.005  # seconds of the rate that may leave at once
 STEP = 0.002  # seconds between two sends at least (the event loop's timer resolution)
-AST_UNITS = 1 << 18  # abs-send-time: 6.18 fixed-point seconds
 
 
 class Pacer:
@@ -82,8 +82,7 @@ class Pacer:
 
     def _emit(self, packet: bytes, ast_at: int, now: float) -> None:
         if ast_at >= 0:
-            value = (int(now * AST_UNITS) & 0xFFFFFF).to_bytes(3, "big")
-            packet = packet[:ast_at] + value + packet[ast_at + 3 :]
+            packet = packet[:ast_at] + abs_send_time(now) + packet[ast_at + 3 :]
         if not self._send(packet):
             self.stats.drop("send_failed")
 

@@ -176,6 +176,20 @@ def build_packet(
     )
 
 
+AST_UNITS = 1 << 18  # abs-send-time: 6.18 fixed-point seconds, 24 bits (webrtc.org hdrext)
+
+
+def abs_send_time(now: float) -> bytes:
+    """Our send time as an abs-send-time value (3 bytes).
+
+    The SFU writes its own clock into every packet it sends a subscriber instead of
+    passing the publisher's on: the subscriber's receive-side estimator (which makes its
+    REMB) compares send-time and arrival-time gaps across *all* the SSRCs of its
+    connection, so one clock must stamp them all (mediasoup rewrites it the same way).
+    """
+    return (int(now * AST_UNITS) & 0xFFFFFF).to_bytes(3, "big")
+
+
 def audio_level(value: bytes) -> tuple[bool, int]:
     """RFC 6464 §3: (voice activity flag, level in -dBov 0..127; 127 is silence)."""
     if len(value) < 1:

@@ -21,7 +21,7 @@ from . import rtcp
 from ._fanout import Lane, fanout, skip
 from .nackgen import NackGenerator
 from .peer import Negotiated
-from .rtp import RtpHeader, build_extensions, build_packet, seq_newer
+from .rtp import RtpHeader, abs_send_time, build_extensions, build_packet, seq_newer
 from .stats import Stats
 from .vp8 import is_keyframe
 
@@ -42,18 +42,6 @@ PADDING_BIT = 0x20  # RFC 3550 §5.1: P
 # them: the RTP header (12), our extensions (8-12) and the SRTP tag (10, RFC 3711 §4.2)
 RTP_OVERHEAD = 32
 _FIXED = struct.Struct("!BBHII")
-AST_UNITS = 1 << 18  # abs-send-time: 6.18 fixed-point seconds, 24 bits (webrtc.org hdrext)
-
-
-def abs_send_time(now: float) -> bytes:
-    """Our send time as an abs-send-time value (3 bytes).
-
-    The SFU writes its own clock into every packet it sends a subscriber instead of
-    passing the publisher's on: the subscriber's receive-side estimator (which makes its
-    REMB) compares send-time and arrival-time gaps across *all* the SSRCs of its
-    connection, so one clock must stamp them all (mediasoup rewrites it the same way).
-    """
-    return (int(now * AST_UNITS) & 0xFFFFFF).to_bytes(3, "big")
 
 
 class PublishedTrack:
@@ -580,11 +568,10 @@ class Slot:
         if lane.paced:
             # the subscriber's Pacer (sfu/pacer.py) sends it, and stamps abs-send-time then
             self.owner.pacer.push(packet, self._ast_offset(len(h.csrcs), ext, level, ast))
-            lane.packets += 1
-            lane.octets += len(payload)
-            self.stats.forwarded_packets += 1
-            self.stats.forwarded_bytes += len(packet)
-        elif self._sub.send_rtp(packet):
+            sent = True
+        else:
+            sent = self._sub.send_rtp(packet)
+        if sent:
             lane.packets += 1
             lane.octets += len(payload)
             stats = self.stats

@@ -66,6 +66,7 @@ class Participant:
         # the downlink: its estimate and allocation (sfu/allocator.py), what was sent
         self.budget = DownlinkBudget()
         self.pacer = Pacer(self.sub.send_rtp, self.stats)
+        self._paced = False
         self._sent_mark = (0, time.monotonic())
         self._probe_bps = 0  # padding rate of a running probe (bits/s), 0: none
         self._prober: asyncio.Future[None] | None = None
@@ -463,17 +464,18 @@ class Participant:
         elif self.pacer.rate:
             self.pacer.flush()
             self.pacer.rate = 0
-        for slot in self.slots:
-            if slot.lane.paced != paced:
-                slot.lane.paced = paced
-                self.stats.add("pacing_on" if paced else "pacing_off")
+        if paced != self._paced:
+            self._paced = paced
+            self.stats.add("pacing_on" if paced else "pacing_off")  # per subscriber
+        for slot in self.slots:  # slots attached since are set here too
+            slot.lane.paced = paced
 
     async def _probe(self) -> None:
         """Send padding at ``_probe_bps`` in 20 ms steps while a probe runs (bounded by
         the allocator's ``PROBE_LENGTH``, re-decided every report interval)."""
         step = 0.02
         owed = 0.0
-        for _ in range(int(PROBE_STEPS)):
+        for _ in range(PROBE_STEPS):
             if self.closed or not self._probe_bps:
                 return
             video = [s for s in self.slots if s.kind == "video" and s.params is not None

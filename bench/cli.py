@@ -27,7 +27,8 @@ from .run import MULTI, SYSTEMS, Options, run_all, supports
 from .scenarios import NAMES
 
 DEFAULT_SIZES = {"meeting": "2,4,8,12,16,20", "broadcast": "2,10,25,50", "audio": "10,25,50",
-                 "lastn": "6,10,16"}
+                 "lastn": "6,10,16", "joinstorm": "10,50"}
+MAX_PARTICIPANTS = 100  # per room; the SDP of a sub offer grows ~1.7 KB per publisher
 
 
 def _sizes(text: str) -> list[int]:
@@ -35,8 +36,8 @@ def _sizes(text: str) -> list[int]:
         out = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
         raise argparse.ArgumentTypeError("expected a comma-separated list of integers") from None
-    if not out or out[0] < 2 or out[-1] > 50:
-        raise argparse.ArgumentTypeError("room sizes are 2…50")
+    if not out or out[0] < 2 or out[-1] > MAX_PARTICIPANTS:
+        raise argparse.ArgumentTypeError(f"room sizes are 2…{MAX_PARTICIPANTS}")
     return out
 
 
@@ -57,6 +58,16 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError("expected a number") from None
     if not 0.05 <= out <= 16:
         raise argparse.ArgumentTypeError("the rate scale is 0.05…16")
+    return out
+
+
+def _within(text: str) -> float:
+    try:
+        out = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number") from None
+    if not 0.0 <= out <= 600.0:
+        raise argparse.ArgumentTypeError("the join window is 0…600 s")
     return out
 
 
@@ -88,7 +99,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--windows", type=int, default=3, help="measurement windows per point [%(default)s]")
     a("--window", type=float, default=5.0, help="window length, seconds [%(default)s]")
     a("--warmup", type=float, default=3.0, help="seconds before the first window [%(default)s]")
-    a("--last-n", type=int, default=4, help="last-N for the lastn scenario [%(default)s]")
+    a("--last-n", type=int, default=4,
+      help="last-N for the lastn and joinstorm scenarios [%(default)s]")
+    a("--join-within", type=_within, default=2.0, metavar="S",
+      help="joinstorm: the N participants join within S seconds [%(default)s]")
     a("--rooms", type=int, default=1,
       help="independent copies of the scenario, one room each (sealroom only) [%(default)s]")
     a("--workers", type=_workers, default=[0],
@@ -153,7 +167,8 @@ def options(args: argparse.Namespace) -> Options:
                    last_n=args.last_n, gen_procs=args.gen_procs, pin=not args.no_pin,
                    search=args.search, nice=args.nice, rooms=args.rooms,
                    workers=args.workers[0], rate=args.rate, idle=args.idle,
-                   uplink_loss=args.uplink_loss, loss_seed=args.loss_seed)
+                   uplink_loss=args.uplink_loss, loss_seed=args.loss_seed,
+                   join_within=args.join_within)
     if args.quick:
         opts.windows, opts.window, opts.warmup, opts.grace = 1, 1.0, 0.5, 0.3
     return opts
@@ -223,6 +238,9 @@ def run(args: argparse.Namespace) -> int:
     workers_text = report.workers_text(results)
     if workers_text:
         print(workers_text)
+    setup_text = report.setup_text(results)
+    if setup_text:
+        print(setup_text)
     uplink_text = report.uplink_text(results)
     if uplink_text:
         print(uplink_text)

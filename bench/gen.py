@@ -429,8 +429,13 @@ class Pacer:
         self.resends: collections.deque[tuple[OutStream, Kept]] = collections.deque()
         self._thread = threading.Thread(target=self._run, name="bench-pacer", daemon=True)
         self._interval = sys.getswitchinterval()
+        self.started = False
 
     def start(self) -> None:
+        """Start the thread (once; a second call does nothing)."""
+        if self.started:
+            return
+        self.started = True
         sys.setswitchinterval(SWITCH_INTERVAL)
         self._thread.start()
 
@@ -620,11 +625,20 @@ class Generator:
         sys.stdout.flush()
 
     async def run(self, reader: asyncio.StreamReader) -> None:
+        # RRs from the start: a connected participant that holds its media back until the
+        # whole room is in is still alive (docs/SFU.md "Join storms")
+        self._rr_task = asyncio.ensure_future(self._keepalive())
+        if self.scenario.name == "joinstorm":
+            # browsers send media as soon as they are connected: the pacer sends each
+            # stream from the moment its transport is taken over (OutStream.send)
+            self.pacer.start()
         await self.backend.publish(self.participants)
-        self.emit(ev="published")
+        storm = getattr(self.backend, "storm", None)
+        self.emit(ev="published", **({} if storm is None else {"storm": storm}))
         await self._expect(reader, "subscribe")
         await self.backend.subscribe(self.participants)
-        self.emit(ev="connected")
+        figures = getattr(self.backend, "setup_figures", None)
+        self.emit(ev="connected", **({} if figures is None else {"setup": figures()}))
         await self._expect(reader, "start")
         # The packet loop makes no reference cycles; a full collection over aiortc's
         # objects would stall the loop for up to hundreds of ms and show up as latency.
@@ -632,7 +646,6 @@ class Generator:
         gc.freeze()
         gc.disable()
         self.pacer.start()
-        self._rr_task = asyncio.ensure_future(self._keepalive())
         missing = await self._wait_flowing(20.0 + 0.5 * self.scenario.total)
         self.emit(ev="flowing", missing=missing)
         while True:
@@ -686,10 +699,11 @@ class Generator:
             await asyncio.sleep(0.1)
 
     async def _keepalive(self) -> None:
-        """An empty RR per second on every receiving transport: the SFU's liveness check."""
+        """An empty RR per second on every receiving transport, and on the publishing ones
+        until the pacer sends their media: the SFU's liveness check."""
         while True:
             await asyncio.sleep(1.0)
-            self.backend.keepalive(self.participants)
+            self.backend.keepalive(self.participants, pub=not self.pacer.started)
 
     async def close(self) -> None:
         if self._closed:
@@ -710,7 +724,7 @@ def make_backend(args: argparse.Namespace, scenario: Scenario) -> Any:
         return ReflectorClient(args.host, args.port)
     if args.system == "sealroom":
         from .sealroom_client import SealroomClient
-        return SealroomClient(args.host, args.port, args.bind, scenario)
+        return SealroomClient(args.host, args.port, args.bind, scenario, args.join_within)
     if args.system == "mediarelay":
         from .sealroom_client import MediaRelayClient
         return MediaRelayClient(args.host, args.port, args.bind, scenario)
@@ -751,6 +765,8 @@ def main() -> None:
     p.add_argument("--uplink-loss", type=float, default=0.0,
                    help="share of its video packets each publisher does not send")
     p.add_argument("--loss-seed", type=int, default=1, help="seed of the withholding PRNG")
+    p.add_argument("--join-within", type=float, default=2.0,
+                   help="joinstorm: every participant joins within this many seconds")
     p.add_argument("--log-level", default="warning")
     args = p.parse_args()
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,

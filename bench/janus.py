@@ -331,9 +331,11 @@ class JanusClient:
         answer = await peers.sub_offer(jsep["sdp"])
         await self.api.message(handle, {"request": "start"}, {"type": "answer", "sdp": answer})
 
-    def keepalive(self, parts: list[Participant]) -> None:
+    def keepalive(self, parts: list[Participant], pub: bool = False) -> None:
         for p in parts:
-            self.peers[p.pid].keepalive()
+            peers = self.peers.get(p.pid)  # called from the start: some may not exist yet
+            if peers is not None:
+                peers.keepalive()
 
     async def close(self) -> None:
         for peers in self.peers.values():

@@ -85,7 +85,7 @@ class ReflectorClient:
     async def subscribe(self, parts: list[Participant]) -> None:
         await asyncio.sleep(0.1)  # the JOINs are datagrams; give them a moment
 
-    def keepalive(self, parts: list[Participant]) -> None:
+    def keepalive(self, parts: list[Participant], pub: bool = False) -> None:
         """Nothing to keep alive."""
 
     async def close(self) -> None:

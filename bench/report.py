@@ -262,6 +262,38 @@ def uplink_text(results: list[dict[str, Any]]) -> str:
                       "SFU = the server's upstream counters):", *lines])
 
 
+def setup_text(results: list[dict[str, Any]]) -> str:
+    """The join storm's figures (joinstorm) and the sub offers the set-up cost (sealroom);
+    empty when no result has them."""
+    lines = []
+    for r in results:
+        s = r.get("joinstorm")
+        if s:
+            lines.append(
+                f"  {label(r)} N={s['participants']} joining within {s['join_within_s']:g} s: "
+                f"{s['connected']}/{s['participants']} connected, all after "
+                f"{_fmt(s['all_connected_s'], '.2f')} s; join → connected p50 "
+                f"{_fmt(s['join_to_connected_p50_s'], '.2f')} s p99 "
+                f"{_fmt(s['join_to_connected_p99_s'], '.2f')} s; join → first forwarded "
+                f"packet p50 {_fmt(s['join_to_first_packet_p50_s'], '.2f')} s p99 "
+                f"{_fmt(s['join_to_first_packet_p99_s'], '.2f')} s; failures {s['failures']}"
+                + (f" {s['error_messages']}" if s["error_messages"] else "")
+                + f"; sub offers per participant {_fmt(s['sub_offers_per_participant'], '.2f')}"
+                f" (max {s['sub_offers_max']}, total {s['sub_offers_total']})")
+        setup = r.get("setup")
+        if setup:
+            server = (r.get("server_counters") or {}).get("sub_offers")
+            lines.append(
+                f"  {label(r)} N={r['participants']}: set-up {_fmt(r.get('setup_seconds'), '.1f')}"
+                f" s, sub offers answered {setup['sub_offers_total']} "
+                f"({_fmt(setup['sub_offers_per_participant'], '.2f')} per participant, max "
+                f"{setup['sub_offers_max']}); SFU sub_offers {_fmt(server, 'd')}"
+                + (f"; sfu-errors {setup['errors']}" if setup["errors"] else ""))
+    if not lines:
+        return ""
+    return "\n".join(["set-up:", *lines])
+
+
 def workers_text(results: list[dict[str, Any]]) -> str:
     """Per SFU worker: core, CPU share, packets/s its rooms forwarded, µs per packet; and
     what the runner process itself used (signaling relay). Empty without workers."""

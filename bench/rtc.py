@@ -37,9 +37,17 @@ class Peers:
         self.sub = RawPeer(ice, _drop, _drop)
         self.lock = asyncio.Lock()
         self.sub_rtcp: Any = None
+        self.pub_rtcp: Any = None
         self.sub_taken = False
         self.pub_taken = False
         self.rr_ssrc = 0x5EA1 + part.index
+        self.sub_offers = 0  # sub offers answered
+        self.errors: list[tuple[str, str]] = []  # (id, message) of each sfu-error
+        # time.monotonic() of: the join, both transports up and taken over, the first
+        # forwarded packet heard (joinstorm, bench/sealroom_client.py)
+        self.joined_at: float | None = None
+        self.connected_at: float | None = None
+        self.first_packet_at: float | None = None
 
     async def pub_offer(self) -> str:
         pc = self.pub.pc
@@ -91,11 +99,13 @@ class Peers:
             await pc.setLocalDescription(await pc.createAnswer())
             self.sub.adopt()
             answer: str = pc.localDescription.sdp
+            self.sub_offers += 1
             return answer
 
     def try_take_over(self, tally: Tally) -> None:
         if not self.pub_taken and self.part.streams and self.pub.up:
-            send, _ = take_over(self.pub, self.part.index, self.part.on_pub_rtcp, tally)
+            send, self.pub_rtcp = take_over(self.pub, self.part.index, self.part.on_pub_rtcp,
+                                            tally)
             for s in self.part.streams:
                 s.send = send
             self.pub_taken = True
@@ -103,9 +113,17 @@ class Peers:
             _, self.sub_rtcp = take_over(self.sub, self.part.index, None, tally)
             self.sub_taken = True
 
-    def keepalive(self) -> None:
+    def keepalive(self, pub: bool = False) -> None:
+        """An empty RR (RFC 3550 §6.4.2, RC = 0) on the receiving transport, and with
+        ``pub`` on the publishing one too: a client that is connected but holds its media
+        back still tells the server it is alive. ``pub`` only while the pacer's thread
+        has not started: from then on that thread alone uses the publishing SRTP sessions
+        (bench/gen.py ``Pacer``), and its media and sender reports say the same."""
+        rr = b"\x80\xc9\x00\x01" + self.rr_ssrc.to_bytes(4, "big")
         if self.sub_rtcp is not None:
-            self.sub_rtcp(b"\x80\xc9\x00\x01" + self.rr_ssrc.to_bytes(4, "big"))
+            self.sub_rtcp(rr)
+        if pub and self.pub_rtcp is not None:
+            self.pub_rtcp(rr)
 
     async def close(self) -> None:
         for peer in (self.pub, self.sub):

@@ -37,7 +37,7 @@ from sealroom.cpulatency import CpuLatencyLimit, current, idle_entries
 
 from . import procstat
 from ._receive import HIST_FINE
-from .scenarios import Scenario, build
+from .scenarios import LAST_N, Scenario, build
 
 logger = logging.getLogger("bench.run")
 
@@ -82,6 +82,7 @@ class Options:
     # NACKs for (bench/gen.py ``Uplink``); the withholding PRNG's seed
     uplink_loss: float = 0.0
     loss_seed: int = 1
+    join_within: float = 2.0  # joinstorm: every participant joins within this many seconds
 
 
 def cores(opts: Options) -> tuple[int | None, int | None]:
@@ -280,7 +281,7 @@ def supports(system: str, scenario: str, rooms: int = 1, workers: int = 0,
         return False
     if uplink_loss > 0 and system == "mediarelay":
         return False
-    return scenario != "lastn" or system in MULTI
+    return scenario not in LAST_N or system in MULTI
 
 
 class GenProc:
@@ -349,6 +350,8 @@ async def _start_gen(server: Server, scenario: Scenario, opts: Options, cpu: int
            "--host", server.host, "--port", str(server.port), "--bind", server.bind]
     if opts.uplink_loss > 0:
         cmd += ["--uplink-loss", repr(opts.uplink_loss), "--loss-seed", str(opts.loss_seed)]
+    if scenario.name == "joinstorm":
+        cmd += ["--join-within", repr(opts.join_within)]
     proc = await asyncio.create_subprocess_exec(
         *wrap(cmd, cpu, server.netns), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, limit=1 << 26)
@@ -803,14 +806,37 @@ async def run_point(system: str, scenario: Scenario, opts: Options,
             progress(f"{system}: workers " + ", ".join(
                 f"{i}: pid {pid} core {core}" for i, pid, core in server.worker_pids()))
         t0 = time.monotonic()
+        server_cpu0 = procstat.cpu_delta({}, procstat.tree_cpu(server.pid))
+        busy0, _, _ = procstat.machine_cpu()
         gens = await start_gens(server, scenario, opts, gen_cpu, setup)
         for g in gens:
             if not g.published:
-                await g.expect("published", setup)
+                published = await g.expect("published", setup)
+                if "storm" in published:
+                    result["joinstorm"] = storm = published["storm"]
+                    # what the storm cost: CPU seconds of the server, of the generator,
+                    # and of everything else on the machine meanwhile (a shared machine)
+                    wall = time.monotonic() - t0
+                    server_s = procstat.cpu_delta({}, procstat.tree_cpu(server.pid)) - server_cpu0
+                    gen_s = sum(procstat.cpu_seconds(x.pid) for x in gens)
+                    busy1, _, _ = procstat.machine_cpu()
+                    storm.update(wall_s=round(wall, 2), server_cpu_s=round(server_s, 2),
+                                 gen_cpu_s=round(gen_s, 2),
+                                 other_cpu_s=round(max(0.0, busy1 - busy0 - server_s - gen_s),
+                                                   2),
+                                 loadavg_1min=os.getloadavg()[0])
+                    progress(f"{system}: join storm: {storm['connected']} of "
+                             f"{storm['participants']} connected, {storm['failures']} failed")
+                    if storm["failures"]:
+                        raise RuntimeError(f"join storm: {storm['failures']} of "
+                                           f"{storm['participants']} failed: "
+                                           f"{storm['error_messages'] or storm['failed']}")
         for g in gens:
             g.send(op="subscribe")
         for g in gens:
-            await g.expect("connected", setup)
+            connected = await g.expect("connected", setup)
+            if "setup" in connected:
+                result["setup"] = connected["setup"]
         for g in gens:
             g.send(op="start")
         missing = sum([(await g.expect("flowing", setup))["missing"] for g in gens])

@@ -10,6 +10,11 @@ all scenarios share one x-axis:
 * ``lastn``: ``meeting`` with the SFU's last-N on (``last_n`` video sources per
   subscriber); only an SFU that implements last-N can run it. Member 0 speaks, everyone
   else sends digital silence, which the SFU does not forward.
+* ``joinstorm``: ``lastn``'s room, but the N participants join and publish spread over a
+  few seconds (``--join-within``) and each sends media as soon as it is connected, as a
+  room of browsers opening one link at once would (bench/sealroom_client.py); the
+  storm's figures (time until all are connected, join → first forwarded packet, failures,
+  sub offers per participant) come before the usual windows. sealroom only.
 
 Audio levels (RFC 6464 §3, the ``ssrc-audio-level`` extension every audio packet carries):
 in ``meeting``, ``broadcast`` and ``audio`` everyone speaks at one level (:data:`SPEAKING`,
@@ -33,7 +38,8 @@ from sfu.config import SfuConfig
 
 from .media import StreamSpec
 
-NAMES = ("meeting", "broadcast", "audio", "lastn")
+NAMES = ("meeting", "broadcast", "audio", "lastn", "joinstorm")
+LAST_N = ("lastn", "joinstorm")  # the scenarios that turn the SFU's last-N on
 AUDIO_PPS = 50.0
 # RFC 6464 §3 levels in -dBov (0 loudest … 127 digital silence)
 SILENCE = 127  # the SFU drops these audio packets instead of forwarding them
@@ -217,7 +223,7 @@ def build(name: str, participants: int, last_n: int = 4, rooms: int = 1) -> Scen
     for k in range(rooms):
         for j in range(participants):
             s.members.append(_member(name, k * participants + j, j, k))
-    if name == "lastn":
+    if name in LAST_N:
         s.last_n = last_n
     return s
 
@@ -225,11 +231,11 @@ def build(name: str, participants: int, last_n: int = 4, rooms: int = 1) -> Scen
 def _member(name: str, index: int, i: int, room: int) -> Member:
     """Member ``i`` of its room."""
     m = Member(index, room=room)
-    if name == "lastn":  # one speaker; the SFU drops everyone else's silence
+    if name in LAST_N:  # one speaker; the SFU drops everyone else's silence
         m.level = LOUD if i == 0 else SILENCE
     else:
         m.level = SPEAKING
-    if name in ("meeting", "lastn"):
+    if name in ("meeting", *LAST_N):
         m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
         m.video = StreamSpec("video", 500_000, 30.0)
     elif name == "broadcast" and i == 0:

@@ -15,10 +15,17 @@ class SfuConfig:
     port_max: int = 0
     last_n: int = 0  # video from at most N publishers per subscriber; 0 = off
     pli_interval: float = 1.0  # at most one key-frame request per publisher per interval (s)
-    idle_timeout: float = 15.0  # no SRTP/SRTCP from a connected participant for this long = dead
-    connect_timeout: float = 30.0  # ICE+DTLS must be up this long after the first offer
+    # no SRTP/SRTCP for this long, once media or RTCP is due from a participant, = dead
+    # (docs/SFU.md "Lifetime and cleanup", "Join storms")
+    idle_timeout: float = 15.0
+    # ICE+DTLS must be up this long after the SFU's first answer or offer to a participant
+    connect_timeout: float = 30.0
     rtcp_interval: float = 1.0  # receiver reports + REMB to publishers, seconds
     max_video_bitrate: int = 2_500_000  # REMB ceiling sent to publishers, bit/s
+    # sub re-offers are coalesced: a change is offered once none followed it for
+    # ``offer_quiet`` seconds, or ``offer_max_delay`` after the first one waiting (0: at once)
+    offer_quiet: float = 0.15
+    offer_max_delay: float = 1.0
     speaker_interval: float = 0.3  # how often the active speaker is re-evaluated, seconds
     speaker_window: float = 1.0  # audio levels averaged over this window, seconds
     speaker_threshold: int = 60  # mean level (-dBov) must be below this to count as speaking

@@ -2,7 +2,8 @@
 
 ``pub``: the client offers its sendonly audio+video, the SFU answers and receives.
 ``sub``: the SFU offers one m-line per other publisher's track (a ``Slot``), the client
-answers; one offer outstanding at a time, changes queued while waiting (``_dirty``).
+answers; one offer outstanding at a time, changes queued while waiting (``_dirty``), and
+changes that come in a burst (a join storm) coalesced into one offer (``renegotiate``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import InvalidStateError
 from aiortc.sdp import SessionDescription
 
 from . import rtcp
@@ -61,8 +63,20 @@ class Participant:
         self._sub_lock = asyncio.Lock()
         self._dirty = False
         self._awaiting_answer = False
+        # re-offer coalescing (renegotiate): when the oldest unoffered change came, when
+        # the latest did, and the timer that offers them
+        self._dirty_since: float | None = None
+        self._last_change = 0.0
+        self._offer_timer: asyncio.TimerHandle | None = None
+        self.sub_offers = 0  # sub offers sent to this participant
+        # when media or RTCP first became due from this participant: the idle clock
+        # (idle_timeout) runs from then on, never before (_watch, docs/SFU.md "Join storms")
+        self.due_since: float | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
-        self._joined_at = time.monotonic()
+        # when the SFU first sent this participant an SDP (pub answer or sub offer): ICE
+        # can start from then on, and connect_timeout counts from then, not from the join
+        # (in a storm the SFU's own queue of SDP work may come first)
+        self.negotiated_at: float | None = None
         # the downlink: its estimate and allocation (sfu/allocator.py), what was sent
         self.budget = DownlinkBudget()
         self.pacer = Pacer(self.sub.send_rtp, self.stats)
@@ -94,7 +108,14 @@ class Participant:
         """Run a coroutine owned by this participant (cancelled on close)."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        # Retrieve the outcome, so that a failure is logged here once, with the
+        # participant, instead of as asyncio's "Task exception was never retrieved".
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.warning("participant %s: background task failed: %r", self.pid, exc)
 
     def send_rtcp(self, data: bytes) -> bool:
         """RTCP to this participant's publisher PC (PLI, RR, REMB)."""
@@ -103,6 +124,28 @@ class Participant:
     # --- pub: the participant publishes -------------------------------------------------
 
     async def on_pub_offer(self, sdp: str) -> None:
+        sfu = self.sfu
+        sfu.pubs_waiting += 1
+        sfu.pubs_idle.clear()
+        try:
+            async with sfu.sdp_lock:
+                if self.closed:  # left while waiting for its turn: nobody to answer
+                    return
+                new = await self._answer_pub(sdp)
+        finally:
+            sfu.pubs_waiting -= 1
+            if not sfu.pubs_waiting:
+                sfu.pubs_idle.set()
+        local = self.pub.pc.localDescription
+        await self.send({"type": "sfu-answer", "pc": "pub", "sdp": local.sdp})
+        if self.negotiated_at is None:
+            self.negotiated_at = time.monotonic()
+        if new:
+            logger.info("%s publishes %s", self.pid, [t.kind for t in new])
+            await self.room.tracks_changed(exclude=self)
+
+    async def _answer_pub(self, sdp: str) -> list[PublishedTrack]:
+        """Apply a pub offer and make the answer; the tracks it added."""
         try:
             parsed = SessionDescription.parse(sdp)
             if not any(m.kind in CODECS for m in parsed.media):
@@ -141,11 +184,7 @@ class Participant:
         for t in transceivers:
             if t.mid in self.tracks:
                 self.tracks[t.mid].set_pub(negotiated(t))
-        local = self.pub.pc.localDescription
-        await self.send({"type": "sfu-answer", "pc": "pub", "sdp": local.sdp})
-        if new:
-            logger.info("%s publishes %s", self.pid, [t.kind for t in new])
-            await self.room.tracks_changed(exclude=self)
+        return new
 
     def _pub_rtp(self, data: bytes) -> None:
         """Publisher RTP: parse the header, find the track, fan out (hot path)."""
@@ -186,36 +225,79 @@ class Participant:
         except ValueError:
             self.stats.drop("malformed_rtcp")
             return
+        self.stats.add("rtcp_received")  # one per datagram: with the drops, all of them
         for p in packets:
-            if isinstance(p, rtcp.SenderReport):
-                track = self._by_ssrc.get(p.ssrc)
-                if track is None:
-                    self.stats.drop("rtcp_unknown_ssrc")
-                    continue
-                if p.ssrc != track.ssrc:
-                    continue  # the SR of the publisher's RTX stream: nothing to translate
-                self.stats.add("sr_received")
-                for slot, sr in track.on_sender_report(p):
-                    if slot.owner.sub.send_rtcp(sr):
-                        self.stats.add("sr_sent")
+            if not isinstance(p, rtcp.SenderReport):
+                self.stats.add("rtcp_ignored")  # SDES, BYE, feedback on the pub PC, …
+                continue
+            track = self._by_ssrc.get(p.ssrc)
+            if track is None:
+                self.stats.drop("rtcp_unknown_ssrc")
+                continue
+            if p.ssrc != track.ssrc:
+                self.stats.add("rtcp_ignored")  # the SR of its RTX stream: nothing to translate
+                continue
+            self.stats.add("sr_received")
+            for slot, sr in track.on_sender_report(p):
+                if slot.owner.sub.send_rtcp(sr):
+                    self.stats.add("sr_sent")
 
     # --- sub: the participant receives --------------------------------------------------
 
     async def renegotiate(self) -> None:
-        """Bring the sub PC up to date with the room's tracks (queued if an offer is out)."""
+        """Bring the sub PC up to date with the room's tracks, coalescing bursts.
+
+        Every join, publish and leave in a room calls this for everyone else, so N
+        participants joining together would cost each of them up to N offers, each one
+        larger than the last (O(N²) SDP work on both sides). Changes are therefore folded
+        into one offer: it goes out once no further change came for ``offer_quiet``
+        seconds, or ``offer_max_delay`` after the oldest change waiting, whichever is first
+        (LiveKit debounces its server-side negotiation likewise, 150 ms). On top of that,
+        one offer is outstanding at a time: what changes while the client answers is
+        offered after its answer (``on_sub_answer``).
+        """
         self._dirty = True
-        await self._maybe_offer()
+        cfg = self.sfu.config
+        if cfg.offer_quiet <= 0 and cfg.offer_max_delay <= 0:
+            await self._maybe_offer()
+            return
+        now = time.monotonic()
+        self._last_change = now
+        if self._dirty_since is None:
+            self._dirty_since = now
+        if self._offer_timer is None and not self.closed:
+            self._offer_due()
+
+    def _offer_due(self) -> None:
+        """The coalescing timer: offer once the changes have settled, else wait more."""
+        self._offer_timer = None
+        if self.closed:
+            return
+        cfg = self.sfu.config
+        since = self._dirty_since if self._dirty_since is not None else self._last_change
+        wait = min(self._last_change + cfg.offer_quiet, since + cfg.offer_max_delay) \
+            - time.monotonic()
+        if wait > 0:
+            self._offer_timer = asyncio.get_running_loop().call_later(wait, self._offer_due)
+        else:
+            self.spawn(self._maybe_offer())
 
     async def _maybe_offer(self) -> None:
-        async with self._sub_lock:
+        # pub answers first: they let a publisher connect and send; sub offers wait
+        await self.sfu.pubs_idle.wait()
+        async with self._sub_lock, self.sfu.sdp_lock:
             if self.closed or self._awaiting_answer or not self._dirty:
                 return
             self._dirty = False
+            self._dirty_since = None
             if not self._sync_slots():
                 return
             pc = self.sub.pc
-            offer = await pc.createOffer()
-            await pc.setLocalDescription(offer)
+            try:
+                offer = await pc.createOffer()
+                await pc.setLocalDescription(offer)
+            except InvalidStateError:
+                return  # the peer closed the sub PC under us: the watchdog reaps it
             self.sub.adopt()
             tracks = []
             for slot in self.slots:
@@ -223,9 +305,13 @@ class Participant:
                     tracks.append({"mid": slot.transceiver.mid,  # type: ignore[attr-defined]
                                    "participant": slot.track.owner.pid, "kind": slot.kind})
             self._awaiting_answer = True
+            self.sub_offers += 1
+            self.stats.add("sub_offers")
             msg = {"type": "sfu-offer", "pc": "sub", "sdp": pc.localDescription.sdp,
                    "tracks": tracks}
         await self.send(msg)  # outside the lock: the answer may come back re-entrantly
+        if self.negotiated_at is None:
+            self.negotiated_at = time.monotonic()
 
     def _sync_slots(self) -> bool:
         """Attach every wanted track to a slot, free slots of gone tracks. True if changed."""
@@ -279,8 +365,11 @@ class Participant:
             if not self._awaiting_answer:
                 raise SfuError("unexpected-answer", "no sub offer is outstanding")
             try:
-                await self.sub.pc.setRemoteDescription(
-                    RTCSessionDescription(sdp=sdp, type="answer"))
+                async with self.sfu.sdp_lock:
+                    if self.closed:  # left while waiting for its turn
+                        return
+                    await self.sub.pc.setRemoteDescription(
+                        RTCSessionDescription(sdp=sdp, type="answer"))
             except Exception as exc:
                 raise SfuError("bad-sdp", f"cannot apply the sub answer: {exc}") from exc
             self.sub.adopt()
@@ -293,7 +382,8 @@ class Participant:
                     self._slot_by_ssrc[slot.params.ssrc] = slot  # type: ignore[union-attr]
                     self._slot_by_ssrc[slot.params.rtx_ssrc] = slot  # type: ignore[union-attr]
         self.streams_changed()
-        await self._maybe_offer()
+        if self._offer_timer is None:  # else the changes are still being coalesced
+            await self._maybe_offer()
 
     def _sub_rtp(self, data: bytes) -> None:
         self.stats.drop("rtp_on_sub")  # the sub PC is sendonly from the SFU
@@ -305,6 +395,7 @@ class Participant:
         except ValueError:
             self.stats.drop("malformed_rtcp")
             return
+        self.stats.add("rtcp_received")  # one per datagram: with the drops, all of them
         for p in packets:
             if isinstance(p, rtcp.Pli | rtcp.Nack):
                 slot = self._slot_by_ssrc.get(p.media_ssrc)
@@ -336,8 +427,36 @@ class Participant:
                     if block.ssrc in self._slot_by_ssrc:
                         self._reports[block.ssrc] = (block.highest_sequence,
                                                      block.cumulative_lost)
+            else:
+                self.stats.add("rtcp_ignored")  # SR (the sub PC sends nothing), SDES, BYE, …
 
     # --- liveness, reports ----------------------------------------------------------------
+
+    def media_due(self) -> bool:
+        """Whether this participant has been given a reason to send media or RTCP.
+
+        - Its sub PC is up and the SFU has sent it media: a receiver reports on what it
+          receives (RFC 3550 §6.4.2 receiver reports; browsers send them every second or
+          so, with their NACKs and PLIs).
+        - Its pub PC is up and one of its tracks has a subscriber that can receive it (an
+          applied answer on a sub PC that is up): from then on a publisher sends its media
+          (and sender reports, RFC 3550 §6.4.1). Before, nobody would receive it, and a
+          client may rightly hold it back (the benchmark's generator does until the whole
+          room is in; clients that pause unsubscribed tracks do).
+
+        A participant that is connected but has no reason to send yet is therefore never
+        idle. A dead one is still found: by the idle clock once anything is due, and before
+        that by ICE consent freshness (RFC 7675 §5.1: aioice gives up after six unanswered
+        checks, ~30 s, and the PC fails).
+        """
+        if self.sub.up and any(s.lane.packets for s in self.slots):
+            return True
+        if self.pub.up:
+            for track in self.tracks.values():
+                for slot in track.slots:
+                    if slot.params is not None and slot.owner.sub.up:
+                        return True
+        return False
 
     async def _watch(self) -> None:
         """RR + REMB to the publisher every rtcp_interval; detect dead transports."""
@@ -350,18 +469,26 @@ class Participant:
             if "failed" in states:
                 await self.sfu.transport_failed(self, "ICE/DTLS failed")
                 return
-            if "closed" in states:  # the peer sent DTLS close_notify: aiortc closed the PC
-                await self.sfu.transport_failed(self, "the peer closed the connection")
+            if "closed" in states:
+                # aiortc closes the PC when the peer sends DTLS close_notify, and when aioice
+                # gives up on ICE consent (RFC 7675 §5.1: six checks unanswered for 0.5 s
+                # each, ~30 s): a peer that left, or one whose answers stopped or came late
+                await self.sfu.transport_failed(
+                    self, "the connection was closed (DTLS close_notify or ICE consent expired)")
                 return
             connected = self.pub.up or self.sub.up
             received = self.pub.received + self.sub.received
+            if self.due_since is None and connected and self.media_due():
+                self.due_since = now  # the idle clock starts here, not at the join
+                last_seen = (received, now)
             if received != last_seen[0]:
                 last_seen = (received, now)
-            if connected and now - last_seen[1] > cfg.idle_timeout:
+            if (self.due_since is not None and connected
+                    and now - last_seen[1] > cfg.idle_timeout):
                 await self.sfu.transport_failed(self, "no media or RTCP received")
                 return
-            if (not connected and (self.tracks or self.slots)
-                    and now - self._joined_at > cfg.connect_timeout):
+            if (not connected and self.negotiated_at is not None
+                    and now - self.negotiated_at > cfg.connect_timeout):
                 await self.sfu.transport_failed(self, "ICE/DTLS did not connect")
                 return
             for track in self.tracks.values():
@@ -522,6 +649,9 @@ class Participant:
             return
         self.closed = True
         self._watchdog.cancel()
+        if self._offer_timer is not None:
+            self._offer_timer.cancel()
+            self._offer_timer = None
         if self._prober is not None:
             self._prober.cancel()
         self.pacer.close()

@@ -33,6 +33,16 @@ class Sfu:
         self._background: set[asyncio.Future[None]] = set()
         self.rooms: dict[str, Room] = {}
         self.participants: dict[str, Participant] = {}
+        # SDP work (aiortc: tens of ms per offer or answer of a large room) is done one
+        # negotiation at a time, not interleaved: interleaved, every ICE check and DTLS
+        # flight of every participant waits behind a slice of each pending one, and in a
+        # join storm nobody connects for seconds (docs/SFU.md "Join storms")
+        self.sdp_lock = asyncio.Lock()
+        # pub offers waiting for it go first (sub offers wait for pubs_idle): a pub
+        # answer lets a publisher connect and send, a sub offer only adds a track
+        self.pubs_waiting = 0
+        self.pubs_idle = asyncio.Event()
+        self.pubs_idle.set()
         self._pauses: PauseMeter | None = None  # runs while any room is open
         # Everything allocated so far (imported modules: aiortc, av, cryptography, …) lives
         # as long as the process. Moving it out of the cyclic GC's reach makes each full

@@ -156,3 +156,42 @@ def test_smoke_uplink_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert results["janus"]["uplink"]["server"] is None  # no counters of its own here
     out = capsys.readouterr().out
     assert "uplink loss" in out and "SFU nacks" in out
+
+
+def test_smoke_joinstorm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--scenario joinstorm at a small N: everybody joins within the window, connects and
+    hears a forwarded packet; the storm's figures are in the result and the output."""
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--systems", "sealroom,reflector", "--scenario", "joinstorm",
+                              "--participants", "5", "--last-n", "2", "--join-within", "0.5",
+                              "--quick", "--out", str(tmp_path)])
+    before = _children()
+    assert cli.run(args) == 0
+    assert _children() <= before
+
+    doc = json.loads((tmp_path / "bench-joinstorm.json").read_text())
+    assert doc["systems"] == ["sealroom"]  # the storm goes through sealroom's signaling
+    (r,) = doc["results"]
+    assert "error" not in r, r.get("error")
+    assert r["missing_streams"] == 0
+    storm = r["joinstorm"]
+    assert (storm["participants"], storm["joined"], storm["connected"]) == (5, 5, 5)
+    assert storm["failures"] == 0 and storm["errors"] == {}, storm
+    timeline = storm["timeline"]
+    joins = [timeline[f"p{i}"][0] for i in range(5)]
+    assert joins == sorted(joins) and joins[-1] >= 0.5  # spread over the window, in order
+    for joined, connected, first, offers in timeline.values():
+        assert joined <= connected <= first and offers >= 1
+    assert storm["all_connected_s"] == max(t[1] for t in timeline.values())
+    assert 0 < storm["join_to_first_packet_p50_s"] <= storm["join_to_first_packet_p99_s"]
+    assert storm["sub_offers_total"] == sum(t[3] for t in timeline.values())
+    # every sub offer the generator answered is one the SFU counted (a re-offer may still
+    # have been on its way when the storm's figures were taken)
+    assert 5 <= storm["sub_offers_total"] <= r["server_counters"]["sub_offers"]
+    assert storm["server_cpu_s"] > 0 and storm["gen_cpu_s"] > 0
+    # 5 subscribers × 2 video sources × 60 pkt/s + member 0's audio to 4 others
+    assert r["offered_pps"] == pytest.approx(5 * 2 * 60 + 4 * 50, rel=0.05)
+    assert r["forwarded_pps"] > 0
+    out = capsys.readouterr().out
+    assert "joining within 0.5 s: 5/5 connected" in out and "sub offers per participant" in out

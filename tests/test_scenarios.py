@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from bench import run
+from bench import cli, run
 from bench.scenarios import LOUD, SILENCE, SPEAKER_THRESHOLD, SPEAKING, build, level_byte
 from sfu import SfuConfig
 
@@ -154,3 +156,24 @@ def test_uplink_loss_is_not_measurable_through_a_reencode() -> None:
     assert run.supports("reflector", "audio", uplink_loss=0.03)
     assert run.supports("mediarelay", "meeting")
     assert not run.supports("mediarelay", "meeting", uplink_loss=0.03)
+
+
+def test_joinstorm_is_lastn_joining_at_once() -> None:
+    """joinstorm: lastn's room (one speaker, last-N video), sealroom only."""
+    storm, lastn = build("joinstorm", 12, last_n=4), build("lastn", 12, last_n=4)
+    assert storm.last_n == 4
+    assert [(m.level, m.audio, m.video) for m in storm.members] == [
+        (m.level, m.audio, m.video) for m in lastn.members]
+    assert storm.expected_pairs() == lastn.expected_pairs()
+    assert run.supports("sealroom", "joinstorm")
+    for system in ("reflector", "janus", "mediarelay"):
+        assert not run.supports(system, "joinstorm")
+
+
+def test_room_sizes_up_to_100() -> None:
+    assert cli._sizes("2,50,100") == [2, 50, 100]
+    for bad in ("1", "101", "x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli._sizes(bad)
+    assert build("lastn", 100, last_n=6).offered_packets_per_second() == pytest.approx(
+        100 * 6 * 60 + 99 * 50)

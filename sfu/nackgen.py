@@ -17,7 +17,12 @@ the same way):
   the delta frames after it cannot be decoded, so the caller asks for a key frame (one
   throttled PLI for all holes given up together);
 * a jump of more than ``max_gap`` packets is not a hole but a restart of the stream
-  (or garbage): nothing is asked for, and a key frame is.
+  (or garbage): nothing is asked for, and a key frame is;
+* at most ``max_missing`` holes are kept (libwebrtc's ``kMaxNackPackets`` is 1000): a gap
+  that would exceed it is handled as a jump. Without the bound, a publisher whose
+  sequence numbers leap ahead by up to ``max_gap`` on every packet (a broken or hostile
+  client: found by ``bench.fuzz``) filled the table with up to 65 536 holes that every
+  NACK timer tick scanned and packed into one NACK.
 
 Pure bookkeeping, no I/O: ``PublishedTrack`` calls it from its receive path and from a
 timer, and sends what it returns.
@@ -32,12 +37,14 @@ INITIAL_RTT = 0.1  # seconds, until a repair has been timed (libwebrtc's default
 class NackGenerator:
     """The holes of one stream, by sequence number."""
 
-    __slots__ = ("_last", "_missing", "max_age", "max_gap", "max_tries", "rtt")
+    __slots__ = ("_last", "_missing", "max_age", "max_gap", "max_missing", "max_tries", "rtt")
 
-    def __init__(self, max_age: float = 1.0, max_tries: int = 6, max_gap: int = 256) -> None:
+    def __init__(self, max_age: float = 1.0, max_tries: int = 6, max_gap: int = 256,
+                 max_missing: int = 1000) -> None:
         self.max_age = max_age
         self.max_tries = max_tries
         self.max_gap = max_gap
+        self.max_missing = max_missing
         self.rtt = INITIAL_RTT
         self._last: int | None = None  # newest sequence number received
         # seq -> [first seen missing, NACKs sent, last NACK time]
@@ -64,7 +71,7 @@ class NackGenerator:
             return "in-order", []
         if ahead != 0 and ahead < 0x8000:  # newer, with a hole before it
             self._last = seq
-            if ahead > self.max_gap:
+            if ahead > self.max_gap or len(self._missing) + ahead - 1 > self.max_missing:
                 self._missing.clear()
                 return "reset", []
             holes = [(last + i) & 0xFFFF for i in range(1, ahead)]

@@ -145,21 +145,24 @@ class Nack:
         return cls(sender_ssrc, media_ssrc, lost)
 
     def __bytes__(self) -> bytes:
-        fci = b""
         todo = sorted({s & 0xFFFF for s in self.lost})
         if todo:  # start after the widest circular gap, so 65535 comes before 0
             gaps = [((todo[(i + 1) % len(todo)] - s) & 0xFFFF, i) for i, s in enumerate(todo)]
             cut = max(gaps)[1] + 1
             todo = todo[cut:] + todo[:cut]
-        while todo:
-            pid = todo.pop(0)
+        # One pass (linear in the number of sequence numbers): in this circular order the
+        # 16 numbers after a PID that its BLP covers are the ones that follow it.
+        entries: list[bytes] = []
+        i, n = 0, len(todo)
+        while i < n:
+            pid = todo[i]
             blp = 0
-            for s in list(todo):
-                d = (s - pid) & 0xFFFF
-                if 1 <= d <= 16:
-                    blp |= 1 << (d - 1)
-                    todo.remove(s)
-            fci += struct.pack("!HH", pid, blp)
+            i += 1
+            while i < n and 1 <= (d := (todo[i] - pid) & 0xFFFF) <= 16:
+                blp |= 1 << (d - 1)
+                i += 1
+            entries.append(struct.pack("!HH", pid, blp))
+        fci = b"".join(entries)
         return _header(FMT_NACK, RTPFB, struct.pack("!II", self.sender_ssrc, self.media_ssrc) + fci)
 
 

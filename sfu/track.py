@@ -41,6 +41,7 @@ PADDING_BIT = 0x20  # RFC 3550 §5.1: P
 # bytes a forwarded packet carries besides its payload, as a receiver's estimator counts
 # them: the RTP header (12), our extensions (8-12) and the SRTP tag (10, RFC 3711 §4.2)
 RTP_OVERHEAD = 32
+NACK_CHUNK = 256  # sequence numbers per NACK packet we send (≤ 256 FCI entries, RFC 4585)
 _FIXED = struct.Struct("!BBHII")
 
 
@@ -174,12 +175,15 @@ class PublishedTrack:
             self.request_keyframe("upstream_loss")
 
     def _send_nack(self, seqs: list[int]) -> None:
-        """RFC 4585 §6.2.1 generic NACK to the publisher for ``seqs``."""
+        """RFC 4585 §6.2.1 generic NACK to the publisher for ``seqs``, in packets of at most
+        ``NACK_CHUNK`` sequence numbers (≤ 1 KiB of FCI: one SRTCP datagram)."""
         if self.ssrc is None or not seqs:
             return
         self.stats.add("upstream_nacked", len(seqs))
-        if self.owner.send_rtcp(bytes(rtcp.Nack(self.owner.rtcp_ssrc, self.ssrc, seqs))):
-            self.stats.add("upstream_nacks_sent")
+        for i in range(0, len(seqs), NACK_CHUNK):
+            nack = rtcp.Nack(self.owner.rtcp_ssrc, self.ssrc, seqs[i : i + NACK_CHUNK])
+            if self.owner.send_rtcp(bytes(nack)):
+                self.stats.add("upstream_nacks_sent")
 
     def _schedule_nacks(self, now: float) -> None:
         nacks = self.nacks
@@ -220,6 +224,11 @@ class PublishedTrack:
         self._cache_seq[seq % self._cache_size] = seq
         exts = h.extensions
         level = exts.get(self._level_id) if self._level_id else None
+        if level is not None and len(level) != 1:
+            # RFC 6464 §3: the element is one octet. Anything else is not forwarded as a
+            # level (the packet still is): subscribers never get a malformed element.
+            level = None
+            self.stats.add("bad_audio_level")
         # kept only where the publisher sent one, but stamped with our clock (abs_send_time)
         ast = abs_send_time(now) if self._ast_id and self._ast_id in exts else None
         key = False
@@ -660,7 +669,8 @@ class Slot:
                 continue
             out_ts = (h.timestamp + lane.ts_offset) & 0xFFFFFFFF
             exts = h.extensions
-            ext = self._extensions(exts.get(track._level_id) if track._level_id else None,
+            level = exts.get(track._level_id) if track._level_id else None
+            ext = self._extensions(level if level is not None and len(level) == 1 else None,
                                    abs_send_time(now) if track._ast_id in exts else None)
             payload = data[h.payload_offset : h.payload_end]
             pt, ssrc, seq = lane.pt, p.ssrc, out_seq

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from sfu.nackgen import MIN_RETRY, NackGenerator
 
 
@@ -51,3 +54,18 @@ def test_a_jump_too_large_is_a_restart_not_a_hole() -> None:
     g.received(3, 0.0)
     assert g.received(500, 0.0) == ("reset", [])
     assert g.pending == 0  # nothing from before the jump is asked for any more
+
+
+@given(st.lists(st.integers(0, 0xFFFF), max_size=400), st.integers(1, 300))
+def test_the_hole_table_stays_bounded(seqs: list[int], bound: int) -> None:
+    """Whatever the sequence numbers (a hostile publisher: bench.fuzz), at most
+    ``max_missing`` holes are kept, and each NACK asks only for kept ones."""
+    g = NackGenerator(max_missing=bound)
+    now = 0.0
+    for seq in seqs:
+        now += 0.001
+        what, holes = g.received(seq, now)
+        assert g.pending <= bound and len(holes) <= bound
+        assert what in ("in-order", "gap", "filled", "old", "reset")
+        again, _ = g.due(now + 0.05)
+        assert all(g.is_missing(s) for s in again)

@@ -92,3 +92,65 @@ def test_remb_and_nack_round_trip(bitrate: int, lost: list[int]) -> None:
     assert bitrate - remb.bitrate <= bitrate >> 17  # 18-bit mantissa precision
     (nack,) = parse_compound(bytes(Nack(1, 2, lost)))
     assert isinstance(nack, Nack) and sorted(set(nack.lost)) == sorted(set(lost))
+
+
+@st.composite
+def mutated_compounds(draw: st.DrawFn) -> bytes:
+    """A valid compound of the packets the SFU reads, then one lie: a length field, a
+    report count, a padding count, a cut, a bit flip."""
+    ssrc = st.integers(0, 0xFFFFFFFF)
+    block = st.builds(ReportBlock, ssrc)
+    one = st.one_of(
+        st.builds(lambda s, b: bytes(SenderReport(s, 1, 2, 3, 4, b)), ssrc,
+                  st.lists(block, max_size=3)),
+        st.builds(lambda s, b: bytes(ReceiverReport(s, b)), ssrc, st.lists(block, max_size=3)),
+        st.builds(lambda s, m: bytes(Pli(s, m)), ssrc, ssrc),
+        st.builds(lambda s, e: bytes(Fir(s, e)), ssrc,
+                  st.lists(st.tuples(ssrc, st.integers(0, 255)), min_size=1, max_size=3)),
+        st.builds(lambda s, m, lost: bytes(Nack(s, m, lost)), ssrc, ssrc,
+                  st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=30)),
+        st.builds(lambda s, r, ss: bytes(Remb(s, r, ss)), ssrc, st.integers(0, 2**40),
+                  st.lists(ssrc, max_size=4)),
+    )
+    packets = [bytearray(p) for p in draw(st.lists(one, min_size=1, max_size=4))]
+    i = draw(st.integers(0, len(packets) - 1))
+    p = packets[i]
+    kind = draw(st.sampled_from(["length", "count", "pad", "cut", "flip", "none"]))
+    if kind == "length":
+        p[2:4] = draw(st.integers(0, 0xFFFF)).to_bytes(2, "big")
+    elif kind == "count":
+        p[0] = (p[0] & 0xE0) | draw(st.integers(0, 31))
+    elif kind == "pad":
+        p[0] |= 0x20
+        p[-1] = draw(st.integers(0, 255))
+    elif kind == "flip":
+        j = draw(st.integers(0, len(p) - 1))
+        p[j] ^= 1 << draw(st.integers(0, 7))
+    data = b"".join(packets)
+    if kind == "cut":
+        data = data[: draw(st.integers(0, len(data)))]
+    return data
+
+
+@given(mutated_compounds())
+def test_mutated_compounds_parse_consistently_or_are_refused(data: bytes) -> None:
+    try:
+        packets = parse_compound(data)
+    except ValueError:
+        return
+    for p in packets:
+        if isinstance(p, SenderReport | ReceiverReport):
+            assert len(p.reports) <= 31
+        elif isinstance(p, Nack):
+            assert all(0 <= s <= 0xFFFF for s in p.lost)
+        elif isinstance(p, Remb):
+            assert p.bitrate >= 0 and len(p.ssrcs) <= 255
+        elif isinstance(p, Fir):
+            assert all(0 <= n <= 255 for _, n in p.entries)
+
+
+@given(st.sets(st.integers(0, 0xFFFF), min_size=1, max_size=3000))
+def test_nack_of_many_holes_round_trips(lost: set[int]) -> None:
+    """Packing is one pass over the sorted numbers (a NACK of thousands is cheap)."""
+    (nack,) = parse_compound(bytes(Nack(1, 2, list(lost))))
+    assert isinstance(nack, Nack) and set(nack.lost) == lost and len(nack.lost) == len(lost)

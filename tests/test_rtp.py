@@ -101,3 +101,49 @@ def test_build_parse_round_trip(elements: list[tuple[int, bytes]], payload: byte
     assert h.extensions == dict(elements)
     assert data[h.payload_offset : h.payload_end] == payload
     assert (h.payload_type, h.sequence_number) == (pt, seq)
+
+
+@st.composite
+def mutated_packets(draw: st.DrawFn) -> bytes:
+    """A valid packet (CSRCs, RFC 8285 extensions in either form, padding), then one of the
+    mutations bench.fuzz sends: a bit flip, a cut, a lying CSRC count, extension length or
+    padding count."""
+    elements = draw(st.lists(st.tuples(st.integers(1, 14), st.binary(min_size=1, max_size=20)),
+                             max_size=4, unique_by=lambda e: e[0]))
+    csrcs = draw(st.binary(max_size=60).map(lambda b: b[: len(b) // 4 * 4]))
+    data = bytearray(build_packet(payload_type=96, sequence_number=draw(st.integers(0, 0xFFFF)),
+                                  timestamp=1, ssrc=2, marker=False, csrcs=csrcs,
+                                  extensions=build_extensions(elements),
+                                  payload=draw(st.binary(max_size=40))))
+    if draw(st.booleans()):
+        pad = draw(st.integers(1, 20))
+        data[0] |= 0x20
+        data += bytes(pad - 1) + bytes([pad])
+    kind = draw(st.sampled_from(["flip", "cut", "cc", "ext", "pad", "none"]))
+    if kind == "flip":
+        i = draw(st.integers(0, len(data) - 1))
+        data[i] ^= 1 << draw(st.integers(0, 7))
+    elif kind == "cut":
+        data = data[: draw(st.integers(0, len(data)))]
+    elif kind == "cc":
+        data[0] = (data[0] & 0xF0) | draw(st.integers(0, 15))
+    elif kind == "ext" and data[0] & 0x10:
+        at = 12 + 4 * (data[0] & 0x0F) + 2
+        data[at : at + 2] = draw(st.integers(0, 0xFFFF)).to_bytes(2, "big")
+    elif kind == "pad":
+        data[0] |= 0x20
+        data[-1] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@given(mutated_packets())
+def test_mutated_packets_parse_consistently_or_are_refused(data: bytes) -> None:
+    try:
+        h = RtpHeader.parse(data)
+    except ValueError:
+        return
+    assert 12 + len(h.csrcs) <= h.payload_offset <= h.payload_end <= len(data)
+    assert len(h.csrcs) == 4 * (data[0] & 0x0F)
+    assert all(1 <= i <= 255 and len(v) <= 255 for i, v in h.extensions.items())
+    if h.padding:  # RFC 3550 §5.1: the last octet counts the padding, itself included
+        assert h.payload_end == len(data) - data[-1]

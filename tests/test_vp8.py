@@ -45,3 +45,28 @@ def test_never_raises(data: bytes) -> None:
     except ValueError:
         return
     assert 1 <= d.size <= len(data)
+
+
+@given(st.booleans(), st.integers(0, 7), st.booleans(), st.booleans(), st.booleans(),
+       st.booleans(), st.integers(0, 0x7FFF), st.integers(0, 12))
+def test_descriptors_cut_anywhere(start: bool, pid: int, i: bool, m: bool, tl0: bool,
+                                  tk: bool, picture_id: int, cut: int) -> None:
+    """RFC 7741 §4.2 descriptors with every optional field, cut at every length: either
+    refused or read exactly (never past the data)."""
+    x = (0x80 if i else 0) | (0x40 if tl0 else 0) | (0x30 if tk else 0)
+    desc = bytes([0x80 | (0x10 if start else 0) | pid, x])
+    if i:
+        desc += bytes([0x80 | picture_id >> 8, picture_id & 0xFF]) if m else \
+            bytes([picture_id & 0x7F])
+    desc += b"\x05" * tl0 + b"\x20" * tk
+    data = desc[:cut]
+    try:
+        d = Vp8Descriptor.parse(data)
+    except ValueError:
+        assert cut < len(desc)
+        return
+    assert d.size == len(desc) <= len(data)
+    assert d.start_of_partition == start and d.partition_id == pid
+    if i:
+        assert d.picture_id == (picture_id if m else picture_id & 0x7F)
+    assert not is_keyframe(data)  # no VP8 payload header after it

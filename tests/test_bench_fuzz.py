@@ -1,0 +1,129 @@
+"""bench.fuzz: 20 000 fuzzed RTP/RTCP packets inside valid SRTP into a live SFU with a call.
+
+The small version of ``python -m bench.fuzz --packets 1000000`` (docs/BENCHMARKS.md,
+"Hostile media traffic"), with the SFU in this process so that its tasks and peers can
+be looked at: it fails if a handler raised, a task died, a participant was lost, a fuzzed
+datagram is not accounted for, a datagram handed to the SFU's handlers did not end in
+exactly one named counter, or the call stopped forwarding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import pytest
+
+from bench.fuzz import (
+    RTCP_MUTATIONS,
+    RTP_MUTATIONS,
+    FuzzPeer,
+    FuzzRun,
+    Mutator,
+    _srtp_first_octet,
+    account,
+    datagrams,
+    fuzz,
+    udp_drops,
+)
+from sealroom.mediabot import MediaBot
+from sfu import Sfu, SfuConfig
+from tests.test_sfu_fuzz import assert_intact
+
+pytestmark = pytest.mark.media
+
+PACKETS = 20_000
+
+
+def snapshot(sfu: Sfu) -> dict[str, int]:
+    return {**sfu.stats(), **datagrams(sfu), "udp_rcvbuf_drops": udp_drops()}
+
+
+async def test_fuzzed_srtp_into_a_live_call(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR)
+    sfu = Sfu(SfuConfig())
+    a, b = MediaBot("a"), MediaBot("b")
+    fz = FuzzPeer("fuzz0")
+    try:
+        for x in (a, b):
+            await x.join(sfu, "call")
+            await x.publish()
+        assert await a.wait_for(lambda: all(len(x.received) == 2 for x in (a, b)), 20)
+        fz.attach(lambda msg: sfu.handle("fuzz0", msg))
+        await sfu.join("call", "fuzz0", fz.on_message)
+        await fz.publish()
+        assert await fz.connected(20)
+        await asyncio.sleep(0.5)
+        watchdogs = {pid: p._watchdog for pid, p in sfu.participants.items()}
+        before = snapshot(sfu)
+        heard = {x.pid: len(x.stream(y.pid, "video").payloads)  # type: ignore[union-attr]
+                 for x, y in ((a, b), (b, a))}
+        mutator = Mutator(fz, seed=7)
+        run = await fuzz(fz, mutator, PACKETS, rate=3000, max_seconds=240)
+        await asyncio.sleep(1.0)
+        after = snapshot(sfu)
+        acc = account(before, after, "fuzz0", run)
+
+        assert run.total == PACKETS
+        # every mutation was exercised, and the parsers saw most of the packets
+        assert {n for n, _ in RTP_MUTATIONS} | {n for n, _ in RTCP_MUTATIONS} <= set(
+            mutator.counts)
+        assert acc["fuzz_handed"] > acc["fuzz_arrived"] * 0.6, acc
+        # nothing raised, nobody was lost, every task is alive
+        assert acc["handler_errors"] == 0, acc
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert set(sfu.participants) == {"a", "b", "fuzz0"}
+        assert all(not w.done() for w in watchdogs.values())
+        # every fuzzed datagram reached the SFU, or the kernel dropped it for a full socket
+        # buffer (counted in this test's network namespace), and ended in a counter
+        assert PACKETS - acc["udp_rcvbuf_drops"] <= acc["fuzz_arrived"] <= PACKETS, acc
+        assert acc["outcomes"] == acc["handed_in"], acc
+        assert acc["drops"]["drop_srtp_rejected"] >= run.total - sum(run.protected.values())
+        for reason in ("malformed_rtp", "malformed_rtcp", "unknown_ssrc", "unexpected_pt",
+                       "rtx_padding", "rtp_on_sub", "rtcp_unknown_ssrc"):
+            assert acc["drops"].get("drop_" + reason, 0) > 0, reason
+        for name in ("rtcp_ignored", "bad_audio_level", "rr_received", "nacks_received",
+                     "remb_received", "pli_received", "fir_received", "sr_received"):
+            assert acc["counters"][name] > 0, name
+        # the call kept forwarding, gapless and in order
+        for x, y in ((a, b), (b, a)):
+            assert await x.wait_for(
+                lambda x=x, y=y: len(x.stream(y.pid, "video").payloads)  # type: ignore[union-attr]
+                > heard[x.pid] + 20, 10)
+        await a.stop_media()
+        await b.stop_media()
+        await asyncio.sleep(0.3)
+        assert_intact(a, b)
+    finally:
+        await fz.close()
+        for x in (a, b):
+            await x.close()
+        await sfu.close()
+
+
+def test_mutations_keep_the_first_octet_srtp_and_bound_the_ssrcs() -> None:
+    """RFC 7983 §7 demux and the SSRC pool hold whatever the mutation did."""
+
+    class Params:
+        def __init__(self, kind: str) -> None:
+            from sfu.peer import Negotiated
+            self.n = Negotiated(kind=kind, mid="0" if kind == "audio" else "1",
+                                ssrc=100 if kind == "audio" else 200, rtx_ssrc=300,
+                                payload_types={"opus": 111} if kind == "audio" else {"vp8": 96},
+                                rtx_payload_type=97,
+                                ext_ids={"urn:ietf:params:rtp-hdrext:sdes:mid": 1})
+
+    peer = FuzzPeer.__new__(FuzzPeer)
+    peer.params = {"audio": Params("audio").n, "video": Params("video").n}
+    peer.sub_ssrcs = [11, 12]
+    m = Mutator(peer, seed=3)
+    for _ in range(3000):
+        _pc, data, _name = m.next()
+        assert data and 128 <= data[0] <= 191
+        if len(data) >= 8 and 191 < data[1] < 224:
+            assert int.from_bytes(data[4:8], "big") in m.pool
+        elif len(data) >= 12:
+            assert int.from_bytes(data[8:12], "big") in m.pool
+    assert _srtp_first_octet(b"", random.Random(1))[0] >> 6 == 2
+    assert FuzzRun().total == 0

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import ssl
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         type=Path,
         default=_env("state-dir", tls.default_state_dir(), Path),
-        help="where state is kept (the self-signed certificate) [%(default)s]",
+        help="where state is kept: the self-signed certificate, the key of resume "
+        "credentials, the names of locked rooms at shutdown [%(default)s]",
     )
     a(
         "--allowed-origins",
         type=_csv,
         default=_env("allowed-origins", (), _csv),
         help="comma-separated origins allowed to open /ws besides the server's own",
+    )
+    a(
+        "--allowed-hosts",
+        type=_csv,
+        default=_env("allowed-hosts", (), _csv),
+        help="comma-separated host names this server answers for (Host header; against DNS "
+        "rebinding), besides IP addresses, localhost, --host, the hosts of "
+        "--allowed-origins and of the self-signed certificate; * = any name",
+    )
+    a(
+        "--address-rate",
+        type=float,
+        default=_env("address-rate", DEFAULTS.rate_ip, float),
+        help="messages/s one client address may send over all its sockets, burst twice "
+        "that; raise it when many participants share one address (NAT) [%(default)s]",
     )
     a(
         "--trusted-proxies",
@@ -180,6 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
         "refusals already fall back by themselves, docs/SFU.md)",
     )
     a(
+        "--drain-grace",
+        type=float,
+        default=_env("drain-grace", DEFAULTS.drain_grace, float),
+        help="after SIGTERM: seconds of 503 on /healthz/ready with every client told "
+        "going-away, before their sockets are closed (docs/DEPLOY.md) [%(default)s]",
+    )
+    a(
+        "--shutdown-timeout",
+        type=float,
+        default=_env("shutdown-timeout", DEFAULTS.shutdown_timeout, float),
+        help="after SIGTERM the process exits within this many seconds, forced (exit "
+        "code 1) if the drain, the sockets or the SFU workers take longer [%(default)s]",
+    )
+    a(
         "--no-sfu",
         action="store_true",
         default=_env("no-sfu", False, _flag),
@@ -204,12 +235,18 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         allowed_origins=tuple(args.allowed_origins),
+        allowed_hosts=tuple(args.allowed_hosts),
+        rate_ip=args.address_rate,
+        burst_ip=2 * args.address_rate,
         trusted_proxies=tuple(args.trusted_proxies),
         lock_after=args.lock_after,
         turn_urls=tuple(args.turn_urls),
         turn_secret=args.turn_secret,
         turn_ttl=args.turn_ttl,
         log_level=args.log_level,
+        drain_grace=args.drain_grace,
+        shutdown_timeout=args.shutdown_timeout,
+        state_dir=str(args.state_dir),
     )
 
 
@@ -247,7 +284,10 @@ async def serve(cfg: ServerConfig, sfu_cfg: SfuConfig | None, n_workers: int = 1
 
 
 async def _serve(cfg: ServerConfig, media: MediaPlane | None) -> None:
-    server = SignalingServer(cfg, media)
+    try:
+        server = SignalingServer(cfg, media)
+    except (OSError, RuntimeError) as exc:  # the resume key in --state-dir (PROTOCOL.md)
+        raise SystemExit(f"sealroom: --state-dir: {exc}") from None
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     try:
@@ -255,7 +295,10 @@ async def _serve(cfg: ServerConfig, media: MediaPlane | None) -> None:
         if cfg.tls_cert and cfg.tls_key:
             ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
-        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx)
+        # Idle HTTP keep-alives do not hold the exit (the sockets are closed by drain()).
+        site = web.TCPSite(runner, cfg.host, cfg.port, ssl_context=ssl_ctx,
+                           shutdown_timeout=2.0)
+        server.load_locked_rooms()  # names locked at the previous process's SIGTERM
         await site.start()
         scheme = "https" if ssl_ctx else "http"
         shown = "localhost" if cfg.host in ("localhost", "127.0.0.1", "::1") else cfg.host
@@ -266,8 +309,23 @@ async def _serve(cfg: ServerConfig, media: MediaPlane | None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        # Graceful shutdown (docs/DEPLOY.md "Stopping and restarting"): bounded by a
+        # watchdog thread, which works even if the event loop is stuck.
+        watchdog = threading.Timer(cfg.shutdown_timeout, _forced_exit, (cfg.shutdown_timeout,))
+        watchdog.daemon = True
+        watchdog.start()
+        log.info("SIGTERM: draining for up to %.1f s, exit within %.1f s",
+                 cfg.drain_grace, cfg.shutdown_timeout)
+        server.save_locked_rooms()
+        await server.drain(cfg.drain_grace)
     finally:
         await runner.cleanup()
+
+
+def _forced_exit(timeout: float) -> None:
+    log.error("shutdown took longer than %.1f s: exiting now", timeout)
+    logging.shutdown()
+    os._exit(1)
 
 
 def run(coro_main: Any) -> None:
@@ -281,8 +339,11 @@ def run(coro_main: Any) -> None:
 
 def self_signed(args: argparse.Namespace, cfg: ServerConfig) -> None:
     """Make or reuse the kept certificate and point ``cfg`` at it; print its fingerprint."""
-    made = tls.ensure_self_signed(args.state_dir, tls.local_names(cfg.host, args.tls_names))
+    names = tls.local_names(cfg.host, args.tls_names)
+    made = tls.ensure_self_signed(args.state_dir, names)
     cfg.tls_cert, cfg.tls_key = str(made.cert), str(made.key)
+    # The names the certificate covers are names this server is reached by.
+    cfg.allowed_hosts = (*cfg.allowed_hosts, *names)
     state = "made" if made.created else "kept"
     log.info("self-signed certificate %s: %s", state, made.cert)
     print(f"sealroom: TLS certificate ({state}) {made.cert}", flush=True)

@@ -6,6 +6,12 @@ at DEBUG/INFO aioice logs every candidate pair (participants' addresses and port
 STUN transaction, aiortc logs transport states. So their loggers stay at WARNING unless
 asked for by name (``--log-level debug`` is about sealroom, not about aioice), and any
 record of theirs that does get through has IP addresses masked.
+
+Anything a client chose (a message ``type``, a forwarded address, a ``Host`` header)
+goes into a log line only through :func:`safe`, which escapes what could forge a line or
+drive a terminal and shortens what is long. Every handler also escapes control
+characters in the finished message (:class:`EscapeControls`), as a net for a value that
+missed :func:`safe`, in our modules or in a library's.
 """
 
 from __future__ import annotations
@@ -28,6 +34,75 @@ _IPV6 = (
     r"|(?<![\w:])(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}(?![\w:])"
 )
 ADDRESS = re.compile(f"{_IPV4}|{_IPV6}")
+
+# Never written raw: C0 controls (NUL, CR, LF, ESC, …), DEL, C1 controls (0x9b is a
+# one-byte CSI to some terminals), the Unicode line and paragraph separators, and the
+# bidirectional formatting characters that reorder what a reader sees (Unicode TR9; the
+# "Trojan Source" paper, CVE-2021-42574).
+_CONTROLS = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+CONTROL = re.compile(f"[{_CONTROLS}]")
+_UNSAFE = re.compile(f"[{_CONTROLS}\\\\]")
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Longest client-chosen value written to a log, in characters (before escaping).
+SAFE_MAX = 200
+
+
+def _escape(m: re.Match[str]) -> str:
+    ch = m.group()
+    named = _NAMED.get(ch)
+    if named is not None:
+        return named
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(value: object, limit: int = SAFE_MAX) -> str:
+    """A client-chosen value as it may appear in a log line: one line, inert, bounded.
+
+    Controls (above) and the backslash are escaped Python-style (``\\r``, ``\\x1b``,
+    ``\\x00``, ``\\u202e``, ``\\\\``), so the escaped text cannot be mistaken for an
+    escape; a value with a space, ``"`` or ``=`` is quoted (logfmt style), so it cannot
+    pose as another ``key=value`` field; past ``limit`` characters it is cut and says how
+    much was left out. ``None`` stays ``None``.
+    """
+    text = value if isinstance(value, str) else str(value)
+    left_out = len(text) - limit
+    if left_out > 0:
+        text = text[:limit]
+    text = _UNSAFE.sub(_escape, text)
+    if text == "" or any(c in text for c in ' "='):
+        text = '"' + text.replace('"', '\\"') + '"'
+    if left_out > 0:
+        text += f"…(+{left_out} chars)"
+    return text
+
+
+class EscapeControls(logging.Filter):
+    """The net under :func:`safe`: no record's message can hold a control character.
+
+    ``keep``: controls left alone, for the JSON format, where the encoder already writes
+    a line break or a tab as ``\\n``/``\\t`` inside the string (RFC 8259 §7), so they
+    cannot break the one-record-per-line structure.
+    """
+
+    def __init__(self, keep: str = "") -> None:
+        super().__init__()
+        self.pattern = re.compile(f"(?![{re.escape(keep)}])[{_CONTROLS}]") if keep else CONTROL
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.pattern.search(message):
+            record.msg = self.pattern.sub(_escape, message)
+            record.args = None
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``; a traceback keeps its line breaks and loses every other control."""
+
+    def formatException(self, ei: Any) -> str:
+        text = super().formatException(ei)
+        return "\n".join(CONTROL.sub(_escape, line) for line in text.split("\n"))
 
 
 class MaskAddresses(logging.Filter):
@@ -61,8 +136,9 @@ def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) 
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {FORMATS}")
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter(TEXT_FORMAT))
     handler.addFilter(MaskAddresses())
+    handler.addFilter(EscapeControls(keep="\n\t" if fmt == "json" else ""))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -74,11 +74,18 @@ SIGNALING_COUNTERS = {
     "messages": ("ws_messages", "client messages received"),
     "joins": ("joins", "participants admitted to a room"),
     "sealed_relayed": ("sealed_relayed", "sealed envelopes relayed"),
+    "resumes": ("resumes", "members readmitted with a resume credential (PROTOCOL.md Resuming)"),
+    "rate_limited.address": ("rate_limit_address_closes",
+                             "sockets closed because their address exceeded its message rate"),
+    "rate_limited.upgrade": ("rate_limit_upgrade_refusals",
+                             "upgrades refused (429) while the address's message budget is empty"),
+    "ws_resets": ("ws_resets", "connections reset: the peer did not take the close frame"),
 }
 
 # Refusals of a join, besides a wrong password (counted on its own by the server).
 ADMISSION_REFUSALS = ("too-many-attempts", "room-locked", "room-full", "no-such-room",
-                      "too-many-rooms", "weak-kdf", "excessive-kdf")
+                      "too-many-rooms", "weak-kdf", "excessive-kdf", "bad-resume",
+                      "resume-expired", "shutting-down")
 
 # sfu_gauges() key -> (metric name, help).
 SFU_GAUGES = {
@@ -123,7 +130,15 @@ SFU_COUNTERS = {
     "rr_received": ("sfu_rr_received", "RTCP receiver reports received"),
     "rr_sent": ("sfu_rr_sent", "RTCP receiver reports sent"),
     "remb_received": ("sfu_remb_received", "REMB messages received"),
+    "rtcp_received": ("sfu_rtcp_received", "well-formed RTCP datagrams (compound packets) "
+                      "received; malformed ones are sfu_dropped_packets{reason=malformed_rtcp}"),
+    "rtcp_ignored": ("sfu_rtcp_ignored", "RTCP packets in them the SFU does not act on "
+                     "(SDES, BYE, XR, APP, unknown feedback, feedback on the wrong PC)"),
+    "bad_audio_level": ("sfu_bad_audio_level", "audio-level elements not one octet "
+                        "(RFC 6464 §3): the packet is forwarded without a level"),
     "nack_pending": ("sfu_nack_pending", "NACKed packets still being repaired upstream"),
+    "sub_offers": ("sfu_sub_offers", "offers sent on subscribe PCs (a burst of changes is "
+                   "folded into one, docs/SFU.md \"Join storms\")"),
     # upstream loss recovery and downlink budgets (docs/SFU.md "Loss and congestion")
     "upstream_nacks_sent": ("sfu_upstream_nacks_sent", "NACK packets sent to publishers"),
     "upstream_nacked": ("sfu_upstream_nacked", "sequence numbers NACKed to publishers, "
@@ -204,6 +219,11 @@ class ServerCollector(Collector):
         yield _gauge("rooms", "rooms known to the signaling server", len(server.rooms.rooms))
         yield _gauge("participants", "participants admitted and connected", len(server.conns))
         yield _gauge("ws_open", "WebSocket connections open", sum(server.per_ip.values()))
+        backlog = getattr(server, "backlog", None)
+        yield _gauge("ws_queued_bytes", "bytes queued for sockets, not yet taken by the kernel",
+                     getattr(backlog, "total", 0))
+        yield _gauge("ws_queued_bytes_peak", "largest ws_queued_bytes since start",
+                     getattr(backlog, "peak", 0))
         for key, (name, help_text) in SIGNALING_COUNTERS.items():
             yield _counter(name, help_text, stats.get(key, 0))
         errors = {k.split(".", 1)[1]: v for k, v in stats.items() if k.startswith("errors.")}

@@ -13,8 +13,8 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +27,7 @@ from signaling.roomcrypto import (
     ReplayGuard,
     RoomKeys,
     b64,
+    new_resume_seed,
     open_envelope,
     password_key,
     room_keys,
@@ -59,6 +60,17 @@ class KdfChanged(ValueError):
     joined with: refused before deriving anything (docs/PROTOCOL.md, Keys)."""
 
     id = "kdf-changed"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What a member keeps to get back into its room (docs/PROTOCOL.md, Resuming): the
+    server's credential and the seed of this membership's ``resume_pk``, in memory only."""
+
+    room: str
+    cred: str  # base64, as the server sent it
+    expires: float
+    seed: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,10 @@ class SignalingClient:
         self.rejected: Counter[str] = Counter()  # envelopes and membership events refused
         self.close_code: int | None = None
         self.close_reason: str | None = None
+        self.going_away: dict[str, Any] | None = None  # the server's `going-away`, if sent
+        self.going = asyncio.Event()
+        self.resume: Resume | None = None  # this membership's credential (Resuming)
+        self._resume_seed: bytes | None = None
         self.inbox: asyncio.Queue[dict[str, Any] | Sealed] = asyncio.Queue()
         # Messages of the media plane (sfu-*, speaker) go to a handler, e.g. a MediaBot;
         # until one is set they are kept, so an early SFU offer is not lost.
@@ -172,6 +188,14 @@ class SignalingClient:
                     self.conn = msg["conn"]
                     self.nonce = unb64(msg["nonce"])
                     self.challenged.set()
+                    continue
+                if mtype == "going-away":
+                    self.going_away = msg
+                    self.going.set()
+                elif mtype == "resume" and self.resume is not None:
+                    with contextlib.suppress(KeyError, TypeError, ValueError):
+                        self.resume = Resume(self.resume.room, str(msg["cred"]),
+                                             float(msg["expires"]), self.resume.seed)
                     continue
                 if mtype == "sealed":
                     opened = self._open(msg)
@@ -302,8 +326,14 @@ class SignalingClient:
         password: str,
         kdf: KdfParams | None = None,
         expect_kdf: KdfParams | None = None,
+        resume: Resume | None = None,
     ) -> dict[str, Any]:
         """Derive the room keys from the password and enter (or create) the room.
+
+        Every join sends a fresh ``resume_pk`` and keeps the credential ``joined`` returns
+        in :attr:`resume`. ``resume``, a previous membership's (a rejoin), is sent along
+        with a signature by its key, so a locked room (or one gone with a restart) lets
+        this member back in; ``resume-expired`` is retried once without it.
 
         An existing room's parameters are checked (``KdfParams.from_json``) and, with
         ``expect_kdf`` (a rejoin), must equal it, else :class:`KdfChanged` before any
@@ -313,13 +343,20 @@ class SignalingClient:
         appeared between ``room-info`` and ``join`` with another creator's salt:
         ``wrong-password``) is retried once as a plain join.
         """
+        if resume is not None and resume.room != room:
+            resume = None
         try:
-            return await self._join_once(room, password, kdf, expect_kdf)
+            return await self._join_once(room, password, kdf, expect_kdf, resume)
         except CreationRaceLost:
-            return await self._join_once(room, password, kdf, expect_kdf)
+            return await self._join_once(room, password, kdf, expect_kdf, resume)
+        except ServerError as err:
+            if err.id != "resume-expired":
+                raise
+            return await self._join_once(room, password, kdf, expect_kdf, None)
 
     async def _join_once(
-        self, room: str, password: str, kdf: KdfParams | None, expect_kdf: KdfParams | None
+        self, room: str, password: str, kdf: KdfParams | None, expect_kdf: KdfParams | None,
+        resume: Resume | None = None,
     ) -> dict[str, Any]:
         info = await self.room_info(room)
         if info["exists"]:
@@ -338,8 +375,13 @@ class SignalingClient:
         del key
         if self.nonce is None or self.conn is None:
             raise ConnectionError("no challenge received")
-        sig = sign_join(keys.adm_seed, self.origin, room, self.nonce, self.conn)
-        msg: dict[str, Any] = {"type": "join", "room": room, "sig": b64(sig)}
+        seed, resume_pk = new_resume_seed()  # a fresh key for this membership
+        signed = (self.origin, room, self.nonce, self.conn, resume_pk)
+        sig = sign_join(keys.adm_seed, *signed)
+        msg: dict[str, Any] = {"type": "join", "room": room, "sig": b64(sig),
+                               "resume_pk": b64(resume_pk)}
+        if resume is not None:  # the previous membership's key signs this join too
+            msg["resume"] = {"cred": resume.cred, "sig": b64(sign_join(resume.seed, *signed))}
         if not info["exists"]:
             msg["create"] = {"kdf": params.to_json(), "adm_pk": b64(keys.adm_pk)}
         await self.send(msg)
@@ -350,6 +392,9 @@ class SignalingClient:
                 raise CreationRaceLost(err.id, err.message) from None
             raise
         self.keys, self.kdf = keys, params
+        if isinstance(joined.get("resume"), dict):
+            self.resume = Resume(room, str(joined["resume"]["cred"]),
+                                 float(joined["resume"]["expires"]), seed)
         self.room, self.id, self.index = room, joined["id"], joined["index"]
         self.members = {m["id"]: m["index"] for m in joined["members"]}
         for pid, index in [(joined["id"], joined["index"]), *self.members.items()]:
@@ -381,3 +426,143 @@ class SignalingClient:
 
     async def leave(self) -> None:
         await self.send({"type": "leave"})
+
+
+# docs/PROTOCOL.md "Reconnecting": seconds before each attempt (the first waits
+# `going-away.retry_after` instead when the server sent one). Every 0.5 s for 10 s, every
+# second until 30 s, then every 5 s: a restarting server is found within 0.5–1 s of
+# listening; 46 attempts, about a minute, then the client gives up.
+RECONNECT_DELAYS: tuple[float, ...] = (0.5,) * 20 + (1.0,) * 20 + (5.0,) * 6
+RECONNECT_MAX_SECONDS = 90.0
+# Join refusals after which trying again cannot help (as web/js/call.js's FATAL).
+FATAL_JOIN_ERRORS = frozenset({"wrong-password", "room-locked", "room-full", "bad-room",
+                               "too-many-attempts", "bad-resume", "kdf-changed"})
+
+
+class ReconnectingClient:
+    """A member that stays in its room across lost sockets and server restarts.
+
+    Each socket is a :class:`SignalingClient` (:attr:`client`, replaced on every rejoin;
+    :attr:`sessions` counts them). When the socket closes — or the server says
+    ``going-away``, upon which this closes it itself — it reconnects on
+    :data:`RECONNECT_DELAYS` (the first wait is ``retry_after`` when given, at most 30 s),
+    and rejoins with the same KDF expectations (``expect_kdf``, so a changed salt is
+    refused) and the previous membership's resume credential (so a locked room takes it
+    back). Bounded: the schedule's attempts and ``max_seconds``; then, or on a join
+    refusal in :data:`FATAL_JOIN_ERRORS`, it stops with :attr:`lost` set.
+    A rejoin is a new session: new participant id, new sender index, new keys.
+    """
+
+    def __init__(
+        self, url: str, room: str, password: str, *, origin: str | None = None,
+        delays: Sequence[float] = RECONNECT_DELAYS,
+        max_seconds: float = RECONNECT_MAX_SECONDS,
+    ) -> None:
+        self.url, self.room, self.origin = url, room, origin
+        self._password = password
+        self.delays = tuple(delays)
+        self.max_seconds = max_seconds
+        self.client: SignalingClient | None = None
+        self.sessions = 0
+        self.attempts = 0  # connection attempts made by reconnects, in all
+        self.lost: str | None = None
+        self.changed = asyncio.Condition()
+        self._closing = False
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self, kdf: KdfParams | None = None) -> dict[str, Any]:
+        """The first session: connect and join (errors are raised, not retried)."""
+        client = await SignalingClient.connect(self.url, self.origin)
+        try:
+            joined = await client.join(self.room, self._password, kdf=kdf)
+        except BaseException:
+            await client.close()
+            raise
+        await self._adopt(client)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return joined
+
+    async def _adopt(self, client: SignalingClient) -> None:
+        async with self.changed:
+            self.client = client
+            self.sessions += 1
+            self.changed.notify_all()
+
+    async def wait_session(self, n: int, timeout: float) -> SignalingClient:
+        """Wait (bounded) until the ``n``-th session is up; raise if the client gave up."""
+        async def reached() -> SignalingClient:
+            async with self.changed:
+                await self.changed.wait_for(lambda: self.sessions >= n or self.lost is not None)
+            if self.sessions < n or self.client is None:
+                raise ConnectionError(f"gave up reconnecting: {self.lost}")
+            return self.client
+
+        return await asyncio.wait_for(reached(), timeout)
+
+    async def _watch(self) -> None:
+        while not self._closing:
+            client = self.client
+            assert client is not None
+            going: asyncio.Future[Any] = asyncio.ensure_future(client.going.wait())
+            closed: asyncio.Future[Any] = asyncio.shield(client.reader)
+            await asyncio.wait({going, closed}, return_when=asyncio.FIRST_COMPLETED)
+            going.cancel()
+            if self._closing:
+                return
+            retry = None
+            if client.going_away is not None:
+                value = client.going_away.get("retry_after")
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    retry = min(max(float(value), 0.0), 30.0)
+            log.info("signaling lost (%s); reconnecting",
+                     "going-away" if client.going_away else f"closed {client.close_code}")
+            await client.close()
+            if not await self._reconnect(client, retry):
+                async with self.changed:
+                    self.changed.notify_all()
+                return
+
+    async def _reconnect(self, old: SignalingClient, first: float | None) -> bool:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for attempt, delay in enumerate(self.delays):
+            wait = first if attempt == 0 and first is not None else delay
+            if loop.time() + wait - start > self.max_seconds:
+                break
+            await asyncio.sleep(wait)
+            if self._closing:
+                return False
+            self.attempts += 1
+            try:
+                client = await SignalingClient.connect(self.url, self.origin)
+            except (OSError, aiohttp.ClientError, TimeoutError):
+                continue
+            try:
+                await client.join(self.room, self._password, expect_kdf=old.kdf,
+                                  resume=old.resume)
+            except KdfChanged:
+                await client.close()
+                self.lost = KdfChanged.id
+                return False
+            except ServerError as err:
+                await client.close()
+                if err.id in FATAL_JOIN_ERRORS:
+                    self.lost = err.id
+                    return False
+                continue  # shutting-down, a server error: the next attempt
+            except (ConnectionError, TimeoutError):
+                await client.close()
+                continue
+            await self._adopt(client)
+            return True
+        self.lost = "gave-up"
+        return False
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watcher
+        if self.client is not None:
+            await self.client.close()

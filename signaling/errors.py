@@ -31,6 +31,7 @@ class ErrorId(StrEnum):
     """Every error the server sends. The value is the stable id on the wire."""
 
     BAD_ORIGIN = "bad-origin"
+    BAD_HOST = "bad-host"
     TOO_MANY_CONNECTIONS = "too-many-connections"
     BAD_JSON = "bad-json"
     BAD_MESSAGE = "bad-message"
@@ -59,10 +60,17 @@ class ErrorId(StrEnum):
     SFU_UNAVAILABLE = "sfu-unavailable"
     MEDIA_FAILED = "media-failed"
     SERVER_ERROR = "server-error"
+    SHUTTING_DOWN = "shutting-down"
+    BAD_RESUME = "bad-resume"
+    RESUME_EXPIRED = "resume-expired"
 
 
 SPECS: dict[ErrorId, ErrorSpec] = {
     ErrorId.BAD_ORIGIN: ErrorSpec("this page's origin is not allowed to connect", http_status=403),
+    # RFC 9110 §15.5.20: 421, a request for a name this server does not answer for (the
+    # Host allow-list, against DNS rebinding).
+    ErrorId.BAD_HOST: ErrorSpec("this server does not answer for that host name",
+                                http_status=421),
     ErrorId.TOO_MANY_CONNECTIONS: ErrorSpec(
         "too many connections from your address", http_status=429
     ),
@@ -77,7 +85,8 @@ SPECS: dict[ErrorId, ErrorSpec] = {
         "binary frames are not part of the protocol", close_code=CLOSE_UNSUPPORTED_DATA
     ),
     ErrorId.TOO_BIG: ErrorSpec("message larger than the limit (256 KiB)", close_code=CLOSE_TOO_BIG),
-    ErrorId.RATE_LIMITED: ErrorSpec("too many messages; slow down", close_code=CLOSE_POLICY),
+    ErrorId.RATE_LIMITED: ErrorSpec("too many messages; slow down", close_code=CLOSE_POLICY,
+                                    http_status=429),
     ErrorId.SLOW_CONSUMER: ErrorSpec(
         "you are not reading your messages fast enough", close_code=CLOSE_TRY_LATER
     ),
@@ -108,6 +117,13 @@ SPECS: dict[ErrorId, ErrorSpec] = {
         close_code=CLOSE_TRY_LATER,
     ),
     ErrorId.SERVER_ERROR: ErrorSpec("internal server error", close_code=CLOSE_INTERNAL),
+    ErrorId.SHUTTING_DOWN: ErrorSpec(
+        "the server is shutting down; reconnect after going-away.retry_after"
+    ),
+    ErrorId.BAD_RESUME: ErrorSpec(
+        "the resume credential is invalid for this room, or its signature does not verify"
+    ),
+    ErrorId.RESUME_EXPIRED: ErrorSpec("the resume credential has expired; join without it"),
 }
 
 

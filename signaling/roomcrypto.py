@@ -46,6 +46,7 @@ __all__ = [
     "hkdf_sha256",
     "is_valid_admission_key",
     "join_transcript",
+    "new_resume_seed",
     "open_envelope",
     "password_key",
     "room_keys",
@@ -220,21 +221,42 @@ def _lp(value: str | bytes) -> bytes:
     return struct.pack("!H", len(data)) + data
 
 
-def join_transcript(origin: str, room: str, nonce: bytes, conn: str) -> bytes:
+def join_transcript(
+    origin: str, room: str, nonce: bytes, conn: str, resume_pk: bytes | None = None
+) -> bytes:
     """What the admission signature covers (docs/PROTOCOL.md, "Connecting and joining").
 
     The label has no trailing NUL; ``nonce`` is the 32 raw bytes of the challenge (not its
-    base64 text); origin, room and conn are UTF-8.
+    base64 text); origin, room and conn are UTF-8. A join that sends ``resume_pk``
+    (docs/PROTOCOL.md, "Resuming") has it as a fifth field, ``lp(resume_pk)``; without
+    it the transcript is the version-2 one, byte for byte.
     """
-    return JOIN_LABEL + _lp(origin) + _lp(room) + _lp(nonce) + _lp(conn)
+    out = JOIN_LABEL + _lp(origin) + _lp(room) + _lp(nonce) + _lp(conn)
+    if resume_pk is not None:
+        if len(resume_pk) != PUBLIC_KEY_SIZE:
+            raise ValueError("resume_pk must be 32 bytes")
+        out += _lp(resume_pk)
+    return out
 
 
-def sign_join(adm_seed: bytes, origin: str, room: str, nonce: bytes, conn: str) -> bytes:
-    """Ed25519 signature (RFC 8032 §5.1.6, deterministic) of the join transcript."""
+def sign_join(
+    adm_seed: bytes, origin: str, room: str, nonce: bytes, conn: str,
+    resume_pk: bytes | None = None,
+) -> bytes:
+    """Ed25519 signature (RFC 8032 §5.1.6, deterministic) of the join transcript.
+
+    The same function makes the resume signature: the seed is then the previous
+    membership's ``resume_seed`` (docs/PROTOCOL.md, "Resuming")."""
     if len(adm_seed) != KEY_SIZE:
         raise ValueError("adm_seed must be 32 bytes")
     key = Ed25519PrivateKey.from_private_bytes(adm_seed)
-    return key.sign(join_transcript(origin, room, nonce, conn))
+    return key.sign(join_transcript(origin, room, nonce, conn, resume_pk))
+
+
+def new_resume_seed() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 key pair for one membership: ``(resume_seed, resume_pk)``."""
+    seed = os.urandom(KEY_SIZE)
+    return seed, _ed25519_public(seed)
 
 
 # edwards25519 (RFC 8032 §5.1): field prime, and the y coordinates of the points of order 1, 2,
@@ -262,8 +284,13 @@ def is_valid_admission_key(adm_pk: bytes) -> bool:
     return y < _ED25519_P and y not in _SMALL_ORDER_Y
 
 
-def verify_join(adm_pk: bytes, sig: bytes, origin: str, room: str, nonce: bytes, conn: str) -> bool:
-    """Check a join signature (RFC 8032 §5.1.7). Never raises: anything malformed is False."""
+def verify_join(
+    adm_pk: bytes, sig: bytes, origin: str, room: str, nonce: bytes, conn: str,
+    resume_pk: bytes | None = None,
+) -> bool:
+    """Check a join signature (RFC 8032 §5.1.7). Never raises: anything malformed is False.
+
+    Also checks a resume signature, with the credential's ``resume_pk`` as ``adm_pk``."""
     try:
         if not isinstance(adm_pk, bytes | bytearray) or not isinstance(sig, bytes | bytearray):
             return False
@@ -273,7 +300,7 @@ def verify_join(adm_pk: bytes, sig: bytes, origin: str, room: str, nonce: bytes,
             return False
         if not isinstance(nonce, bytes | bytearray):
             return False
-        message = join_transcript(origin, room, bytes(nonce), conn)
+        message = join_transcript(origin, room, bytes(nonce), conn, resume_pk)
         Ed25519PublicKey.from_public_bytes(bytes(adm_pk)).verify(bytes(sig), message)
     except (InvalidSignature, ValueError, TypeError):
         return False

@@ -20,6 +20,8 @@ from signaling.errors import ErrorId, SignalingError
 log = logging.getLogger(__name__)
 
 MAX_SENDER_INDEX = 0xFFFF  # 16 bits in the E2EE key id (e2ee-worker/FORMAT.md §3)
+# A resume credential used once still works this long (docs/PROTOCOL.md "Resuming").
+REUSE_GRACE = 30.0
 
 
 @dataclass
@@ -86,6 +88,14 @@ class RoomRegistry:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.rooms: dict[str, Room] = {}
+        # Names locked when the previous process stopped (signaling/resume.py): name →
+        # {"created_at", "lock_at", "until"}. Until `until`, only a resume credential
+        # re-creates such a name; anyone else gets room-locked.
+        self.locked_names: dict[str, dict[str, Any]] = {}
+        # resume_pk (hex) → [from, until]: credentials of members who left (from now), or
+        # used to resume already (from REUSE_GRACE later: a `joined` lost on the way may be
+        # retried); refused from `from` until they would have expired anyway.
+        self.revoked: dict[str, list[float]] = {}
         self.max_members = max_members
         self.max_rooms_per_ip = max_rooms_per_ip
         self.lock_after = lock_after
@@ -95,6 +105,61 @@ class RoomRegistry:
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name)
 
+    def name_locked(self, name: str) -> bool:
+        """True while `name` was locked at the previous process's shutdown."""
+        entry = self.locked_names.get(name)
+        if entry is None:
+            return False
+        if entry["until"] <= self.clock():
+            del self.locked_names[name]
+            return False
+        return True
+
+    def restore(self, name: str, kdf: dict[str, Any], adm_pk: bytes, created_at: float,
+                locked: bool, ip: str) -> Room:
+        """Re-create a room from a member's resume credential, keeping its lock state: its
+        creation time comes back, and a room locked then is locked now (unless locking is
+        off on this server). Counts towards nobody's too-many-rooms."""
+        now = self.clock()
+        if locked and self.lock_after > 0 and created_at + self.lock_after > now:
+            created_at = now - self.lock_after
+        room = Room(name, kdf, adm_pk, created_at=min(created_at, now), creator_ip="")
+        self.rooms[name] = room
+        self.locked_names.pop(name, None)
+        log.info("room restored from a resume credential room=%s locked=%s", name,
+                 room.locked(self.lock_after, now))
+        return room
+
+    def revoke(self, resume_pk: bytes, until: float, after: float = 0.0) -> None:
+        """Refuse credentials of ``resume_pk`` from ``after`` s from now until ``until``."""
+        start = self.clock() + after
+        old = self.revoked.get(resume_pk.hex())
+        if old is not None:
+            start, until = min(start, old[0]), max(until, old[1])
+        self.revoked[resume_pk.hex()] = [start, until]
+
+    def is_revoked(self, resume_pk: bytes) -> bool:
+        entry = self.revoked.get(resume_pk.hex())
+        now = self.clock()
+        if entry is None:
+            return False
+        if entry[1] <= now:
+            del self.revoked[resume_pk.hex()]
+            return False
+        return now >= entry[0]
+
+    def locked_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Rooms past their lock time now, and names still held from before: for the
+        next process (no adm_pk, no KDF parameters: names and times only)."""
+        now = self.clock()
+        out = {n: e for n, e in self.locked_names.items() if e["until"] > now}
+        for room in self.rooms.values():
+            at = room.lock_at(self.lock_after)
+            if at is not None and now >= at:
+                out[room.name] = {"created_at": room.created_at, "lock_at": at,
+                                  "until": now + self.empty_ttl}
+        return out
+
     def create(self, name: str, kdf: dict[str, Any], adm_pk: bytes, ip: str) -> Room:
         if sum(1 for r in self.rooms.values() if r.creator_ip == ip) >= self.max_rooms_per_ip:
             raise SignalingError(ErrorId.TOO_MANY_ROOMS)
@@ -103,15 +168,19 @@ class RoomRegistry:
         log.info("room created room=%s", name)
         return room
 
-    def check_admission(self, room: Room) -> None:
-        """Raise if a (correct-password) newcomer may not enter now."""
-        if room.locked(self.lock_after, self.clock()):
+    def check_admission(self, room: Room, resumed: bool = False) -> None:
+        """Raise if a (correct-password) newcomer may not enter now; a member resuming
+        with a valid credential passes the lock (docs/PROTOCOL.md, Resuming)."""
+        if not resumed and room.locked(self.lock_after, self.clock()):
             raise SignalingError(ErrorId.ROOM_LOCKED)
         if len(room.members) >= self.max_members or room.next_index > MAX_SENDER_INDEX:
             raise SignalingError(ErrorId.ROOM_FULL)
 
-    def admit(self, room: Room, pid: str, ip: str) -> Member:
-        self.check_admission(room)
+    def admit(self, room: Room, pid: str, ip: str, resumed: bool = False,
+              index_floor: int = 0) -> Member:
+        # A restored room continues above the indices its members had (never reused).
+        room.next_index = max(room.next_index, min(index_floor + 1, MAX_SENDER_INDEX + 1))
+        self.check_admission(room, resumed)
         if room.expiry is not None:
             room.expiry.cancel()
             room.expiry = None

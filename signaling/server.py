@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import math
@@ -18,15 +19,18 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from sealroom.logs import safe
 from sealroom.metrics import CONTENT_TYPE, Metrics
-from signaling import turn
+from signaling import resume, turn
 from signaling.config import ServerConfig
 from signaling.errors import SPECS, ErrorId, SignalingError
 from signaling.fields import bad, get_b64, get_int, get_object, get_room, get_str
-from signaling.ratelimit import FailureWindow, TokenBucket
+from signaling.ratelimit import AddressBuckets, GuessLimits, TokenBucket, address_key
+from signaling.resume import Credential
 from signaling.roomcrypto import (
     ExcessiveKdfParams,
     KdfParams,
@@ -34,7 +38,7 @@ from signaling.roomcrypto import (
     b64,
     verify_join,
 )
-from signaling.rooms import Member, Room, RoomRegistry
+from signaling.rooms import REUSE_GRACE, Member, Room, RoomRegistry
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +63,13 @@ SERVER_ONLY_TYPES = frozenset(
         "stream-state",
         "sfu-error",
         "sfu-left",
+        "going-away",
+        "resume",
     }
 )
+# Seconds of refill an address owes after a socket of it was closed for the address's
+# message rate: meanwhile its new sockets get HTTP 429 (docs/PROTOCOL.md "Transport").
+ADDRESS_PENALTY = 1.0
 MAX_SEALED_CT = 48 * 1024  # decoded ciphertext bytes of one sealed relay message, tag included
 MIN_SEALED_CT = 16  # the GCM tag alone
 
@@ -99,6 +108,51 @@ def utf8_length(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
+def _host_name(host: str) -> str | None:
+    """The name of a Host header (RFC 9110 §7.2: uri-host [":" port]), lower case, no
+    trailing dot; an IPv6 literal without its brackets. None if it is not well formed."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        return name
+    name, sep, port = host.partition(":")
+    if sep and not port.isdigit():
+        return None
+    return name.rstrip(".") or None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def served_host_names(cfg: ServerConfig) -> frozenset[str] | None:
+    """Host names this server answers for; None when ``allowed_hosts`` holds ``*``.
+
+    IP literals are always served (DNS rebinding needs a name the attacker controls), and
+    so are ``localhost``, ``cfg.host`` and the hosts of ``cfg.allowed_origins``.
+    """
+    if "*" in cfg.allowed_hosts:
+        return None
+    names = {"localhost", cfg.host, *cfg.allowed_hosts}
+    for origin in cfg.allowed_origins:
+        names.add(urlsplit(origin).hostname or "")
+    out = {n for n in (_host_name(name) for name in names if name) if n}
+    return frozenset(out)
+
+
+def host_allowed(host: str, names: frozenset[str] | None) -> bool:
+    name = _host_name(host)
+    if name is None:
+        return False
+    return names is None or name in names or _is_ip(name)
+
+
 class CappedWebSocketResponse(web.WebSocketResponse):
     """aiohttp's WebSocketResponse with the close reason ``too-big`` on an over-long message.
 
@@ -135,13 +189,40 @@ class MediaPlane(Protocol):
         ...
 
 
+class Backlog:
+    """The server's accounting of bytes queued for sockets and not yet handed to the kernel.
+
+    A frame counts from ``post`` until ``send_str`` returns for it (so a frame waiting for a
+    reader that does not read counts); a frame broadcast to many sockets is one string in
+    memory but counts once per socket. ``peak`` is the largest ``total`` seen.
+    """
+
+    __slots__ = ("peak", "total")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.peak = 0
+
+    def add(self, size: int) -> None:
+        self.total += size
+        if self.total > self.peak:
+            self.peak = self.total
+
+
 class Connection:
     """One WebSocket: its admission challenge, rate limit, room and outbox."""
 
-    def __init__(self, ws: web.WebSocketResponse, ip: str, origin: str, cfg: ServerConfig) -> None:
+    def __init__(self, ws: web.WebSocketResponse, ip: str, origin: str, cfg: ServerConfig,
+                 *, transport: asyncio.Transport | None = None,
+                 backlog: Backlog | None = None, stats: Counter[str] | None = None) -> None:
         self.ws = ws
         self.ip = ip
+        self.ip_key = address_key(ip)  # what the per-address limits count
         self.origin = origin
+        self.cfg = cfg
+        self.transport = transport
+        self.backlog = backlog if backlog is not None else Backlog()
+        self.stats: Counter[str] = stats if stats is not None else Counter()
         self.conn_id = secrets.token_urlsafe(12)
         self.nonce = secrets.token_bytes(32)
         self.bucket = TokenBucket(cfg.rate, cfg.burst)
@@ -149,8 +230,12 @@ class Connection:
         self.room: Room | None = None
         self.last_seq = -1
         self.closing = False
-        # A bounded outbox with its own writer: a client that stops reading fills
-        # only its own queue and is closed, and never stalls a room's broadcast.
+        self.slow = False  # closing as a slow consumer (counted once)
+        self.closer: asyncio.Task[None] | None = None
+        # A bounded outbox with its own writer: a client that stops reading fills only its
+        # own queue, bounded in messages and in bytes, and is closed; it never stalls a
+        # room's broadcast. `queued` is this socket's share of the backlog.
+        self.queued = 0
         self.outbox: asyncio.Queue[str | None] = asyncio.Queue(maxsize=cfg.outbox)
         self.writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -159,23 +244,72 @@ class Connection:
         return {"type": "challenge", "conn": self.conn_id, "nonce": b64(self.nonce)}
 
     def post(self, msg: dict[str, Any]) -> None:
-        if self.closing:
+        self.post_frame(encode_message(msg))
+
+    def post_frame(self, frame: str) -> None:
+        """Queue one encoded message (``encode_message``: ASCII, so len() is its bytes)."""
+        if self.closing or self.slow:
             return
-        frame = encode_message(msg)
-        try:
-            self.outbox.put_nowait(frame)
-        except asyncio.QueueFull:
-            asyncio.get_running_loop().create_task(self.close_with(ErrorId.SLOW_CONSUMER))
+        size = len(frame)
+        if self.queued + size > self.cfg.outbox_bytes or self.outbox.full():
+            self._slow("outbox full")
+            return
+        self.outbox.put_nowait(frame)
+        self.queued += size
+        self.backlog.add(size)
+
+    def _release(self, size: int) -> None:
+        self.queued -= size
+        self.backlog.total -= size
+
+    def _slow(self, why: str) -> None:
+        """Close a socket that does not take its messages: 1013 ``slow-consumer``."""
+        if self.closing or self.slow:
+            return
+        self.slow = True
+        self.stats["errors.slow-consumer"] += 1
+        self.stats["closes.slow-consumer"] += 1
+        log.info("closed: slow consumer (%s) ip=%s queued=%d", why, safe(self.ip), self.queued)
+        # Kept: the loop holds only a weak reference to a task.
+        self.closer = asyncio.get_running_loop().create_task(
+            self.close_with(ErrorId.SLOW_CONSUMER))
 
     async def _write(self) -> None:
-        while True:
-            frame = await self.outbox.get()
-            if frame is None:
-                return
-            try:
-                await self.ws.send_str(frame)
-            except (ConnectionError, RuntimeError):
-                return
+        try:
+            while True:
+                frame = await self.outbox.get()
+                if frame is None:
+                    return
+                try:
+                    # aiohttp writes the whole frame to the transport and then waits for
+                    # the transport to drain below its high-water mark: the wait is where
+                    # a socket that does not read shows, and it is bounded.
+                    async with asyncio.timeout(self.cfg.drain_timeout):
+                        await self.ws.send_str(frame)
+                except TimeoutError:
+                    self._slow(f"nothing taken for {self.cfg.drain_timeout:g} s")
+                    return
+                except (ConnectionError, RuntimeError):
+                    return
+                finally:
+                    self._release(len(frame))
+        finally:
+            self._discard_queue()
+
+    def _discard_queue(self) -> None:
+        """Forget what will never be sent (the writer has stopped): its bytes are freed."""
+        while not self.outbox.empty():
+            frame = self.outbox.get_nowait()
+            if frame is not None:
+                self._release(len(frame))
+
+    def _abort_if_stuck(self) -> None:
+        """Reset a connection whose transport still holds bytes the peer has not taken."""
+        # No isinstance check: uvloop's transports are not asyncio.Transport subclasses.
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > 0:
+            self.stats["ws_resets"] += 1
+            transport.abort()
 
     async def close_with(self, error_id: ErrorId) -> None:
         if self.closing:
@@ -185,10 +319,14 @@ class Connection:
         # a client too slow to take it is closed at once.
         try:
             self.outbox.put_nowait(None)
-            await asyncio.wait_for(asyncio.shield(self.writer), 1.0)
+            await asyncio.wait_for(asyncio.shield(self.writer), self.cfg.close_grace)
         except (asyncio.QueueFull, TimeoutError):
             self.writer.cancel()
         code = SPECS[error_id].close_code or WSCloseCode.OK
+        # A peer that does not take even the close frame within close_grace is reset:
+        # otherwise close() would wait on the transport's drain, or leave a transport
+        # closing with unsent bytes, for as long as the peer keeps not reading.
+        asyncio.get_running_loop().call_later(self.cfg.close_grace, self._abort_if_stuck)
         await self.ws.close(code=code, message=error_id.value.encode())
 
     async def shutdown(self) -> None:
@@ -199,6 +337,9 @@ class Connection:
             await asyncio.wait_for(self.writer, 2.0)
         except (TimeoutError, asyncio.CancelledError):
             self.writer.cancel()
+        # A socket aiohttp closed itself (no pong) may still hold unsent bytes: reset it
+        # then, or it would stay open for as long as the peer keeps not reading.
+        asyncio.get_running_loop().call_later(self.cfg.close_grace, self._abort_if_stuck)
 
 
 class SignalingServer:
@@ -213,11 +354,24 @@ class SignalingServer:
         )
         self.conns: dict[str, Connection] = {}  # by participant id, once admitted
         self.per_ip: Counter[str] = Counter()
-        self.fail_ip = FailureWindow(cfg.fail_limit_ip, cfg.fail_window)
-        self.fail_room = FailureWindow(cfg.fail_limit_room, cfg.fail_window)
+        # Wrong passwords per address and per room (signaling/ratelimit.py GuessLimits).
+        self.guesses = GuessLimits(cfg.fail_limit_ip, cfg.fail_limit_room, cfg.fail_window)
+        # Messages per address over all its sockets, surviving reconnects.
+        self.addr_buckets = AddressBuckets(cfg.rate_ip, cfg.burst_ip)
+        self.backlog = Backlog()  # bytes queued for all sockets (slow readers)
+        self.host_names = served_host_names(cfg)  # None: any Host (allowed_hosts "*")
         self.stats: Counter[str] = Counter()
         self.metrics = Metrics(self)
         self.ready = False  # accepting: between app startup and shutdown (/healthz/ready)
+        # Set by drain() (SIGTERM): joins refused, every socket told `going-away`.
+        self.draining = False
+        self._drained: asyncio.Task[None] | None = None
+        self.sockets: set[Connection] = set()  # every open /ws, admitted or not
+        # docs/PROTOCOL.md "Resuming": the server's own MAC key (state_dir/resume.key) and
+        # each member's resume_pk of this membership.
+        self.resume_key = resume.load_key(Path(cfg.state_dir) if cfg.state_dir else None)
+        self.resume_pks: dict[str, bytes] = {}
+        self._refresher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # Test instrumentation: when a list, every text frame the server receives is
         # appended, so tests can search what reached the server for secrets.
@@ -235,7 +389,7 @@ class SignalingServer:
     # -- HTTP ---------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._host_guard])
         app.router.add_get("/ws", self.handle_ws)
         # Kubernetes-style probes: live = the process answers; ready = it accepts calls.
         app.router.add_get("/healthz", self.healthz_ready)
@@ -255,6 +409,7 @@ class SignalingServer:
 
     async def _on_startup(self, app: web.Application) -> None:
         self.metrics.lag.start()
+        self._refresher = asyncio.get_running_loop().create_task(self._refresh_resume())
         self.ready = True
 
     async def _on_cleanup(self, app: web.Application) -> None:
@@ -267,10 +422,12 @@ class SignalingServer:
         # Not ready while shutting down, or while no SFU worker is alive (all of them
         # died and are being restarted): a join would only wait for one.
         media_ok = self.media is None or self.media.accepting()
-        ready = self.ready and media_ok
+        ready = self.ready and media_ok and not self.draining
         body: dict[str, Any] = {"status": "ready" if ready else "not-ready",
                                 "sfu": self.media is not None}
-        if self.ready and not media_ok:
+        if self.draining:
+            body["reason"] = "shutting-down"
+        elif self.ready and not media_ok:
             body["reason"] = "no-live-sfu-worker"
         return web.json_response(body, status=200 if ready else 503,
                                  headers={"Cache-Control": "no-store"})
@@ -303,6 +460,24 @@ class SignalingServer:
                 return hop[:64]
         return remote
 
+    @web.middleware
+    async def _host_guard(
+        self, request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Every request names a host this server serves (DNS rebinding, docs/SECURITY.md).
+
+        A page of ``http://evil.example:8080`` whose name was made to resolve to this
+        server would otherwise be same-origin with it: its Host and Origin agree.
+        """
+        host = request.headers.get("Host")
+        if host is not None and not host_allowed(host, self.host_names):
+            self.stats["errors.bad-host"] += 1
+            log.warning("refused request: host not served host=%s ip=%s", safe(host),
+                        safe(self.client_ip(request)))
+            return self.refuse(ErrorId.BAD_HOST)
+        return await handler(request)
+
     def origin_allowed(self, request: web.Request, origin: str | None) -> bool:
         if not origin:
             return False
@@ -330,11 +505,16 @@ class SignalingServer:
         # Checked before the upgrade: a page from another site cannot even open the socket.
         if not self.origin_allowed(request, origin):
             self.stats["errors.bad-origin"] += 1
-            log.warning("refused upgrade: origin not allowed ip=%s", ip)
+            log.warning("refused upgrade: origin not allowed ip=%s", safe(ip))
             return self.refuse(ErrorId.BAD_ORIGIN)
         if self.per_ip[ip] >= self.cfg.max_connections_per_ip:
             self.stats["errors.too-many-connections"] += 1
             return self.refuse(ErrorId.TOO_MANY_CONNECTIONS)
+        if self.addr_buckets.exhausted(address_key(ip)):
+            # Reconnecting to flood: refused before the upgrade, the cheapest answer.
+            self.stats["errors.rate-limited"] += 1
+            self.stats["rate_limited.upgrade"] += 1
+            return self.refuse(ErrorId.RATE_LIMITED)
         assert origin is not None
         # aiohttp's limit is exclusive (CappedWebSocketResponse): + 1 admits max_message itself.
         ws = CappedWebSocketResponse(
@@ -343,8 +523,12 @@ class SignalingServer:
         await ws.prepare(request)
         self.per_ip[ip] += 1
         self.stats["connections"] += 1
-        conn = Connection(ws, ip, origin, self.cfg)
+        conn = Connection(ws, ip, origin, self.cfg, transport=request.transport,
+                          backlog=self.backlog, stats=self.stats)
         conn.post(conn.new_challenge())
+        self.sockets.add(conn)
+        if self.draining:  # connected during the drain: told at once, closed with the rest
+            conn.post(self._going_away())
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -363,10 +547,11 @@ class SignalingServer:
                     if code == WSCloseCode.MESSAGE_TOO_BIG:
                         self._count_too_big(conn)
                     else:
-                        log.info("closed: websocket error code=%s ip=%s", code, ip)
+                        log.info("closed: websocket error code=%s ip=%s", code, safe(ip))
                 if conn.closing:
                     break
         finally:
+            self.sockets.discard(conn)
             await self._drop(conn, reason="closed")
             await conn.shutdown()
             self.per_ip[ip] -= 1
@@ -377,16 +562,56 @@ class SignalingServer:
     def _count_too_big(self, conn: Connection) -> None:
         self.stats["errors.too-big"] += 1
         self.stats["closes.too-big"] += 1
-        log.info("closed: message too big ip=%s", conn.ip)
+        log.info("closed: message too big ip=%s", safe(conn.ip))
 
     async def _too_big(self, conn: Connection) -> None:
         self._count_too_big(conn)
         await conn.close_with(ErrorId.TOO_BIG)
 
+    def _going_away(self) -> dict[str, Any]:
+        return {"type": "going-away", "reason": "restart", "retry_after": self.cfg.retry_after}
+
+    def drain(self, grace: float) -> asyncio.Task[None]:
+        """Graceful shutdown, steps 1–3 (docs/DEPLOY.md "Stopping and restarting"); idempotent.
+
+        At once: not ready (503), joins refused (``shutting-down``), every socket sent
+        ``going-away``. Then up to ``grace`` s (less once every client has gone) for
+        balancers to notice and clients to leave by themselves; then every socket still
+        open is closed with 1001 ``going-away`` (RFC 6455 §7.4.1), each within 2 s.
+        """
+        if self._drained is None:
+            self.ready = False
+            self.draining = True
+            log.info("draining: %d sockets told going-away, grace %.1f s",
+                     len(self.sockets), grace)
+            for conn in list(self.sockets):
+                conn.post(self._going_away())
+            self._drained = asyncio.get_running_loop().create_task(self._drain(grace))
+        return self._drained
+
+    async def _drain(self, grace: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.sockets and loop.time() < deadline:  # bounded by grace
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
+
+        async def close(conn: Connection) -> None:
+            conn.closing = True
+            with contextlib.suppress(asyncio.QueueFull):
+                conn.outbox.put_nowait(None)  # flush what is queued (the going-away) first
+            if not conn.writer.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(conn.writer), 1.0)
+            with contextlib.suppress(TimeoutError, Exception):
+                await asyncio.wait_for(
+                    conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"going-away"), 1.0)
+
+        await asyncio.gather(*(close(c) for c in list(self.sockets)))
+
     async def _on_shutdown(self, app: web.Application) -> None:
-        self.ready = False
-        for conn in list(self.conns.values()):
-            await conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server-shutdown")
+        if self._refresher is not None:
+            self._refresher.cancel()
+        await self.drain(0.0)
         self.rooms.close()
         if self.media is not None:
             await self.media.close()
@@ -399,6 +624,14 @@ class SignalingServer:
         self.stats["messages"] += 1
         if not conn.bucket.take():
             await self._fail(conn, SignalingError(ErrorId.RATE_LIMITED), None)
+            return
+        if not self.addr_buckets.take(conn.ip_key):
+            # The address's budget over all its sockets: reconnecting does not renew it, and
+            # for ADDRESS_PENALTY s the address's new sockets are refused before the upgrade.
+            self.addr_buckets.penalize(conn.ip_key, ADDRESS_PENALTY)
+            self.stats["rate_limited.address"] += 1
+            await self._fail(conn, SignalingError(ErrorId.RATE_LIMITED, "from your address"),
+                             None)
             return
         mtype: str | None = None
         try:
@@ -425,12 +658,12 @@ class SignalingServer:
         except Exception:
             # A bug, not the client's fault: log without the message (it may be
             # anything), count it, and close only this connection.
-            log.exception("handler failed type=%s", mtype)
+            log.exception("handler failed type=%s", safe(mtype))
             await self._fail(conn, SignalingError(ErrorId.SERVER_ERROR), mtype)
 
     async def _fail(self, conn: Connection, err: SignalingError, ref: str | None) -> None:
         self.stats[f"errors.{err.id.value}"] += 1
-        log.info("error id=%s ip=%s ref=%s", err.id.value, conn.ip, ref)
+        log.info("error id=%s ip=%s ref=%s", err.id.value, safe(conn.ip), safe(ref))
         conn.post({"type": "error", "id": err.id.value, "message": err.message, "ref": ref})
         if err.fatal:
             self.stats[f"closes.{err.id.value}"] += 1
@@ -440,9 +673,10 @@ class SignalingServer:
         return [c for pid in room.members if (c := self.conns.get(pid)) is not None]
 
     def broadcast(self, room: Room, msg: dict[str, Any], exclude: str | None = None) -> None:
+        frame = encode_message(msg)  # once: every member's outbox holds the same string
         for conn in self.members_of(room):
             if conn.pid != exclude:
-                conn.post(msg)
+                conn.post_frame(frame)
 
     def ice_servers(self, pid: str) -> list[dict[str, object]]:
         if not self.cfg.turn_enabled:
@@ -467,14 +701,30 @@ class SignalingServer:
         # is always a fresh challenge, then `joined` or the error.
         nonce = conn.nonce
         conn.post(conn.new_challenge())
+        if self.draining:
+            raise SignalingError(ErrorId.SHUTTING_DOWN)
         if conn.room is not None:
             raise SignalingError(ErrorId.ALREADY_JOINED)
         name = get_room(msg)
         sig = get_b64(msg, "sig", size=64)
-        if self.fail_ip.blocked(conn.ip) or self.fail_room.blocked(name):
+        # docs/PROTOCOL.md "Resuming": the joiner's key for this membership, in the transcript.
+        resume_pk = get_b64(msg, "resume_pk", size=32) if "resume_pk" in msg else None
+        # Strict per address; a room under attack stays open to addresses that have not
+        # guessed wrong (GuessLimits; docs/SECURITY.md "Online guessing").
+        if self.guesses.refused(conn.ip_key, name):
             raise SignalingError(ErrorId.TOO_MANY_ATTEMPTS)
+        signed = (conn.origin, name, nonce, conn.conn_id, resume_pk)
+        cred = self._resume_credential(conn, msg, name, signed) if "resume" in msg else None
         room = self.rooms.get(name)
-        if room is None:
+        if room is None and cred is not None:
+            # The room record is gone (restart, expiry): it comes back as the credential
+            # says, lock state included. The admission signature must verify under the
+            # credential's adm_pk (the member still knows the password).
+            if not verify_join(cred.adm_pk, sig, *signed):
+                self._wrong_password(conn, name)
+            room = self.rooms.restore(name, cred.kdf.to_json(), cred.adm_pk, cred.created_at,
+                                      cred.locked, conn.ip)
+        elif room is None:
             if "create" not in msg:
                 raise SignalingError(ErrorId.NO_SUCH_ROOM)
             create = get_object(msg, "create")
@@ -482,35 +732,47 @@ class SignalingServer:
             adm_pk = get_b64(create, "adm_pk", size=32)
             # Proof of possession: the creator signs like any joiner, so a room can
             # only be made with a key its maker holds.
-            if not verify_join(adm_pk, sig, conn.origin, name, nonce, conn.conn_id):
+            if not verify_join(adm_pk, sig, *signed):
                 raise SignalingError(ErrorId.BAD_MESSAGE, "sig does not verify under adm_pk")
+            # Locked when the previous process stopped: only a member's credential brings
+            # it back (docs/PROTOCOL.md "Resuming", locked names).
+            if self.rooms.name_locked(name):
+                raise SignalingError(ErrorId.ROOM_LOCKED)
             room = self.rooms.create(name, kdf.to_json(), adm_pk, conn.ip)
-        elif not verify_join(room.adm_pk, sig, conn.origin, name, nonce, conn.conn_id):
-            self.fail_ip.fail(conn.ip)
-            self.fail_room.fail(name)
-            self.stats["admission_failures"] += 1
-            log.info("wrong password room=%s ip=%s", name, conn.ip)
-            raise SignalingError(ErrorId.WRONG_PASSWORD)
+        elif cred is not None and (cred.adm_pk != room.adm_pk or cred.kdf.to_json() != room.kdf):
+            self._count_failure(conn, name)
+            raise SignalingError(ErrorId.BAD_RESUME, "issued for another room of that name")
+        elif not verify_join(room.adm_pk, sig, *signed):
+            self._wrong_password(conn, name)
         pid = "p" + secrets.token_hex(6)
-        member = self.rooms.admit(room, pid, conn.ip)
+        member = self.rooms.admit(room, pid, conn.ip, resumed=cred is not None,
+                                  index_floor=cred.index if cred is not None else 0)
+        if cred is not None:
+            # Used: refused from REUSE_GRACE s on (a `joined` lost on the way can be retried
+            # with it until then; docs/PROTOCOL.md "Resuming").
+            self.rooms.revoke(cred.resume_pk, cred.expires, after=REUSE_GRACE)
+            self.stats["resumes"] += 1
         conn.pid, conn.room = pid, room
         self.conns[pid] = conn
         self.stats["joins"] += 1
-        log.info("joined room=%s pid=%s index=%d", name, pid, member.index)
+        log.info("joined room=%s pid=%s index=%d resumed=%s", safe(name), pid, member.index,
+                 cred is not None)
         others = [self._member_json(m) for m in room.members.values() if m.pid != pid]
-        conn.post(
-            {
-                "type": "joined",
-                "room": name,
-                "id": pid,
-                "index": member.index,
-                "members": others,
-                "kdf": room.kdf,
-                "lock": room.lock_state(self.cfg.lock_after, self.rooms.clock()),
-                "ice_servers": self.ice_servers(pid),
-                "sfu": self.media is not None,
-            }
-        )
+        joined: dict[str, Any] = {
+            "type": "joined",
+            "room": name,
+            "id": pid,
+            "index": member.index,
+            "members": others,
+            "kdf": room.kdf,
+            "lock": room.lock_state(self.cfg.lock_after, self.rooms.clock()),
+            "ice_servers": self.ice_servers(pid),
+            "sfu": self.media is not None,
+        }
+        if resume_pk is not None:
+            self.resume_pks[pid] = resume_pk
+            joined["resume"] = self._issue_resume(conn)
+        conn.post(joined)
         self.broadcast(room, {"type": "member-joined", **self._member_json(member)}, exclude=pid)
         if self.media is not None:
 
@@ -527,6 +789,91 @@ class SignalingServer:
                     task.add_done_callback(self._tasks.discard)
 
             await self.media.join(name, pid, send)
+
+    def _count_failure(self, conn: Connection, name: str) -> None:
+        """A failed attempt towards too-many-attempts (docs/PROTOCOL.md, step 6)."""
+        self.guesses.failed(conn.ip_key, name)
+
+    def _wrong_password(self, conn: Connection, name: str) -> None:
+        self._count_failure(conn, name)
+        self.stats["admission_failures"] += 1
+        log.info("wrong password room=%s ip=%s", safe(name), safe(conn.ip))
+        raise SignalingError(ErrorId.WRONG_PASSWORD)
+
+    def _resume_credential(self, conn: Connection, msg: dict[str, Any], name: str,
+                           signed: tuple[str, str, bytes, str, bytes | None]) -> Credential:
+        """``join.resume`` checked (docs/PROTOCOL.md "Resuming"): a credential this server
+        issued for this room, not expired, not used or revoked, and ``sig`` by the
+        credential's ``resume_pk`` over this join's transcript."""
+        obj = get_object(msg, "resume")
+        if signed[4] is None:  # the resumed membership gets a key of its own, in the transcript
+            raise bad("resume_pk", "required with resume")
+        raw = get_b64(obj, "cred", min_size=resume.TAG_SIZE + 1, max_size=resume.MAX_CREDENTIAL)
+        rsig = get_b64(obj, "sig", size=64)
+        try:
+            cred = resume.open_credential(self.resume_key, raw)
+        except resume.BadCredential as exc:
+            self._count_failure(conn, name)
+            raise SignalingError(ErrorId.BAD_RESUME, str(exc)) from None
+        if cred.room != name:
+            self._count_failure(conn, name)
+            raise SignalingError(ErrorId.BAD_RESUME, "issued for another room")
+        if cred.expires <= self.rooms.clock():
+            raise SignalingError(ErrorId.RESUME_EXPIRED)
+        if self.rooms.is_revoked(cred.resume_pk):
+            self._count_failure(conn, name)
+            raise SignalingError(ErrorId.BAD_RESUME, "already used, or its member left")
+        if not verify_join(cred.resume_pk, rsig, *signed):
+            self._count_failure(conn, name)
+            raise SignalingError(ErrorId.BAD_RESUME, "sig does not verify under resume_pk")
+        return cred
+
+    def _issue_resume(self, conn: Connection) -> dict[str, Any]:
+        """A fresh credential for the member on ``conn``: expires ``empty_ttl`` from now."""
+        room, pid = conn.room, conn.pid
+        assert room is not None and pid is not None
+        now = self.rooms.clock()
+        expires = math.ceil(now + self.cfg.empty_ttl)
+        cred = resume.Credential(
+            room=room.name, kdf=KdfParams.from_json(room.kdf), adm_pk=room.adm_pk,
+            created_at=room.created_at, locked=room.locked(self.cfg.lock_after, now),
+            index=room.members[pid].index, resume_pk=self.resume_pks[pid], expires=expires,
+        )
+        return {"cred": b64(resume.issue(self.resume_key, cred)), "expires": expires}
+
+    async def _refresh_resume(self) -> None:
+        """Every member's credential again, every ``empty_ttl / 3`` s: a member that has
+        been in for hours can still resume ``empty_ttl`` after it was last seen."""
+        period = max(1.0, self.cfg.empty_ttl / 3)
+        while True:  # the server's life; cancelled at shutdown
+            await asyncio.sleep(period)
+            for pid, conn in list(self.conns.items()):
+                if pid in self.resume_pks and conn.room is not None and not conn.closing:
+                    conn.post({"type": "resume", **self._issue_resume(conn)})
+
+    def load_locked_rooms(self) -> None:
+        """Names locked at the previous process's shutdown (cli, before listening)."""
+        if self.cfg.state_dir is None:
+            return
+        left = resume.load_locked(Path(self.cfg.state_dir), self.rooms.clock())
+        self.rooms.locked_names.update(left.locked)
+        self.rooms.revoked.update(left.revoked)
+        if left.locked:
+            log.info("%d room names locked at the previous shutdown", len(left.locked))
+
+    def save_locked_rooms(self) -> None:
+        """At SIGTERM: names of locked rooms (and revoked resume keys) for the next process."""
+        if self.cfg.state_dir is None:
+            return
+        now = self.rooms.clock()
+        revoked = {pk: e for pk, e in self.rooms.revoked.items() if e[1] > now}
+        try:
+            path = resume.save_locked(Path(self.cfg.state_dir), resume.Shutdown(
+                self.rooms.locked_snapshot(), revoked))
+        except OSError as exc:
+            log.error("could not write the locked room names: %s", exc)
+            return
+        log.info("locked room names written to %s", path)
 
     @staticmethod
     def _creation_kdf(create: dict[str, Any]) -> KdfParams:
@@ -584,7 +931,7 @@ class SignalingServer:
         longest = int(self.cfg.max_allow_joining)
         seconds = 120 if "seconds" not in msg else get_int(msg, "seconds", 1, longest)
         self.rooms.allow_joining(room, pid, seconds)
-        log.info("allow joining room=%s pid=%s seconds=%d", room.name, pid, seconds)
+        log.info("allow joining room=%s pid=%s seconds=%d", safe(room.name), pid, seconds)
         state = room.lock_state(self.cfg.lock_after, self.rooms.clock())
         self.broadcast(room, {"type": "lock", **state})
 
@@ -606,7 +953,10 @@ class SignalingServer:
         conn.post(reply)
 
     async def on_leave(self, conn: Connection, msg: dict[str, Any]) -> None:
-        self._require_member(conn)
+        _, pid = self._require_member(conn)
+        pk = self.resume_pks.get(pid)
+        if pk is not None:  # left for good: its credential cannot bring it back
+            self.rooms.revoke(pk, self.rooms.clock() + self.cfg.empty_ttl)
         await self._drop(conn, reason="left")
         conn.closing = True
         await conn.ws.close(code=WSCloseCode.OK, message=b"left")
@@ -628,9 +978,10 @@ class SignalingServer:
             return
         conn.room = None
         self.conns.pop(pid, None)
+        self.resume_pks.pop(pid, None)
         member = self.rooms.remove(room, pid)
         if member is not None:
-            log.info("left room=%s pid=%s reason=%s", room.name, pid, reason)
+            log.info("left room=%s pid=%s reason=%s", safe(room.name), pid, reason)
             self.broadcast(
                 room, {"type": "member-left", "reason": reason, **self._member_json(member)}
             )

@@ -7,6 +7,9 @@ of the session, and closes everything at the end of the test.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,15 @@ import pytest_asyncio
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 BrowserFactory = Callable[..., Awaitable[Any]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `sealroom serve` keeps its own files (self-signed certificate, resume key, the names
+    # of locked rooms at a restart) in $XDG_STATE_HOME/sealroom: servers the tests start
+    # use a directory of the run's own, never the user's home.
+    state = tempfile.mkdtemp(prefix="sealroom-test-state-")
+    os.environ["XDG_STATE_HOME"] = state
+    config.add_cleanup(lambda: shutil.rmtree(state, ignore_errors=True))
 ServerFactory = Callable[..., Awaitable["RunningServer"]]
 
 

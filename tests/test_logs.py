@@ -147,3 +147,40 @@ def test_third_party_records_have_addresses_masked_and_json_is_one_line() -> Non
     assert records[1]["msg"] == "line one\nline two" and records[1]["level"] == "debug"
     assert records[2]["logger"] == "sfu.sfu" and "ValueError: boom" in records[2]["exc"]
     assert time.strptime(records[0]["ts"][:19], "%Y-%m-%dT%H:%M:%S")
+
+
+# -- client-chosen values in logs (docs/SECURITY.md "Logs, metrics, disk") ----------------
+
+
+def test_safe_escapes_controls_quotes_and_cuts_long_values() -> None:
+    assert logs.safe("room-a") == "room-a"
+    assert logs.safe("x\r\nERROR forged") == '"x\\r\\nERROR forged"'
+    assert logs.safe("\x1b[2J\x00\x7f\x9b") == "\\x1b[2J\\x00\\x7f\\x9b"
+    assert logs.safe("a\u2028b\u202ec") == "a\\u2028b\\u202ec"
+    assert logs.safe("back\\slash") == "back\\\\slash"
+    assert logs.safe("ip=1.2.3.4") == '"ip=1.2.3.4"'
+    assert logs.safe('say "hi"') == '"say \\"hi\\""'
+    assert logs.safe("") == '""' and logs.safe(None) == "None"
+    long = logs.safe("A" * 10_000)
+    assert long == "A" * logs.SAFE_MAX + f"…(+{10_000 - logs.SAFE_MAX} chars)"
+    # Whatever the input, the result is one line of printable characters.
+    nasty = "".join(chr(c) for c in range(0x00, 0xA0)) + "\u2028\u2029\u202e\u2066"
+    out = logs.safe(nasty, limit=1000)
+    assert out.isprintable() and "\n" not in out
+
+
+def test_the_handler_escapes_what_a_call_site_forgot() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    logs.setup("info", "text", stream)
+    try:
+        logging.getLogger("sfu.somewhere").warning("raw %s", "a\nb\x1bc\x00")
+        logs.setup("info", "json", stream)
+        logging.getLogger("sfu.somewhere").warning("raw %s", "d\u2028e\x9bf")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    text_line, json_line = stream.getvalue().splitlines()
+    assert text_line.endswith("raw a\\nb\\x1bc\\x00")
+    assert json.loads(json_line)["msg"] == "raw d\\u2028e\\x9bf"

@@ -19,6 +19,7 @@ const MESSAGES = {
   "room-full": "This room is full.",
   "bad-room": "Room names use letters, digits and . _ ~ - (up to 64).",
   "too-many-rooms": "This address has created too many rooms. Join an existing one or wait.",
+  "bad-resume": "The server did not take this browser back into the locked room. A member can press “Allow joining”; then join again.",
   timeout: "The server did not answer. Check your connection and try again.",
   closed: "The connection to the server closed. Try again.",
 };
@@ -279,6 +280,7 @@ function snapshot() {
     id: call?.id ?? null,
     index: call?.signaling?.index ?? null,
     sendGeneration: call?.sendGeneration ?? null,
+    reconnects: call?.reconnects ?? null,
     securityCode: $("security-code").textContent,
     banner: $("banner").hidden ? null : $("banner").textContent,
     tiles: tiles?.snapshot() ?? [],

@@ -31,8 +31,19 @@ import { KeyManager } from "./mediakeys.js";
 import { ServerError, SignalingClient } from "./signaling.js";
 
 /** Join errors after which trying again cannot help ("kdf-changed" is the client's own). */
-const FATAL = new Set(["wrong-password", "room-locked", "room-full", "bad-room", "too-many-attempts", "kdf-changed"]);
-const RECONNECT_DELAYS_MS = [1000, 2000, 4000, 8000, 15000]; // bounded: then 'lost'
+const FATAL = new Set(["wrong-password", "room-locked", "room-full", "bad-room", "too-many-attempts",
+  "kdf-changed", "bad-resume"]);
+// docs/PROTOCOL.md "Reconnecting" (signaling/client.py RECONNECT_DELAYS is the same): the wait
+// before each attempt. The first is the server's going-away.retry_after when it sent one (at
+// most 30 s). Every 0.5 s for 10 s, every second until 30 s, then every 5 s until about a
+// minute: a restarting server is found within 0.5–1 s of listening; 46 attempts, then 'lost'.
+// An attempt while the server is down is one refused TCP connection.
+const RECONNECT_DELAYS_MS = [...Array(20).fill(500), ...Array(20).fill(1000), ...Array(6).fill(5000)];
+const MAX_RETRY_AFTER_MS = 30000;
+// A loss the server itself announced (sfu-error, or close 1013 after its SFU worker died)
+// means the server is up: the first attempt goes at once, spread over 250 ms so a room's
+// members do not all arrive in the same instant (docs/SFU.md "Faults").
+const announcedRetryMs = () => Math.random() * 250;
 
 export class Call extends EventTarget {
   /**
@@ -57,12 +68,16 @@ export class Call extends EventTarget {
     this.names = new Map(); // participant id → display name (from signed hellos)
     this.left = false;
     this.sendGeneration = 0; // generation of our media key: +1 at every rotation
+    this.reconnects = 0; // sessions after the first (a lost socket, a server restart)
     this.#generation = 0;
   }
 
   #password;
   #kdf = null; // the room's KdfParams as this call joined it: a rejoin must find the same salt
   #reconnect = null; // the token of the reconnect loop in progress
+  #resume = null; // the last session's resume credential: a locked room takes us back
+  #retryAfterMs = null; // the server's going-away.retry_after, for the next reconnect
+  #keyCache = {}; // keys derived for this room's parameters: a rejoin skips Argon2id
   #generation; // bumps on every (re)connect so late events of an old session are ignored
 
   get id() {
@@ -74,13 +89,14 @@ export class Call extends EventTarget {
     const gen = ++this.#generation;
     const sig = await SignalingClient.connect(this.wsUrl);
     try {
-      const joined = await sig.join(this.room, this.#password, { expectKdf: this.#kdf });
+      const joined = await sig.join(this.room, this.#password, { expectKdf: this.#kdf, resume: this.#resume, keyCache: this.#keyCache });
       if (gen !== this.#generation || this.left) {
         sig.close();
         return;
       }
       this.signaling = sig;
       this.#kdf = sig.kdf; // the same on every rejoin: a room gone is made again with it
+      this.#resume = sig.resume ?? this.#resume; // this membership's: the next rejoin uses it
       this.#wireSignaling(sig, gen);
       for (const m of joined.members) this.#emit("member", { id: m.id, name: null, joined: true });
       this.#emit("lock", joined.lock);
@@ -123,8 +139,17 @@ export class Call extends EventTarget {
         this.#emit("peer-state", { participant: detail.sender, audio: msg.audio !== false, video: msg.video !== false });
       }
     });
+    sig.addEventListener("going-away", ({ detail }) => {
+      if (!live()) return;
+      const seconds = Number(detail.retry_after);
+      this.#retryAfterMs = Number.isFinite(seconds) && seconds >= 0
+        ? Math.min(seconds * 1000, MAX_RETRY_AFTER_MS) : null;
+      sig.close(1000); // the server is stopping: leave at once, the close below reconnects
+    });
     sig.addEventListener("close", ({ detail }) => {
-      if (live()) this.#lost(`signaling closed (${detail.reason || detail.code})`);
+      if (!live()) return;
+      if (detail.code === 1013) this.#retryAfterMs ??= announcedRetryMs(); // media-failed, told by the server
+      this.#lost(`signaling closed (${detail.reason || detail.code})`);
     });
   }
 
@@ -159,7 +184,9 @@ export class Call extends EventTarget {
       media.addEventListener(type, ({ detail }) => live() && this.#emit(type, detail));
     }
     media.addEventListener("failed", ({ detail }) => {
-      if (live()) this.#lost(`media ${detail.pc ?? ""} failed: ${detail.reason ?? ""}`.trim());
+      if (!live()) return;
+      if (detail.pc === null) this.#retryAfterMs ??= announcedRetryMs(); // the SFU's own sfu-error
+      this.#lost(`media ${detail.pc ?? ""} failed: ${detail.reason ?? ""}`.trim());
     });
   }
 
@@ -217,6 +244,7 @@ export class Call extends EventTarget {
     this.#reconnect = null;
     this.#generation++;
     this.#teardown({ leave: true });
+    this.#keyCache = {};
     for (const t of this.stream?.getTracks() ?? []) t.stop(); // the camera light goes off
     this.e2ee.close();
   }
@@ -241,6 +269,9 @@ export class Call extends EventTarget {
     this.#reconnect = token;
     this.#generation++;
     const stale = [...this.names.keys()].filter((id) => id !== this.id);
+    this.#resume = this.signaling?.resume ?? this.#resume; // the newest (refreshed) credential
+    const retryAfter = this.#retryAfterMs;
+    this.#retryAfterMs = null;
     this.#teardown({ leave: false });
     // The next session has a new identity, so no key of this one can reach the worker
     // again; the worker's records (FORMAT.md §6a) start over with it.
@@ -249,11 +280,13 @@ export class Call extends EventTarget {
     this.names.clear();
     for (const [attempt, delay] of RECONNECT_DELAYS_MS.entries()) {
       this.#emit("connection", { state: "reconnecting", reason, attempt: attempt + 1 });
-      await new Promise((r) => setTimeout(r, delay));
+      const wait = attempt === 0 && retryAfter !== null ? retryAfter : delay;
+      await new Promise((r) => setTimeout(r, wait));
       if (this.#reconnect !== token || this.left) return;
       try {
         await this.start();
         if (this.#reconnect === token) this.#reconnect = null;
+        this.reconnects += 1;
         return;
       } catch (err) {
         if (err instanceof ServerError && FATAL.has(err.id)) {

@@ -6,7 +6,9 @@
 //                                                               room's creator (KdfParams)
 //   kRoom    = HKDF-SHA256(K, "sealroom/v1/k_room\0" ‖ room)    AES-256-GCM key of envelopes
 //   admSeed  = HKDF-SHA256(K, "sealroom/v1/admission\0" ‖ room) Ed25519 seed of the admission key
-//   join sig = Ed25519(admSeed, "sealroom/v1/join" ‖ lp origin ‖ lp room ‖ lp nonce ‖ lp conn)
+//   join sig = Ed25519(admSeed, "sealroom/v1/join" ‖ lp origin ‖ lp room ‖ lp nonce ‖ lp conn
+//                       [‖ lp resumePk])                  the resume signature: the same bytes,
+//                                                          the previous membership's resume seed
 //   envelope = AES-256-GCM(kRoom, random 96-bit nonce, aad = header.aad())
 // Argon2id and Ed25519 come from the vendored libsodium.js (web/vendor/README.md); SHA-256,
 // HKDF and AES-GCM from WebCrypto. tests/vectors/roomcrypto.json pins both languages.
@@ -182,30 +184,49 @@ export async function roomKeys(K, room) {
 
 /**
  * What the admission signature covers (docs/PROTOCOL.md, "Connecting and joining"): the label
- * without a trailing NUL, then lp(origin), lp(room), lp(the 32 raw nonce bytes), lp(conn).
+ * without a trailing NUL, then lp(origin), lp(room), lp(the 32 raw nonce bytes), lp(conn);
+ * a join that sends `resume_pk` ("Resuming") appends lp(resumePk), else the bytes are the
+ * version-2 transcript's.
  */
-export function joinTranscript(origin, room, nonce, conn) {
-  return concat(enc.encode("sealroom/v1/join"), lp(origin), lp(room), lp(bytesOf(nonce, "nonce")), lp(conn));
+export function joinTranscript(origin, room, nonce, conn, resumePk = null) {
+  const parts = [enc.encode("sealroom/v1/join"), lp(origin), lp(room), lp(bytesOf(nonce, "nonce")), lp(conn)];
+  if (resumePk !== null) {
+    if (bytesOf(resumePk, "resumePk").length !== 32) throw new RangeError("resumePk must be 32 bytes");
+    parts.push(lp(resumePk));
+  }
+  return concat(...parts);
 }
 
-/** Ed25519 signature (RFC 8032 §5.1.6, deterministic) of the join transcript, 64 bytes. */
-export async function signJoin(admSeed, origin, room, nonce, conn) {
+/**
+ * Ed25519 signature (RFC 8032 §5.1.6, deterministic) of the join transcript, 64 bytes. The
+ * resume signature is the same with the previous membership's resume seed ("Resuming").
+ */
+export async function signJoin(admSeed, origin, room, nonce, conn, resumePk = null) {
   if (bytesOf(admSeed, "admSeed").length !== KEY_SIZE) throw new RangeError("admSeed must be 32 bytes");
   await sodium.ready;
   const { privateKey } = sodium.crypto_sign_seed_keypair(admSeed);
   try {
-    return sodium.crypto_sign_detached(joinTranscript(origin, room, nonce, conn), privateKey);
+    return sodium.crypto_sign_detached(joinTranscript(origin, room, nonce, conn, resumePk), privateKey);
   } finally {
     sodium.memzero(privateKey);
   }
 }
 
+/** A fresh Ed25519 key pair for one membership ("Resuming"): {seed, publicKey}. */
+export async function newResumeKey() {
+  await sodium.ready;
+  const seed = globalThis.crypto.getRandomValues(new Uint8Array(KEY_SIZE));
+  const { publicKey, privateKey } = sodium.crypto_sign_seed_keypair(seed);
+  sodium.memzero(privateKey);
+  return { seed, publicKey };
+}
+
 /** RFC 8032 §5.1.7 verification; never throws (the server's check, here for tests/tools). */
-export async function verifyJoin(admPk, sig, origin, room, nonce, conn) {
+export async function verifyJoin(admPk, sig, origin, room, nonce, conn, resumePk = null) {
   try {
     if (!(admPk instanceof Uint8Array) || admPk.length !== 32) return false;
     if (!(sig instanceof Uint8Array) || sig.length !== 64) return false;
-    const message = joinTranscript(origin, room, nonce, conn);
+    const message = joinTranscript(origin, room, nonce, conn, resumePk);
     await sodium.ready;
     return sodium.crypto_sign_verify_detached(sig, message, admPk);
   } catch {

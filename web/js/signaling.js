@@ -14,11 +14,17 @@
 //                  membership event refused (rejoin, index-reused, not-a-member); counted in .refused
 //   member-joined  {id, index}   member-left {id, index, reason}   lock {locked, lock_at, ...}
 //   error          {id, message, ref}         a non-fatal typed error from the server
+//   going-away     {reason, retry_after}      the server is shutting down (PROTOCOL.md, Other
+//                  messages); it closes the socket (1001) after its drain grace
 //   message        any other server message (sfu-offer, speaker, turn, ...)
+//
+// Resuming (PROTOCOL.md): every join sends a fresh resume key; `.resume` then holds
+// {room, cred, expires, seed}, refreshed by the server's `resume` messages. Pass it to the
+// next session's join (`{resume}`) to get back into a locked room, or one a restart lost.
 //   close          {code, reason}
 
 import {
-  EnvelopeHeader, KdfParams, ReplayGuard, b64, openEnvelope, passwordKey,
+  EnvelopeHeader, KdfParams, ReplayGuard, b64, newResumeKey, openEnvelope, passwordKey,
   roomKeys, seal, signJoin, unb64,
 } from "./roomcrypto.js";
 
@@ -60,6 +66,8 @@ export class SignalingClient extends EventTarget {
     this.refused = {}; // reason → count of envelopes and membership events refused
     this.joined = null;
     this.kdf = null; // KdfParams of the room, as this session joined it
+    this.resume = null; // {room, cred, expires, seed}: this membership's resume credential
+    this.goingAway = null; // the server's going-away message, once sent
     ws.addEventListener("message", (ev) => this.#onFrame(ev.data));
     ws.addEventListener("close", (ev) => {
       const detail = { code: ev.code, reason: ev.reason };
@@ -133,6 +141,15 @@ export class SignalingClient extends EventTarget {
       case "joined":
       case "room-info":
         return;
+      case "resume": // a refreshed credential for the same membership (same key)
+        if (this.resume && typeof msg.cred === "string" && Number.isFinite(msg.expires)) {
+          this.resume = { ...this.resume, cred: msg.cred, expires: msg.expires };
+        }
+        return;
+      case "going-away":
+        this.goingAway = msg;
+        this.dispatchEvent(new CustomEvent("going-away", { detail: msg }));
+        return;
       case "sealed":
         this.#opening = this.#opening.then(() => this.#open(msg));
         return;
@@ -204,16 +221,32 @@ export class SignalingClient extends EventTarget {
    * appeared after room-info, with another creator's salt: wrong-password) is retried once as
    * a plain join.
    */
-  async join(room, password, { kdf = null, expectKdf = null } = {}) {
+  async join(room, password, { kdf = null, expectKdf = null, resume = null, keyCache = null } = {}) {
+    if (resume && resume.room !== room) resume = null;
+    const once = (r) => this.#joinOnce(room, password, kdf, expectKdf, r, keyCache);
     try {
-      return await this.#joinOnce(room, password, kdf, expectKdf);
+      return await once(resume);
     } catch (err) {
-      if (!(err instanceof ServerError) || !err.creationRaceLost) throw err;
-      return this.#joinOnce(room, password, kdf, expectKdf);
+      if (!(err instanceof ServerError)) throw err;
+      if (err.creationRaceLost) return once(resume);
+      // An expired credential: once more without it, as a newcomer would join.
+      if (err.id === "resume-expired") return once(null);
+      throw err;
     }
   }
 
-  async #joinOnce(room, password, kdf, expectKdf) {
+  // `keyCache` ({} owned by the caller, who holds the password anyway): the keys derived for
+  // (room, params) are kept there, so a rejoin with the same parameters skips Argon2id.
+  async #deriveKeys(password, params, room, keyCache) {
+    if (keyCache?.keys && keyCache.room === room && keyCache.params?.equals(params)) return keyCache.keys;
+    const K = await passwordKey(password, params);
+    const keys = await roomKeys(K, room);
+    K.fill(0);
+    if (keyCache) Object.assign(keyCache, { room, params, keys });
+    return keys;
+  }
+
+  async #joinOnce(room, password, kdf, expectKdf, resume, keyCache) {
     const info = await this.roomInfo(room);
     let params;
     if (info.exists) {
@@ -225,11 +258,12 @@ export class SignalingClient extends EventTarget {
     } else { // a room gone (expired, server restarted) comes back with the remembered salt
       params = kdf ?? expectKdf ?? KdfParams.generate();
     }
-    const K = await passwordKey(password, params);
-    const keys = await roomKeys(K, room);
-    K.fill(0);
-    const sig = await signJoin(keys.admSeed, this.origin, room, this.nonce, this.conn);
-    const msg = { type: "join", room, sig: b64(sig) };
+    const keys = await this.#deriveKeys(password, params, room, keyCache);
+    const mine = await newResumeKey(); // a fresh key for this membership ("Resuming")
+    const signed = [this.origin, room, this.nonce, this.conn, mine.publicKey];
+    const sig = await signJoin(keys.admSeed, ...signed);
+    const msg = { type: "join", room, sig: b64(sig), resume_pk: b64(mine.publicKey) };
+    if (resume) msg.resume = { cred: resume.cred, sig: b64(await signJoin(resume.seed, ...signed)) };
     if (!info.exists) msg.create = { kdf: params.toJson(), adm_pk: b64(keys.admPk) };
     this.send(msg);
     let joined;
@@ -241,6 +275,9 @@ export class SignalingClient extends EventTarget {
     }
     this.#keys = keys;
     this.kdf = params;
+    const cred = joined.resume;
+    this.resume = cred && typeof cred.cred === "string"
+      ? { room, cred: cred.cred, expires: cred.expires, seed: mine.seed } : null;
     this.room = room;
     this.id = joined.id;
     this.index = joined.index;

@@ -223,3 +223,29 @@ test("ReplayGuard: seq must grow per sender; commits never move back", () => {
   assert.ok(!g.check("a", Number.MAX_SAFE_INTEGER) && g.check("a", 2n ** 63n + 1n));
   assert.equal(g.forget, undefined); // no way to reset a sender: ids are never reused
 });
+
+test("join_resume vectors: lp(resume_pk) appended, admission and resume signatures (PROTOCOL.md Resuming)", async () => {
+  const sodium = (await import("../vendor/libsodium-wrappers-sumo.mjs")).default;
+  await sodium.ready;
+  for (const c of vectors.join_resume) {
+    const args = [c.origin, c.room, unhex(c.nonce), c.conn];
+    const pk = unhex(c.resume_pk);
+    assert.equal(hex(rc.joinTranscript(...args, pk)), c.transcript);
+    assert.equal(hex(rc.joinTranscript(...args)), c.transcript.slice(0, -2 * 34)); // v2 bytes kept
+    assert.equal(hex(sodium.crypto_sign_seed_keypair(unhex(c.resume_seed)).publicKey), c.resume_pk);
+    const sig = await rc.signJoin(unhex(c.adm_seed), ...args, pk);
+    assert.equal(hex(sig), c.sig);
+    assert.ok(await rc.verifyJoin(unhex(c.adm_pk), sig, ...args, pk));
+    assert.ok(!(await rc.verifyJoin(unhex(c.adm_pk), sig, ...args)));
+    if (c.resume_sig) {
+      const rsig = await rc.signJoin(unhex(c.previous_resume_seed), ...args, pk);
+      assert.equal(hex(rsig), c.resume_sig);
+      assert.ok(await rc.verifyJoin(unhex(c.previous_resume_pk), rsig, ...args, pk));
+    }
+  }
+  const a = await rc.newResumeKey();
+  const b = await rc.newResumeKey();
+  assert.equal(a.seed.length, 32);
+  assert.notDeepEqual(a.publicKey, b.publicKey);
+  assert.equal(hex(sodium.crypto_sign_seed_keypair(a.seed).publicKey), hex(a.publicKey));
+});

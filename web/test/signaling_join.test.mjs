@@ -130,3 +130,93 @@ test("a plain wrong password is not retried", async () => {
   await assert.rejects(sig.join("r", "pw"), (err) => err instanceof ServerError && err.id === "wrong-password");
   assert.deepEqual(ws.sent.map((m) => m.type), ["room-info", "join"]);
 });
+
+test("resume: every join sends a fresh resume_pk in its transcript; a rejoin signs with the old key", async () => {
+  const { verifyJoin, roomKeys, passwordKey } = await import("../js/roomcrypto.js");
+  const params = KdfParams.generate();
+  let nonce = null;
+  const script = (msg, sock) => {
+    if (msg.type === "room-info") sock.reply({ type: "room-info", room: "r", exists: true, kdf: params.toJson(), lock: {} });
+    if (msg.type === "join") {
+      sock.challenge();
+      sock.reply({ ...JOINED, kdf: params.toJson(), resume: { cred: b64(new Uint8Array([1, 2, 3])), expires: 2e9 } });
+    }
+  };
+  const first = client(script);
+  nonce = first.sig.nonce;
+  await first.sig.join("r", "pw");
+  const join1 = first.ws.sent.find((m) => m.type === "join");
+  const pk1 = unb64(join1.resume_pk);
+  assert.equal(pk1.length, 32);
+  assert.equal(join1.resume, undefined);
+  const keys = await roomKeys(await passwordKey("pw", params), "r");
+  const origin = first.sig.origin;
+  assert.ok(await verifyJoin(keys.admPk, unb64(join1.sig), origin, "r", nonce, "c-1", pk1));
+  assert.ok(!(await verifyJoin(keys.admPk, unb64(join1.sig), origin, "r", nonce, "c-1")));
+  assert.deepEqual(Object.keys(first.sig.resume).sort(), ["cred", "expires", "room", "seed"]);
+  // A refresh replaces the credential, same key.
+  first.ws.reply({ type: "resume", cred: b64(new Uint8Array([9])), expires: 2e9 + 1 });
+  assert.equal(first.sig.resume.cred, b64(new Uint8Array([9])));
+  const resume = first.sig.resume;
+
+  const second = client(script);
+  const nonce2 = second.sig.nonce;
+  await second.sig.join("r", "pw", { expectKdf: params, resume });
+  const join2 = second.ws.sent.find((m) => m.type === "join");
+  const pk2 = unb64(join2.resume_pk);
+  assert.notDeepEqual(pk2, pk1); // a fresh key per membership
+  assert.equal(join2.resume.cred, resume.cred);
+  // The old membership's key signed this join's transcript (with the new resume_pk).
+  assert.ok(await verifyJoin(pk1, unb64(join2.resume.sig), origin, "r", nonce2, "c-1", pk2));
+  assert.ok(await verifyJoin(keys.admPk, unb64(join2.sig), origin, "r", nonce2, "c-1", pk2));
+});
+
+test("resume: resume-expired is retried once without the credential", async () => {
+  const params = KdfParams.generate();
+  let joins = 0;
+  const { ws, sig } = client((msg, sock) => {
+    if (msg.type === "room-info") sock.reply({ type: "room-info", room: "r", exists: true, kdf: params.toJson(), lock: {} });
+    if (msg.type === "join") {
+      joins += 1;
+      sock.challenge();
+      if (msg.resume) sock.reply({ type: "error", id: "resume-expired", message: "expired", ref: "join" });
+      else sock.reply({ type: "error", id: "room-locked", message: "locked", ref: "join" });
+    }
+  });
+  const stale = { room: "r", cred: b64(new Uint8Array([1])), expires: 1, seed: new Uint8Array(32) };
+  await assert.rejects(sig.join("r", "pw", { resume: stale }), (err) => err.id === "room-locked");
+  assert.equal(joins, 2);
+  assert.ok(ws.sent.filter((m) => m.type === "join")[0].resume);
+  assert.equal(ws.sent.filter((m) => m.type === "join")[1].resume, undefined);
+});
+
+test("going-away is an event with retry_after, and is recorded", () => {
+  const { ws, sig } = client(() => {});
+  const seen = [];
+  sig.addEventListener("going-away", (e) => seen.push(e.detail));
+  ws.reply({ type: "going-away", reason: "restart", retry_after: 1.5 });
+  assert.deepEqual(seen.map((m) => [m.reason, m.retry_after]), [["restart", 1.5]]);
+  assert.equal(sig.goingAway.retry_after, 1.5);
+});
+
+test("keyCache: a rejoin with the same room and parameters reuses the derived keys", async () => {
+  const params = KdfParams.generate();
+  const script = (msg, sock) => {
+    if (msg.type === "room-info") sock.reply({ type: "room-info", room: "r", exists: true, kdf: params.toJson(), lock: {} });
+    if (msg.type === "join") { sock.challenge(); sock.reply({ ...JOINED, kdf: params.toJson() }); }
+  };
+  const keyCache = {};
+  await client(script).sig.join("r", "pw", { keyCache });
+  const first = keyCache.keys;
+  assert.ok(first && first.admPk.length === 32);
+  const again = client(script);
+  await again.sig.join("r", "pw", { expectKdf: params, keyCache });
+  assert.equal(keyCache.keys, first); // the same object: nothing derived again
+  const other = KdfParams.generate();
+  const script2 = (msg, sock) => {
+    if (msg.type === "room-info") sock.reply({ type: "room-info", room: "r", exists: true, kdf: other.toJson(), lock: {} });
+    if (msg.type === "join") { sock.challenge(); sock.reply({ ...JOINED, kdf: other.toJson() }); }
+  };
+  await client(script2).sig.join("r", "pw", { keyCache });
+  assert.notEqual(keyCache.keys, first); // other parameters: derived anew
+});

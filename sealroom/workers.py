@@ -347,11 +347,7 @@ class SfuWorkers:
         w.alive = False
         self.retired.update(w.counters)  # counters stay monotonic across restarts
         w.counters, w.gauges = {}, {}
-        await self._reap(w, kill=True)
-        code = w.proc.returncode if w.proc is not None else None
         lost = [(pid, m) for pid, m in self.members.items() if m.worker is w]
-        log.error("sfu worker %d (pid %s) exited with code %s; %d participants lose media",
-                  w.index, w.pid, code, len(lost))
         self.own["worker_exits"] += 1
         for pid, _ in lost:
             del self.members[pid]
@@ -367,6 +363,12 @@ class SfuWorkers:
                               "message": WORKER_LOST})
             except Exception:
                 log.exception("telling %s its worker is gone", pid)
+        # Reaped only now: the participants' rejoin does not wait for the process's end
+        # (docs/SFU.md "Faults": every step between the crash and the rejoin counts).
+        await self._reap(w, kill=True)
+        code = w.proc.returncode if w.proc is not None else None
+        log.error("sfu worker %d (pid %s) exited with code %s; %d participants lose media",
+                  w.index, w.pid, code, len(lost))
         if not self.closing:
             lived = time.monotonic() - w.started
             self._spawn_task(self._restart(w, quick=lived < STABLE_AFTER))

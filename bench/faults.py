@@ -411,6 +411,9 @@ def _steps(viewer: Participant, peer_new: str, rec: Record, t0: float, peer: str
     )
 
 
+UNTOUCHED_WINDOW = 7.0  # seconds the other room is watched after a kill, at least
+
+
 def untouched_window(samples: Sequence[dict[str, Sample]], viewer: Participant,
                      sender: Participant, rec: Record, t0: float) -> Untouched:
     w = pair_window(samples, viewer.name, sender.name, sender.id)
@@ -475,7 +478,12 @@ async def kill_worker_round(srv: Served, alpha: Sequence[Participant],
         if time.monotonic() >= deadline:
             break
         await asyncio.sleep(1.0)
-    for _ in range(3):  # and a little after the recovery
+    # ... and a little after the recovery: at least 3 samples more, and the other room
+    # watched for at least UNTOUCHED_WINDOW seconds in all (a fast recovery is no reason to
+    # watch it less)
+    for i in range(int(UNTOUCHED_WINDOW) + 3):
+        if i >= 3 and time.monotonic() - m0 >= UNTOUCHED_WINDOW:
+            break
         await asyncio.sleep(1.0)
         beta_samples.append(await sample_all(beta))
     if not watcher.done():

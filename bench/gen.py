@@ -2,8 +2,8 @@
 
 Handshakes are real: for an SFU each participant has aiortc PeerConnections (the SFU's
 own ``RawPeer``, so aiortc never encodes or decodes) that do ICE and DTLS-SRTP with the
-server. Once a PeerConnection is up, the generator takes its packets over (DESIGN.md
-"lean raw-bytes path"): it replaces the ICE socket's ``datagram_received`` so that SRTP
+server. Once a PeerConnection is up, the generator takes its packets over (docs/BENCHMARKS.md,
+Method): it replaces the ICE socket's ``datagram_received`` so that SRTP
 (RFC 7983 §7) goes straight to libsrtp and a counter (compiled: ``bench/_receive.c``),
 while SRTCP (key-frame requests), STUN (ICE consent, RFC 7675) and DTLS still reach
 Python and aioice/aiortc; and it sends by protecting

@@ -1,8 +1,8 @@
 """Janus VideoRoom (Debian's ``janus``) as a system under test, and the generator's client.
 
 Janus (libnice) never gathers ICE candidates on ``lo``, so Janus and the load generator
-run in a network namespace of their own with a veth carrying 127.0.0.2/32 (DESIGN.md
-"Testing against the real thing"): ``-i 127.0.0.2``, ``ice_enforce_list`` = that veth,
+run in a network namespace of their own with a veth carrying 127.0.0.2/32 (docs/BENCHMARKS.md,
+Method): ``-i 127.0.0.2``, ``ice_enforce_list`` = that veth,
 ``ignore_mdns``; the HTTP transport and Admin API listen on the namespace's loopback;
 ``event_loops = 1`` (its fastest single-core setting). Rooms are created through the API
 with ``"bitrate": 0`` so Janus does not cap publishers. NACKs and RTX: ``MIN_NACK_QUEUE``.

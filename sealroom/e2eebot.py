@@ -146,7 +146,7 @@ class E2eeBot:
             video_frames=self._video_frame,
             audio_frames=self._audio_frame if self.audio else None,
         )
-        keys.on_key_frame_needed = media.want_key_frame  # after a rotation (DESIGN.md item 6)
+        keys.on_key_frame_needed = media.want_key_frame  # after a rotation (PROTOCOL.md)
         await client.set_media_handler(media.on_message)
         await keys.start()
         await media.publish()

@@ -1,4 +1,4 @@
-"""SFU worker processes behind ``sealroom serve --workers N`` (DESIGN.md, Process model).
+"""SFU worker processes behind ``sealroom serve --workers N`` (docs/SFU.md, docs/DEPLOY.md).
 
 One Python process runs one event loop on one core, so the media plane scales up the way
 mediasoup's does: N child processes, each with its own uvloop event loop and one

@@ -5,7 +5,7 @@
 * every transceiver's ``RTCRtpReceiver.receive`` and ``RTCRtpSender.send`` are replaced
   by no-ops, so aiortc never starts a decoder thread, jitter buffer, encoder or its own
   RTCP loops (a stock receiver decodes everything and, on E2EE VP8, sends a PLI per
-  frame: DESIGN.md "Media plane");
+  frame: docs/SFU.md);
 * each DTLS transport's ``_handle_rtp_data`` / ``_handle_rtcp_data`` (called after SRTP
   unprotect, before aiortc parses anything) hand the raw plaintext bytes to our
   callbacks, and ``send`` writes raw RTP/RTCP through the same transport's SRTP session;

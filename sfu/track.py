@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CLOCK = {"audio": 48000, "video": 90000}
-CODEC = {"audio": "opus", "video": "vp8"}  # DESIGN.md: the only codecs negotiated
+CODEC = {"audio": "opus", "video": "vp8"}  # the only codecs negotiated (docs/SFU.md)
 SILENCE = 127  # RFC 6464 §3: the lowest level, -127 dBov: digital silence
 RTP_V2 = 0x80  # RFC 3550 §5.1: V=2 in the first octet
 EXT_BIT = 0x10  # RFC 3550 §5.1: X
@@ -416,7 +416,7 @@ class Slot:
         self.fits = True
         self.announced: str | None = None  # the pause reason the subscriber was last told
         self.rtx_octets = 0  # retransmitted and padding bytes, for the subscriber's rate
-        # Rewrite state, continuous across publishers and pauses (DESIGN.md "Media plane"):
+        # Rewrite state, continuous across publishers and pauses (docs/SFU.md):
         # out seq = in seq - seq_offset, out ts = in ts + ts_offset; a run starts when the
         # first packet after an attach or a resume arrives (``started``).
         lane = self.lane = Lane(self._sub.sender)

@@ -25,7 +25,7 @@ class ServerConfig:
     turn_secret: str | None = None
     turn_ttl: int = 3600
     log_level: str = "info"
-    # Hardening (DESIGN.md, item 9).
+    # Hardening (docs/PROTOCOL.md "Limits", docs/SECURITY.md).
     max_message: int = 256 * 1024  # SDP of a 50-person room (docs/SFU.md "Known limits")
     rate: float = 50.0
     burst: float = 100.0

@@ -2,7 +2,8 @@
 
 Never a browser download: Playwright's Python package brings only its driver, and
 ``executable_path`` points at the Debian package that ``./dev test`` installs.
-The flags are those of ../shared/DESIGN.md ("Testing against the real thing").
+The flags (CHROMIUM_ARGS) are what headless Chromium needs here for fake media
+and WebRTC on loopback.
 """
 
 from __future__ import annotations

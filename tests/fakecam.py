@@ -4,7 +4,7 @@ Chromium's ``--use-file-for-fake-video-capture=<file.y4m>`` loops the file as th
 camera. Giving every browser its own pattern of coloured blocks lets a test tell, by
 pixels alone, whose picture a tile shows: a viewer must show the sender's pattern and
 not anybody else's (and a viewer without keys shows nothing, not noise that happens
-to match, DESIGN.md "Testing against the real thing").
+to match).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from sealroom.sframe import (
 OUT = Path(__file__).with_name("sframe.json")
 
 CHECK_KEY = bytes(range(32))
-# DESIGN.md "Frame encryption": the check value both implementations reproduce.
+# e2ee-worker/FORMAT.md (test vectors): the check value both implementations reproduce.
 CHECK_FRAME = bytes.fromhex("5043009d012a8002e001") + b"\x11" * 20
 CHECK_OUT = (
     "5043009d012a8002e001"
@@ -99,12 +99,12 @@ def frame_case(
 
 def build() -> dict[str, Any]:
     check = frame_case("check value", CHECK_KEY, KeyId(7, 1, 0), 1, "video", CHECK_FRAME)
-    assert check["out"] == CHECK_OUT, "the reference no longer matches DESIGN.md"
+    assert check["out"] == CHECK_OUT, "the reference no longer matches its check value"
 
     chain = [CHECK_KEY]
     for _ in range(20):
         chain.append(ratchet(chain[-1]))
-    assert chain[1].hex() == CHECK_RATCHET, "the ratchet no longer matches DESIGN.md"
+    assert chain[1].hex() == CHECK_RATCHET, "the ratchet no longer matches its check value"
     ratchet_steps = []
     for step, base in enumerate(chain):
         kid = int(KeyId(7, 1, step))

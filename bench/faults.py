@@ -56,6 +56,7 @@ from typing import Any
 
 from bench.links import (
     Launch,
+    Loopback,
     Participant,
     Sample,
     counter_delta,
@@ -83,7 +84,7 @@ TAG = "--sealroom-fault-tag="
 
 
 @dataclass
-class Served:
+class Served(Loopback):
     """A server built the way ``sealroom serve`` builds it (``--workers`` included),
     listening on 127.0.0.1; ``media`` is the ``Sfu`` or the ``SfuWorkers``."""
 
@@ -91,14 +92,6 @@ class Served:
     media: Any
     runner: Any
     port: int
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def counters(self) -> dict[str, int]:
         """The media plane's counters now (summed over workers)."""

@@ -78,13 +78,9 @@ BrowserContext); tests pass their ``chromium`` fixture, the command its own."""
 # --------------------------------------------------------------------------- server
 
 
-@dataclass
-class Served:
-    """A server built the way ``sealroom serve`` builds it, listening on 127.0.0.1."""
+class Loopback:
+    """A server listening on 127.0.0.1:``port``: its HTTP and WebSocket addresses."""
 
-    server: Any
-    sfu: Any
-    runner: Any
     port: int
 
     @property
@@ -94,6 +90,16 @@ class Served:
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
+
+
+@dataclass
+class Served(Loopback):
+    """A server built the way ``sealroom serve`` builds it, listening on 127.0.0.1."""
+
+    server: Any
+    sfu: Any
+    runner: Any
+    port: int
 
     def counters(self) -> dict[str, int]:
         """The SFU's counters now (sfu/stats.py)."""

@@ -42,6 +42,7 @@ from typing import Any
 from bench.links import (
     NAMES,
     Launch,
+    Loopback,
     Participant,
     _chromium_version,
     everyone_receives,
@@ -73,21 +74,13 @@ def accepts(port: int) -> bool:
         return True
 
 
-class Server:
+class Server(Loopback):
     """``sealroom serve`` as its own process on a fixed port (so it can be restarted)."""
 
     def __init__(self, port: int, state: Path, flags: Sequence[str]) -> None:
         self.port, self.state, self.flags = port, state, list(flags)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = state.parent / "serve.log"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     async def start(self) -> float:
         """Start a process; the monotonic time it first accepted TCP (bounded: 30 s)."""

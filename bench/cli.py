@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench",
+        prog="sealroom bench",
         description="Measure SFUs' forwarding side by side, one run (docs/BENCHMARKS.md).")
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -1,6 +1,6 @@
-"""``python -m bench.faults``: what a call goes through when a process dies (issue 22).
+"""``python -m bench.faults``: what a call goes through when a process dies.
 
-Real headless Chromiums (the flags of tests/browser.py, moving noisy cameras and muted
+Real headless Chromiums (the flags of peers/browser.py, moving noisy cameras and muted
 sound as bench/links.py opens them) hold calls on a server built the way ``sealroom
 serve`` builds it, in this process (so the SFU and its workers can be read and killed).
 Each case kills something, then waits (bounded) for the call to settle and reports what
@@ -68,7 +68,7 @@ from bench.links import (
     record,
     sample_all,
 )
-from tests.netshape import in_private_net
+from bench.netshape import in_private_net
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,9 @@ async def serve(workers: int = 1, *flags: str) -> AsyncIterator[Served]:
     from aiohttp import web
 
     from sealroom.cli import build_parser, config_from_args, sfu_config_from_args
-    from sealroom.workers import SfuWorkers
+    from sealroom.metrics import Metrics
     from sfu import Sfu
+    from sfu.workers import SfuWorkers
     from signaling.server import SignalingServer
 
     args = build_parser().parse_args(
@@ -123,7 +124,7 @@ async def serve(workers: int = 1, *flags: str) -> AsyncIterator[Served]:
     else:
         media = Sfu(sfu_cfg)
     try:
-        server = SignalingServer(cfg, media)
+        server = SignalingServer(cfg, media, metrics=Metrics)
         runner = web.AppRunner(server.app(), access_log=None)
         await runner.setup()
         try:
@@ -602,7 +603,7 @@ def departure_bound(sfu: Any = None, server: Any = None) -> float:
     "Media keys"): due ``DEBOUNCE`` after the leave, switched when every remaining member
     acked or after ``SWITCH_TIMEOUT``.
     """
-    from sealroom.mediakeys import DEBOUNCE, SWITCH_TIMEOUT
+    from e2ee.mediakeys import DEBOUNCE, SWITCH_TIMEOUT
     from sfu import SfuConfig
     from signaling.config import ServerConfig
 

@@ -746,9 +746,10 @@ class CountingPlane:
     """``sfu.Sfu`` for ``bench.control`` with per-datagram totals in ``stats``:
 
     ``srtp_in``: SRTP/SRTCP datagrams the SFU's peers took in (``RawPeer.received``, handed
-    to a handler, plus ``srtp_rejected``), summed over the participants; ``handed_in``:
-    those handed to a handler; and the same for each participant whose id starts with
-    ``fuzz`` (``fuzz.<pid>.<pc>_received`` / ``_rejected``).
+    to a handler, plus ``srtp_rejected`` and ``rate_limited``), summed over the
+    participants; ``handed_in``: those handed to a handler; and the same for each
+    participant whose id starts with ``fuzz`` (``fuzz.<pid>.<pc>_received`` / ``_rejected``
+    / ``_limited``).
     """
 
     def __init__(self, sfu: Any) -> None:
@@ -787,19 +788,23 @@ def datagrams(sfu: Any) -> dict[str, int]:
     for pid, p in sfu.participants.items():
         for pc, peer in (("pub", p.pub), ("sub", p.sub)):
             out["handed_in"] += peer.received
-            out["srtp_in"] += peer.received + peer.srtp_rejected
+            out["srtp_in"] += peer.received + peer.srtp_rejected + peer.rate_limited
             if pid.startswith("fuzz"):
                 out[f"fuzz.{pid}.{pc}_received"] = peer.received
                 out[f"fuzz.{pid}.{pc}_rejected"] = peer.srtp_rejected
+                out[f"fuzz.{pid}.{pc}_limited"] = peer.rate_limited
     return out
 
 
-async def serve_sfu(port: int, media_host: str) -> None:
+async def serve_sfu(port: int, media_host: str, ingress_limit: bool = True) -> None:
     from sfu import Sfu, SfuConfig
 
     from . import control
 
-    await control.serve(CountingPlane(Sfu(SfuConfig(bind_host=media_host))), port)
+    config = SfuConfig(bind_host=media_host)
+    if not ingress_limit:  # every fuzzed datagram to libsrtp and the parsers
+        config.max_pub_pps = config.max_sub_pps = 0
+    await control.serve(CountingPlane(Sfu(config)), port)
 
 
 # --- the control channel side of the fuzzing participant -----------------------------------
@@ -854,9 +859,10 @@ def account(before: dict[str, Any], after: dict[str, Any], pid: str,
     """Where the fuzzed datagrams went, from the SFU's counters before and after.
 
     ``fuzz_arrived``: datagrams of the fuzzer's two PCs the SFU took in (authenticated and
-    handed to a handler, or refused by libsrtp), against ``run.total`` sent; what is
-    missing must be among ``udp_rcvbuf_drops``, the datagrams the kernel dropped for a
-    full socket buffer in the SFU's network namespace (the call's included);
+    handed to a handler, refused by libsrtp, or over the ingress limit), against
+    ``run.total`` sent; what is missing must be among ``udp_rcvbuf_drops``, the datagrams
+    the kernel dropped for a full socket buffer in the SFU's network namespace
+    (the call's included);
     ``outcomes``: the sum of ``OUTCOMES`` against ``handed_in`` over the same interval,
     for the whole SFU (the call's packets included): equal when every datagram handed
     to a handler ended in exactly one named counter.
@@ -866,13 +872,15 @@ def account(before: dict[str, Any], after: dict[str, Any], pid: str,
 
     received = sum(delta(f"fuzz.{pid}.{pc}_received") for pc in ("pub", "sub"))
     rejected = sum(delta(f"fuzz.{pid}.{pc}_rejected") for pc in ("pub", "sub"))
+    limited = sum(delta(f"fuzz.{pid}.{pc}_limited") for pc in ("pub", "sub"))
     drops = {k: delta(k) for k in sorted(set(after) | set(before))
              if k.startswith("drop_") and delta(k)}
     return {
         "fuzz_sent": run.total,
-        "fuzz_arrived": received + rejected,
+        "fuzz_arrived": received + rejected + limited,
         "fuzz_handed": received,
         "fuzz_srtp_rejected": rejected,
+        "fuzz_rate_limited": limited,
         "outcomes": sum(delta(k) for k in OUTCOMES),
         "handed_in": delta("handed_in"),
         "handler_errors": delta("drop_handler_error"),
@@ -907,8 +915,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     class FuzzServer(SealroomServer):
         async def start(self, scenario: Any, cpu: int | None) -> None:
-            await self._spawn_json_port(wrap([PYTHON, "-m", "bench.fuzz", "serve", "--port",
-                                              "0"], cpu))
+            cmd = [PYTHON, "-m", "bench.fuzz", "serve", "--port", "0"]
+            if args.no_ingress_limit:
+                cmd.append("--no-ingress-limit")
+            await self._spawn_json_port(wrap(cmd, cpu))
 
     from . import run as run_module
 
@@ -919,7 +929,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     server = FuzzServer()
     server_cpu, gen_cpu = cores(opts)
     result: dict[str, Any] = {"command": " ".join(sys.argv), "participants": args.participants,
-                              "packets": args.packets, "rate": args.rate, "seed": args.seed}
+                              "packets": args.packets, "rate": args.rate, "seed": args.seed,
+                              "ingress_limit": not args.no_ingress_limit}
     gens: list[Any] = []
     peer: FuzzPeer | None = None
     link: ControlLink | None = None
@@ -1011,7 +1022,8 @@ def print_summary(r: dict[str, Any]) -> None:
     a = r.get("accounting", {})
     print(f"packets sent {r.get('fuzz', {}).get('total')} "
           f"(arrived {a.get('fuzz_arrived')}, handed to the parsers {a.get('fuzz_handed')}, "
-          f"refused by SRTP {a.get('fuzz_srtp_rejected')}); outcomes {a.get('outcomes')} "
+          f"refused by SRTP {a.get('fuzz_srtp_rejected')}, over the ingress limit "
+          f"{a.get('fuzz_rate_limited')}); outcomes {a.get('outcomes')} "
           f"of {a.get('handed_in')} handed in; handler errors {a.get('handler_errors')}; "
           f"SFU alive {r.get('sfu_alive')}")
     for name in ("before_fuzzer", "without_fuzz", "with_fuzz"):
@@ -1034,6 +1046,10 @@ def main() -> None:
     s = sub.add_parser("serve", help="the SFU process (bench.control + datagram totals)")
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--media-host", default="127.0.0.1")
+    for q in (p, s):
+        q.add_argument("--no-ingress-limit", action="store_true",
+                       help="the SFU without its per-transport packet-rate limit "
+                            "(max_pub_pps/max_sub_pps = 0): every datagram reaches libsrtp")
     p.add_argument("--packets", type=int, default=1_000_000)
     p.add_argument("--rate", type=float, default=3000.0, help="fuzzed packets per second")
     p.add_argument("--participants", type=int, default=4, help="the call (meeting) size")
@@ -1056,7 +1072,7 @@ def main() -> None:
     import uvloop
 
     if args.cmd == "serve":
-        uvloop.run(serve_sfu(args.port, args.media_host))
+        uvloop.run(serve_sfu(args.port, args.media_host, not args.no_ingress_limit))
         return
     result = uvloop.run(bench(args))
     if args.json:

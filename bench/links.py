@@ -1,8 +1,8 @@
 """``python -m bench.links``: what every participant of a real call sees when one
-participant's link is bad (issue 21's table).
+participant's link is bad.
 
 N headless Chromiums (Debian's /usr/bin/chromium through Playwright, the flags of
-tests/browser.py), each with its own moving, noisy camera (tests/fakecam.py
+peers/browser.py), each with its own moving, noisy camera (peers/fakecam.py
 ``write_moving_y4m``: a camera that needs the bandwidth a real one needs), join one
 room on a server built the way ``sealroom serve`` builds it, in this process (so the
 SFU's counters can be read). Once everyone decodes everyone, the case is applied for
@@ -10,9 +10,9 @@ SFU's counters can be read). Once everyone decodes everyone, the case is applied
 
 * ``clean``: nothing is shaped (the reference);
 * ``uplink-loss``: participant A's uplink loses ``--loss`` of its packets at random
-  (tests/netshape.py ``drop_uplink``);
+  (bench/netshape.py ``drop_uplink``);
 * ``downlink-limit``: participant C's downlink is limited to ``--kbit`` kbit/s
-  (tests/netshape.py ``limit_downlink``).
+  (bench/netshape.py ``limit_downlink``).
 
 Per (viewer ← sender) the report gives frames decoded, the median of the per-second
 frame rates, freezes (W3C webrtc-stats ``freezeCount``/``totalFreezesDuration``),
@@ -49,17 +49,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The browser flags, the camera and the shapers are the tests' own: the numbers this
-# command reports and the tests' assertions come from the same calls.
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.fakecam import write_moving_y4m
-from tests.netshape import (
+from bench.netshape import (
     Shaping,
     drop_uplink,
     in_private_net,
     limit_downlink,
     local_ports_by_pc,
 )
+
+# The browser flags, the camera and the shapers are the tests' own: the numbers this
+# command reports and the tests' assertions come from the same calls.
+from peers.browser import CHROMIUM, CHROMIUM_ARGS
+from peers.fakecam import write_moving_y4m
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ async def serve(*flags: str) -> AsyncIterator[Served]:
     from aiohttp import web
 
     from sealroom.cli import build_parser, config_from_args, sfu_config_from_args
+    from sealroom.metrics import Metrics
     from sfu import Sfu
     from signaling.server import SignalingServer
 
@@ -121,7 +123,7 @@ async def serve(*flags: str) -> AsyncIterator[Served]:
         ["serve", "--host", "127.0.0.1", "--port", "0", "--media-host", "127.0.0.1", *flags]
     )
     sfu = Sfu(sfu_config_from_args(args))
-    server = SignalingServer(config_from_args(args), sfu)
+    server = SignalingServer(config_from_args(args), sfu, metrics=Metrics)
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -408,7 +410,7 @@ async def everyone_receives(
 
 
 async def read_ports(parts: Sequence[Participant]) -> None:
-    """Fill each participant's ``ports`` ({"pub": …, "sub": …}, tests/netshape.py)."""
+    """Fill each participant's ``ports`` ({"pub": …, "sub": …}, bench/netshape.py)."""
     for p in parts:
         p.ports = await local_ports_by_pc(p.page)
 

@@ -1,7 +1,7 @@
 """``python -m bench.restart``: how long a call takes to come back after its signaling
 server restarts (docs/BENCHMARKS.md "Signaling restart").
 
-Two (``--participants``) headless Chromiums (the flags of tests/browser.py, the moving
+Two (``--participants``) headless Chromiums (the flags of peers/browser.py, the moving
 cameras of bench.links) hold a call on ``sealroom serve`` run as its own process with
 ``--lock-after`` (the room is locked before the restart, so the pages must get back in
 with their resume credentials). Each round: SIGTERM the server, wait for it to exit,

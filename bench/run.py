@@ -50,7 +50,7 @@ GEN_SATURATED = 0.9  # generator CPU share of its core above which a window is f
 # p99 for every system, the bare reflector included (docs/BENCHMARKS.md, Method).
 STEAL_MAX = 0.1
 # … or this much of the server's own core(s): 50 ms of a 5 s window. Taken in a few
-# chunks of 5-20 ms, that alone is the p99 of a window (fifth series, BENCHMARKS.md),
+# chunks of 5-20 ms, that alone is the p99 of a window (fifth series, docs/benchmarks-history.md),
 # while the machine-wide figure stays far below STEAL_MAX.
 CORE_STEAL_MAX = 0.01
 SEARCH_TRIES = 3  # windows measured at most per search step while they come out stolen

@@ -7,7 +7,7 @@
 It prints ``{"port": N}`` on stdout when ready. Signaling crypto is not part of the
 forwarding path, so the benchmark skips it; the media path is exactly ``sealroom serve``'s.
 
-``--workers N`` (N ≥ 1) runs ``sealroom.workers.SfuWorkers`` instead, as ``sealroom serve
+``--workers N`` (N ≥ 1) runs ``sfu.workers.SfuWorkers`` instead, as ``sealroom serve
 --workers N`` does: N worker processes, each room on one of them. Before the port line the
 runner then prints ``{"workers": [{"index", "pid", "cpu"}]}``; ``--worker-cpus 0,1`` pins
 worker ``i`` to the ``i mod len``-th of those cores (sched_setaffinity(2)). Its ``stats``
@@ -25,8 +25,8 @@ import sys
 from typing import Any
 
 from bench import control
-from sealroom.workers import SfuWorkers
 from sfu import Sfu, SfuConfig
+from sfu.workers import SfuWorkers
 
 logger = logging.getLogger("bench.sfu_runner")
 
@@ -96,7 +96,7 @@ def main() -> None:
     p.add_argument("--media-host", default="127.0.0.1")
     p.add_argument("--last-n", type=int, default=0)
     p.add_argument("--workers", type=int, default=0,
-                   help="SFU worker processes (sealroom.workers); 0 = sfu.Sfu in this process")
+                   help="SFU worker processes (sfu.workers); 0 = sfu.Sfu in this process")
     p.add_argument("--worker-cpus", default="",
                    help="comma-separated cores; worker i runs on the (i mod count)-th")
     p.add_argument("--no-send-batching", action="store_true",

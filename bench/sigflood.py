@@ -47,8 +47,8 @@ from typing import Any
 import aiohttp
 
 from bench.procstat import cpu_seconds
-from signaling.client import origin_of
-from signaling.roomcrypto import KdfParams, b64, password_key, room_keys, sign_join, unb64
+from e2ee.roomcrypto import KdfParams, b64, password_key, room_keys, sign_join, unb64
+from peers.client import origin_of
 
 PASSWORD = "bench only, never a real one"
 SLOW_ROOMS = 4

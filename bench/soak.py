@@ -46,10 +46,10 @@ from typing import Any
 
 import aiohttp
 
-from sealroom.mediabot import MediaBot
+from peers import client as signaling_client
+from peers.client import SignalingClient, origin_of
+from peers.mediabot import MediaBot
 from sfu.ice import IcePolicy
-from signaling import client as signaling_client
-from signaling.client import SignalingClient, origin_of
 
 from . import procstat
 from .fuzz import FuzzPeer
@@ -490,7 +490,7 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("aioice", "aiortc", "sealroom.mediabot", "signaling"):
+    for noisy in ("aioice", "aiortc", "peers", "signaling"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     opts = Options(sockets=args.sockets, rooms=args.rooms, media_rooms=args.media_rooms,
                    publishers=args.publishers,

@@ -8,7 +8,7 @@
 //
 // The pure functions and the two state machines (SendState, ReceiveState) are
 // exported so that `node --test` checks them against the same vectors as the
-// Python reference (sealroom/sframe.py). The worker entry point at the bottom only
+// Python reference (e2ee/sframe.py). The worker entry point at the bottom only
 // runs inside a real dedicated worker.
 
 // ---------------------------------------------------------------- constants (F§1)

@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,9 +21,10 @@ from typing import Any
 
 from aiohttp import web
 
-from sealroom import logs, tls, workers
+from sealroom import logs, tls
 from sealroom.cpulatency import CpuLatencyLimit
-from sfu import Sfu, SfuConfig
+from sealroom.metrics import Metrics
+from sfu import Sfu, SfuConfig, workers
 from signaling.config import ServerConfig
 from signaling.server import MediaPlane, SignalingServer
 
@@ -216,11 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("no-sfu", False, _flag),
         help="signaling only (no media plane)",
     )
-    from bench import cli as bench_cli  # the benchmark's own flags (docs/BENCHMARKS.md)
-
-    bench_cli.add_arguments(
-        sub.add_parser("bench", help="measure forwarding against a reflector, Janus, MediaRelay")
-    )
+    # `sealroom bench ARGS` is `python -m bench ARGS` (docs/BENCHMARKS.md): the benchmark
+    # drives this application from outside, so this package does not import it.
+    bench = sub.add_parser(
+        "bench", add_help=False,
+        help="measure forwarding against a reflector, Janus, MediaRelay "
+             "(`sealroom bench --help` for its flags)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -268,7 +272,7 @@ async def serve(cfg: ServerConfig, sfu_cfg: SfuConfig | None, n_workers: int = 1
     if sfu_cfg is not None and n_workers > 1:
         # Started before the listening socket: ready means the workers are up.
         pool = workers.SfuWorkers(sfu_cfg, n_workers, log_level=cfg.log_level,
-                                  log_format=log_format)
+                                  log_format=log_format, log_setup="sealroom.logs:setup")
         try:
             await pool.start()
         except RuntimeError as exc:
@@ -285,7 +289,7 @@ async def serve(cfg: ServerConfig, sfu_cfg: SfuConfig | None, n_workers: int = 1
 
 async def _serve(cfg: ServerConfig, media: MediaPlane | None) -> None:
     try:
-        server = SignalingServer(cfg, media)
+        server = SignalingServer(cfg, media, metrics=Metrics)
     except (OSError, RuntimeError) as exc:  # the resume key in --state-dir (PROTOCOL.md)
         raise SystemExit(f"sealroom: --state-dir: {exc}") from None
     runner = web.AppRunner(server.app(), access_log=None)
@@ -352,6 +356,9 @@ def self_signed(args: argparse.Namespace, cfg: ServerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # every flag after it is the benchmark's own
+        os.execv(sys.executable, [sys.executable, "-m", "bench", *argv[1:]])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         cfg = config_from_args(args)
@@ -372,10 +379,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             limit.release()
         return 0
-    if args.command == "bench":
-        from bench import cli as bench_cli
-
-        return bench_cli.run(args)
     return 2
 
 

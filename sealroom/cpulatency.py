@@ -8,7 +8,7 @@ open: closing it, or the process ending in any way, withdraws it. With a bound o
 cpuidle governor may only choose the polling state, so an idle core spins in the kernel
 instead of executing HLT.
 
-Why a media server wants that (docs/BENCHMARKS.md, sixth series; docs/DEPLOY.md): a
+Why a media server wants that (docs/benchmarks-history.md, sixth series; docs/DEPLOY.md): a
 forwarding core runs at 40-60 % load in bursts, idles between them, and every packet
 from a peer wakes it. On a KVM guest a halted vCPU gives its physical CPU back to the
 host; waking it costs an interrupt through the hypervisor and whatever wait the host's

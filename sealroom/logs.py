@@ -1,8 +1,8 @@
 """Logging for ``sealroom serve``: text or JSON lines, with third-party chatter contained.
 
-Our own modules (``signaling``, ``sfu``, ``sealroom``) never log secrets, sealed
-payloads or SDP (docs/SECURITY.md). The libraries under them do not make that promise:
-at DEBUG/INFO aioice logs every candidate pair (participants' addresses and ports) and
+Our own modules (``signaling``, ``sfu``, ``e2ee``, ``peers``, ``sealroom``) never log
+secrets, sealed payloads or SDP (docs/SECURITY.md). The libraries under them do not make
+that promise: at DEBUG/INFO aioice logs every candidate pair (participants' addresses and ports) and
 STUN transaction, aiortc logs transport states. So their loggers stay at WARNING unless
 asked for by name (``--log-level debug`` is about sealroom, not about aioice), and any
 record of theirs that does get through has IP addresses masked.
@@ -23,6 +23,10 @@ import sys
 import time
 from typing import Any, TextIO
 
+from signaling.logsafe import CONTROL, CONTROLS, escape
+from signaling.logsafe import SAFE_MAX as SAFE_MAX  # re-exported: logs.safe(...)
+from signaling.logsafe import safe as safe
+
 FORMATS = ("text", "json")
 THIRD_PARTY = ("aioice", "aiortc", "aiohttp.access", "asyncio")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -35,48 +39,6 @@ _IPV6 = (
 )
 ADDRESS = re.compile(f"{_IPV4}|{_IPV6}")
 
-# Never written raw: C0 controls (NUL, CR, LF, ESC, …), DEL, C1 controls (0x9b is a
-# one-byte CSI to some terminals), the Unicode line and paragraph separators, and the
-# bidirectional formatting characters that reorder what a reader sees (Unicode TR9; the
-# "Trojan Source" paper, CVE-2021-42574).
-_CONTROLS = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-CONTROL = re.compile(f"[{_CONTROLS}]")
-_UNSAFE = re.compile(f"[{_CONTROLS}\\\\]")
-_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# Longest client-chosen value written to a log, in characters (before escaping).
-SAFE_MAX = 200
-
-
-def _escape(m: re.Match[str]) -> str:
-    ch = m.group()
-    named = _NAMED.get(ch)
-    if named is not None:
-        return named
-    code = ord(ch)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def safe(value: object, limit: int = SAFE_MAX) -> str:
-    """A client-chosen value as it may appear in a log line: one line, inert, bounded.
-
-    Controls (above) and the backslash are escaped Python-style (``\\r``, ``\\x1b``,
-    ``\\x00``, ``\\u202e``, ``\\\\``), so the escaped text cannot be mistaken for an
-    escape; a value with a space, ``"`` or ``=`` is quoted (logfmt style), so it cannot
-    pose as another ``key=value`` field; past ``limit`` characters it is cut and says how
-    much was left out. ``None`` stays ``None``.
-    """
-    text = value if isinstance(value, str) else str(value)
-    left_out = len(text) - limit
-    if left_out > 0:
-        text = text[:limit]
-    text = _UNSAFE.sub(_escape, text)
-    if text == "" or any(c in text for c in ' "='):
-        text = '"' + text.replace('"', '\\"') + '"'
-    if left_out > 0:
-        text += f"…(+{left_out} chars)"
-    return text
-
-
 class EscapeControls(logging.Filter):
     """The net under :func:`safe`: no record's message can hold a control character.
 
@@ -87,12 +49,12 @@ class EscapeControls(logging.Filter):
 
     def __init__(self, keep: str = "") -> None:
         super().__init__()
-        self.pattern = re.compile(f"(?![{re.escape(keep)}])[{_CONTROLS}]") if keep else CONTROL
+        self.pattern = re.compile(f"(?![{re.escape(keep)}])[{CONTROLS}]") if keep else CONTROL
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if self.pattern.search(message):
-            record.msg = self.pattern.sub(_escape, message)
+            record.msg = self.pattern.sub(escape, message)
             record.args = None
         return True
 
@@ -102,7 +64,7 @@ class TextFormatter(logging.Formatter):
 
     def formatException(self, ei: Any) -> str:
         text = super().formatException(ei)
-        return "\n".join(CONTROL.sub(_escape, line) for line in text.split("\n"))
+        return "\n".join(CONTROL.sub(escape, line) for line in text.split("\n"))
 
 
 class MaskAddresses(logging.Filter):

@@ -11,10 +11,7 @@ or clash. No label carries a room name or a participant id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,49 +19,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sfu.looplag import LoopLag
+
 if TYPE_CHECKING:
-    from sealroom.workers import WorkerStats
+    from sfu.workers import WorkerStats
     from signaling.server import SignalingServer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "sealroom_"
-
-
-class LoopLag:
-    """How late the event loop wakes a task that asked to sleep ``interval`` seconds.
-
-    Every media packet and signaling message waits behind whatever runs on the one
-    event loop, so this is the first number to look at when calls degrade.
-    """
-
-    def __init__(self, interval: float = 0.25) -> None:
-        self.interval = interval
-        self.last = 0.0
-        self.max = 0.0
-        self.total = 0.0
-        self.samples = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            start = time.monotonic()
-            await asyncio.sleep(self.interval)
-            lag = max(0.0, time.monotonic() - start - self.interval)
-            self.last = lag
-            self.max = max(self.max, lag)
-            self.total += lag
-            self.samples += 1
 
 
 # SignalingServer.stats key -> (metric name, help). Keys "errors.<id>" become one
@@ -87,7 +49,7 @@ ADMISSION_REFUSALS = ("too-many-attempts", "room-locked", "room-full", "no-such-
                       "too-many-rooms", "weak-kdf", "excessive-kdf", "bad-resume",
                       "resume-expired", "shutting-down")
 
-# sfu_gauges() key -> (metric name, help).
+# Sfu.gauges() / SfuWorkers.gauges() key -> (metric name, help).
 SFU_GAUGES = {
     "rooms": ("sfu_rooms", "rooms with media sessions"),
     "participants": ("sfu_participants", "media sessions"),
@@ -95,18 +57,6 @@ SFU_GAUGES = {
     "subscribers": ("sfu_subscribers", "participants receiving at least one track"),
     "published_tracks": ("sfu_published_tracks", "tracks published"),
 }
-
-
-def sfu_gauges(sfu: Any) -> dict[str, int]:
-    """The SFU_GAUGES of one in-process ``Sfu`` (a worker process sends its own up)."""
-    participants = list(getattr(sfu, "participants", {}).values())
-    return {
-        "rooms": len(getattr(sfu, "rooms", {})),
-        "participants": len(participants),
-        "publishers": sum(1 for p in participants if getattr(p, "tracks", None)),
-        "subscribers": sum(1 for p in participants if getattr(p, "slots", None)),
-        "published_tracks": sum(len(getattr(p, "tracks", {})) for p in participants),
-    }
 
 
 # Sfu.stats() key -> (metric name, help).
@@ -254,7 +204,7 @@ class ServerCollector(Collector):
             return
         stats: dict[str, int] = stats_of()
         gauges_of = getattr(media, "gauges", None)
-        gauges: dict[str, int] = gauges_of() if callable(gauges_of) else sfu_gauges(media)
+        gauges: dict[str, int] = gauges_of() if callable(gauges_of) else {}
         for key, (name, help_text) in SFU_GAUGES.items():
             yield _gauge(name, help_text, gauges.get(key, 0))
         for key, (name, help_text) in SFU_COUNTERS.items():
@@ -303,12 +253,24 @@ def _workers(workers: list[WorkerStats]) -> Iterator[Metric]:
 
 
 class Metrics:
-    """The registry of one server: ``render()`` is the /metrics body."""
+    """The registry of one server: ``render()`` is the /metrics body.
+
+    ``SignalingServer(cfg, media, metrics=Metrics)``: the server calls it with itself
+    (signaling/server.py ``MetricsExporter``), then ``start()`` and ``stop()`` with its app.
+    """
+
+    content_type = CONTENT_TYPE
 
     def __init__(self, server: SignalingServer) -> None:
         self.lag = LoopLag()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ServerCollector(server, self.lag))
+
+    def start(self) -> None:
+        self.lag.start()
+
+    async def stop(self) -> None:
+        await self.lag.stop()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,10 +1,10 @@
 /*
  * sfu/_fanout.c: the per-subscriber half of the forwarding hot path, compiled.
  *
- * Why C here, when everything else is Python: issue 6 asks for CPU per forwarded packet
- * no worse than Janus's. Measured in a meeting of 16 (docs/BENCHMARKS.md "Where the CPU
- * goes now"), the Python loop over subscribers (Slot.forward: rewrite, one SRTP protect,
- * one sendto) cost ~17 us of user CPU per forwarded packet, 43 % of it in the
+ * Why C here, when everything else is Python: the goal is CPU per forwarded packet
+ * no worse than Janus's. Measured in a meeting of 16 (docs/benchmarks-history.md
+ * "Where the CPU goes now"), the Python loop over subscribers (Slot.forward: rewrite,
+ * one SRTP protect, one sendto) cost ~17 us of user CPU per forwarded packet, 43 % of it in the
  * interpreter, against ~3 us of libsrtp and ~10 us of kernel. Moving just that loop here
  * removes the interpreter from the per-subscriber work; everything done once per
  * inbound packet (unprotect, parse, key-frame and silence detection, last-N) stays in
@@ -241,7 +241,7 @@ static PyTypeObject SenderType = {
 /* --- Batch: one UDP GSO send per peer per event-loop turn ----------------------------- *
  *
  * Why: on loopback at 40 000 packets/s, 64 % of the SFU's CPU was the kernel's sendto
- * (docs/BENCHMARKS.md "Sends in runs"): a full pass through UDP, IP, routing, the
+ * (docs/benchmarks-history.md "Sends in runs"): a full pass through UDP, IP, routing, the
  * device and (on loopback) the receiver's delivery for every packet. A broadcast frame
  * of 6 packets to 49 viewers was 294 such passes. The packets one peer gets in one turn
  * of the event loop (uvloop reads up to 32 datagrams per readable socket, so a frame

@@ -20,6 +20,11 @@ class SfuConfig:
     idle_timeout: float = 15.0
     # ICE+DTLS must be up this long after the SFU's first answer or offer to a participant
     connect_timeout: float = 30.0
+    # Ingress limit per transport, SRTP + SRTCP datagrams per second, checked before
+    # libsrtp (docs/SFU.md "Ingress limit"). A publisher at the REMB ceiling sends about 400
+    # (video at max_video_bitrate, Opus, RTX, RTCP); a subscriber sends only RTCP feedback.
+    max_pub_pps: int = 1000
+    max_sub_pps: int = 500
     rtcp_interval: float = 1.0  # receiver reports + REMB to publishers, seconds
     max_video_bitrate: int = 2_500_000  # REMB ceiling sent to publishers, bit/s
     # sub re-offers are coalesced: a change is offered once none followed it for

@@ -6,7 +6,7 @@ loop schedules ``Outbox.flush`` with ``call_soon``, which runs once the loop has
 out every datagram it read in that turn (uvloop reads up to 32 per readable socket, so a
 video frame's packets arrive in one turn) and sends each run with one ``sendmsg`` and a
 UDP_SEGMENT size (udp(7), Linux ≥ 4.18). Why, with the measurements:
-docs/BENCHMARKS.md "Sends in runs" and the comment above ``Batch`` in _fanout.c.
+docs/benchmarks-history.md "Sends in runs" and the comment above ``Batch`` in _fanout.c.
 
 A packet waits at most for the rest of its turn: the turn's other datagrams are
 unprotected, rewritten and protected meanwhile, work that had to be done before the

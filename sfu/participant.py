@@ -53,8 +53,11 @@ class Participant:
         self._send = send
         self.stats = sfu.counters
         self.closed = False
-        self.pub = RawPeer(sfu.ice, self._pub_rtp, self._pub_rtcp, self.stats.drop)
-        self.sub = RawPeer(sfu.ice, self._sub_rtp, self._sub_rtcp, self.stats.drop)
+        cfg = sfu.config
+        self.pub = RawPeer(sfu.ice, self._pub_rtp, self._pub_rtcp, self.stats.drop,
+                           max_pps=cfg.max_pub_pps)
+        self.sub = RawPeer(sfu.ice, self._sub_rtp, self._sub_rtcp, self.stats.drop,
+                           max_pps=cfg.max_sub_pps)
         self.rtcp_ssrc = random.getrandbits(32) or 1  # our SSRC in RTCP sent to the publisher
         self.tracks: dict[str, PublishedTrack] = {}  # publisher MID -> track
         self._by_ssrc: dict[int, PublishedTrack] = {}

@@ -1,7 +1,7 @@
 """How long the forwarding loop stops, and why: cyclic-GC passes and event-loop lag.
 
 Every packet that arrives while the loop is stopped waits for it, so a stop of a few
-milliseconds becomes the p99 added latency of a busy SFU (issue 6 asks for ≤ 5 ms).
+milliseconds becomes the p99 added latency of a busy SFU (the target is ≤ 5 ms).
 Two meters, cheap enough to run always (~100 wake-ups a second):
 
 * ``gc.callbacks`` (https://docs.python.org/3/library/gc.html#gc.callbacks) time each
@@ -15,7 +15,7 @@ Two meters, cheap enough to run always (~100 wake-ups a second):
   else (steal, which a guest's accounting leaves out of both). The thread's CPU time
   is read over the whole sample, so this last part is a lower bound.
 
-``sealroom.metrics.LoopLag`` is the coarse probe of the signaling server's loop (every
+``sfu.looplag.LoopLag`` is the coarse probe of the signaling server's loop (every
 250 ms, last/max); this one is the media plane's, fine enough to see single stops.
 The two meters here count into ``Stats`` as buckets, ``<meter>_ge_<n>ms`` for every edge
 ``n`` the stop reached, plus totals, so any interval's counts are the difference of two

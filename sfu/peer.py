@@ -33,6 +33,7 @@ import asyncio
 import inspect
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,7 +143,7 @@ class RawPeer:
     """
 
     def __init__(self, policy: IcePolicy, on_rtp: Handler, on_rtcp: Handler,
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None, max_pps: int = 0) -> None:
         self.pc = RTCPeerConnection(
             RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
@@ -161,6 +162,13 @@ class RawPeer:
         self.up = False  # DTLS connected: SRTP keys exist and sends can go out
         self.received = 0  # SRTP/SRTCP datagrams handed to us, for liveness checks
         self.srtp_rejected = 0  # failed authentication or replay (RFC 3711 §3.3.2)
+        # Ingress limit: at most max_pps SRTP/SRTCP datagrams per one-second window (0: no
+        # limit). It is checked before libsrtp and the parsers, so a flooding participant
+        # costs a counter increment per excess datagram (docs/SFU.md "Ingress limit").
+        self.max_pps = max_pps
+        self.rate_limited = 0
+        self._window_end = 0.0
+        self._window_left = 0
 
     def adopt(self) -> None:
         """Take over every transceiver and transport of the PC (idempotent).
@@ -187,12 +195,32 @@ class RawPeer:
     # --- aiortc's path: before the takeover, and for coroutine handlers ------------------
 
     async def _rtp_in(self, data: bytes, arrival_time_ms: int = 0) -> None:
+        if self._over_limit():
+            return
         self.received += 1
         await self._call(self._on_rtp, data)
 
     async def _rtcp_in(self, data: bytes) -> None:
+        if self._over_limit():
+            return
         self.received += 1
         await self._call(self._on_rtcp, data)
+
+    def _over_limit(self) -> bool:
+        """Count one inbound datagram against the window; True (and counted) if over it."""
+        if not self.max_pps:
+            return False
+        if self._window_left <= 0:
+            now = time.monotonic()
+            if now < self._window_end:
+                self.rate_limited += 1
+                if self._on_error:
+                    self._on_error("rate_limited")
+                return True
+            self._window_end = now + 1.0
+            self._window_left = self.max_pps
+        self._window_left -= 1
+        return False
 
     async def _call(self, handler: Handler, data: bytes) -> None:
         try:
@@ -247,12 +275,14 @@ class RawPeer:
 
     def _make_receiver(self, rx: Any, original: Callable[[bytes, Any], None]
                        ) -> Callable[[bytes, Any], None]:
-        on_rtp, on_rtcp = self._on_rtp, self._on_rtcp
+        on_rtp, on_rtcp, over_limit = self._on_rtp, self._on_rtcp, self._over_limit
 
         def datagram_received(data: bytes, addr: Any) -> None:
             # Hot path: one call per datagram from uvloop's read callback (_is_srtp inlined).
             if len(data) < 12 or not 127 < data[0] < 192:
                 original(data, addr)  # STUN and DTLS: aioice / aiortc as before
+                return
+            if over_limit():  # before libsrtp: an excess datagram costs only a counter
                 return
             try:
                 if 191 < data[1] < 224:  # RFC 5761 §4: RTCP packet types 192..223

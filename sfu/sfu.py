@@ -159,6 +159,17 @@ class Sfu:
         """In-process SFU: it lives as long as the server does."""
         return True
 
+    def gauges(self) -> dict[str, int]:
+        """Rooms, participants, publishers, subscribers and tracks, now (``/metrics``)."""
+        participants = list(self.participants.values())
+        return {
+            "rooms": len(self.rooms),
+            "participants": len(participants),
+            "publishers": sum(1 for p in participants if p.tracks),
+            "subscribers": sum(1 for p in participants if p.slots),
+            "published_tracks": sum(len(p.tracks) for p in participants),
+        }
+
     def stats(self) -> dict[str, int]:
         """Counters: forwarded packets/bytes, drops by reason, PLIs, NACKs, RTX, errors."""
         out = self.counters.snapshot()

@@ -1,1 +1,1 @@
-"""Signaling plane: rooms, password admission, sealed relay, TURN credentials, Python client."""
+"""Signaling plane: rooms, password admission, sealed relay, resume, TURN credentials."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from signaling.roomcrypto import KdfParams
+from e2ee.roomcrypto import KdfParams
 
 log = logging.getLogger(__name__)
 

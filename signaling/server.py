@@ -23,29 +23,28 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from sealroom.logs import safe
-from sealroom.metrics import CONTENT_TYPE, Metrics
-from signaling import resume, turn
-from signaling.config import ServerConfig
-from signaling.errors import SPECS, ErrorId, SignalingError
-from signaling.fields import bad, get_b64, get_int, get_object, get_room, get_str
-from signaling.ratelimit import AddressBuckets, GuessLimits, TokenBucket, address_key
-from signaling.resume import Credential
-from signaling.roomcrypto import (
+from e2ee.roomcrypto import (
     ExcessiveKdfParams,
     KdfParams,
     WeakKdfParams,
     b64,
     verify_join,
 )
+from signaling import resume, turn
+from signaling.config import ServerConfig
+from signaling.errors import SPECS, ErrorId, SignalingError
+from signaling.fields import bad, get_b64, get_int, get_object, get_room, get_str
+from signaling.logsafe import safe
+from signaling.ratelimit import AddressBuckets, GuessLimits, TokenBucket, address_key
+from signaling.resume import Credential
 from signaling.rooms import REUSE_GRACE, Member, Room, RoomRegistry
+from signaling.static import web_dir, worker_dir
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 2
-ROOT = Path(__file__).resolve().parent.parent
-WEB_DIR = ROOT / "web"
-WORKER_DIR = ROOT / "e2ee-worker"
+WEB_DIR = web_dir()  # the wheel's copy when installed, else the checkout's (static.py)
+WORKER_DIR = worker_dir()
 
 # Types only the server may send (docs/PROTOCOL.md, Other messages): a client sending one
 # is closed.
@@ -186,6 +185,25 @@ class MediaPlane(Protocol):
 
     def accepting(self) -> bool:
         """Whether a join now would get media (e.g. at least one SFU worker is alive)."""
+        ...
+
+
+class MetricsExporter(Protocol):
+    """What serves ``/metrics`` (sealroom/metrics.py ``Metrics``). The application hands
+    the server a factory that takes the server; this package imports no exporter."""
+
+    content_type: str
+
+    def render(self) -> bytes:
+        """The body of one scrape."""
+        ...
+
+    def start(self) -> None:
+        """Called once the event loop runs (app startup)."""
+        ...
+
+    async def stop(self) -> None:
+        """Called at app cleanup."""
         ...
 
 
@@ -343,7 +361,8 @@ class Connection:
 
 
 class SignalingServer:
-    def __init__(self, cfg: ServerConfig, media: MediaPlane | None = None) -> None:
+    def __init__(self, cfg: ServerConfig, media: MediaPlane | None = None, *,
+                 metrics: Callable[[SignalingServer], MetricsExporter] | None = None) -> None:
         self.cfg = cfg
         self.media = media
         self.rooms = RoomRegistry(
@@ -361,7 +380,8 @@ class SignalingServer:
         self.backlog = Backlog()  # bytes queued for all sockets (slow readers)
         self.host_names = served_host_names(cfg)  # None: any Host (allowed_hosts "*")
         self.stats: Counter[str] = Counter()
-        self.metrics = Metrics(self)
+        # None: /metrics answers 404 (an embedding without an exporter)
+        self.metrics = metrics(self) if metrics is not None else None
         self.ready = False  # accepting: between app startup and shutdown (/healthz/ready)
         # Set by drain() (SIGTERM): joins refused, every socket told `going-away`.
         self.draining = False
@@ -408,12 +428,14 @@ class SignalingServer:
         return app
 
     async def _on_startup(self, app: web.Application) -> None:
-        self.metrics.lag.start()
+        if self.metrics is not None:
+            self.metrics.start()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_resume())
         self.ready = True
 
     async def _on_cleanup(self, app: web.Application) -> None:
-        await self.metrics.lag.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
     async def healthz_live(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "live"}, headers={"Cache-Control": "no-store"})
@@ -434,8 +456,10 @@ class SignalingServer:
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         """Prometheus text format 0.0.4; no room names, ids or addresses in it."""
+        if self.metrics is None:
+            raise web.HTTPNotFound()
         body = self.metrics.render()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE,
+        return web.Response(body=body, headers={"Content-Type": self.metrics.content_type,
                                                 "Cache-Control": "no-store"})
 
     async def index(self, request: web.Request) -> web.StreamResponse:

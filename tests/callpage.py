@@ -9,8 +9,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from peers.fakecam import block_diff, write_y4m
 from tests.conftest import BrowserFactory
-from tests.fakecam import block_diff, write_y4m
 
 PASSWORD = "correct horse battery staple, shared out of band"
 ROOM = "standup"
@@ -19,7 +19,7 @@ ROOM = "standup"
 async def open_browser(
     chromium: BrowserFactory, tmp: Path, seed: int, extra_args: tuple[str, ...] = ()
 ) -> Any:
-    """A fresh Chromium whose fake camera shows pattern `seed` (tests/fakecam.py)."""
+    """A fresh Chromium whose fake camera shows pattern `seed` (peers/fakecam.py)."""
     cam = write_y4m(tmp / f"camera-{seed}.y4m", seed)
     ctx = await chromium(extra_args=[f"--use-file-for-fake-video-capture={cam}", *extra_args])
     page = await ctx.new_page()

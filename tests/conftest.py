@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from peers.browser import CHROMIUM, CHROMIUM_ARGS
 
 BrowserFactory = Callable[..., Awaitable[Any]]
 
@@ -77,6 +77,7 @@ async def signaling() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
     """``srv = await signaling(lock_after=1, media=...)`` → a running server."""
     from aiohttp import web
 
+    from sealroom.metrics import Metrics
     from signaling.config import ServerConfig
     from signaling.server import SignalingServer
 
@@ -84,7 +85,7 @@ async def signaling() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
 
     async def start(media: Any = None, **overrides: Any) -> RunningServer:
         cfg = ServerConfig(host="127.0.0.1", port=0, **overrides)
-        server = SignalingServer(cfg, media)
+        server = SignalingServer(cfg, media, metrics=Metrics)
         runner = web.AppRunner(server.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from signaling.roomcrypto import KdfParams, password_key, room_keys
+from e2ee.roomcrypto import KdfParams, password_key, room_keys
 
 
 def derived_secrets(password: str, room: str, kdf: KdfParams | None) -> list[bytes]:

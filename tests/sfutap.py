@@ -34,14 +34,14 @@ import av
 import numpy as np
 import pytest
 
-from sealroom.sframe import EncryptedFrame, FrameRejected, KeyId, Kind
+from e2ee.sframe import EncryptedFrame, FrameRejected, KeyId, Kind
+from peers.fakecam import block_diff
 from sfu import peer as peer_module
 from sfu._fanout import Lane, Sender
 from sfu.peer import RawPeer
 from sfu.rtp import RtpHeader, build_extensions, build_packet
 from sfu.track import PublishedTrack, Slot
 from sfu.vp8 import Vp8Descriptor, is_keyframe
-from tests.fakecam import block_diff
 
 VIDEO_CLOCK = 90_000  # RFC 7741 §4.1: VP8's RTP clock rate
 

@@ -27,7 +27,7 @@ from bench.fuzz import (
     fuzz,
     udp_drops,
 )
-from sealroom.mediabot import MediaBot
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig
 from tests.test_sfu_fuzz import assert_intact
 
@@ -40,21 +40,27 @@ def snapshot(sfu: Sfu) -> dict[str, int]:
     return {**sfu.stats(), **datagrams(sfu), "udp_rcvbuf_drops": udp_drops()}
 
 
+async def call_with_fuzzer(sfu: Sfu, a: MediaBot, b: MediaBot, fz: FuzzPeer) -> None:
+    """a and b in a call, hearing each other; then the fuzzer joins and connects."""
+    for x in (a, b):
+        await x.join(sfu, "call")
+        await x.publish()
+    assert await a.wait_for(lambda: all(len(x.received) == 2 for x in (a, b)), 20)
+    fz.attach(lambda msg: sfu.handle("fuzz0", msg))
+    await sfu.join("call", "fuzz0", fz.on_message)
+    await fz.publish()
+    assert await fz.connected(20)
+    await asyncio.sleep(0.5)
+
+
 async def test_fuzzed_srtp_into_a_live_call(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
-    sfu = Sfu(SfuConfig())
+    # no ingress limit here: every fuzzed datagram must reach the parsers
+    sfu = Sfu(SfuConfig(max_pub_pps=0, max_sub_pps=0))
     a, b = MediaBot("a"), MediaBot("b")
     fz = FuzzPeer("fuzz0")
     try:
-        for x in (a, b):
-            await x.join(sfu, "call")
-            await x.publish()
-        assert await a.wait_for(lambda: all(len(x.received) == 2 for x in (a, b)), 20)
-        fz.attach(lambda msg: sfu.handle("fuzz0", msg))
-        await sfu.join("call", "fuzz0", fz.on_message)
-        await fz.publish()
-        assert await fz.connected(20)
-        await asyncio.sleep(0.5)
+        await call_with_fuzzer(sfu, a, b, fz)
         watchdogs = {pid: p._watchdog for pid, p in sfu.participants.items()}
         before = snapshot(sfu)
         heard = {x.pid: len(x.stream(y.pid, "video").payloads)  # type: ignore[union-attr]
@@ -78,6 +84,7 @@ async def test_fuzzed_srtp_into_a_live_call(caplog: pytest.LogCaptureFixture) ->
         # every fuzzed datagram reached the SFU, or the kernel dropped it for a full socket
         # buffer (counted in this test's network namespace), and ended in a counter
         assert PACKETS - acc["udp_rcvbuf_drops"] <= acc["fuzz_arrived"] <= PACKETS, acc
+        assert acc["fuzz_rate_limited"] == 0, acc
         assert acc["outcomes"] == acc["handed_in"], acc
         assert acc["drops"]["drop_srtp_rejected"] >= run.total - sum(run.protected.values())
         for reason in ("malformed_rtp", "malformed_rtcp", "unknown_ssrc", "unexpected_pt",
@@ -91,6 +98,37 @@ async def test_fuzzed_srtp_into_a_live_call(caplog: pytest.LogCaptureFixture) ->
             assert await x.wait_for(
                 lambda x=x, y=y: len(x.stream(y.pid, "video").payloads)  # type: ignore[union-attr]
                 > heard[x.pid] + 20, 10)
+        await a.stop_media()
+        await b.stop_media()
+        await asyncio.sleep(0.3)
+        assert_intact(a, b)
+    finally:
+        await fz.close()
+        for x in (a, b):
+            await x.close()
+        await sfu.close()
+
+
+async def test_a_flooding_participant_is_cut_at_the_ingress_limit() -> None:
+    """Over ``max_pub_pps`` / ``max_sub_pps`` a transport's datagrams are dropped before
+    libsrtp, each counted as ``drop_rate_limited``; the call's own packets are not."""
+    sfu = Sfu(SfuConfig(max_pub_pps=400, max_sub_pps=200))
+    a, b = MediaBot("a"), MediaBot("b")
+    fz = FuzzPeer("fuzz0")
+    try:
+        await call_with_fuzzer(sfu, a, b, fz)
+        before = snapshot(sfu)
+        run = await fuzz(fz, Mutator(fz, seed=11), 4000, rate=2000, max_seconds=60)
+        await asyncio.sleep(0.5)
+        after = snapshot(sfu)
+        acc = account(before, after, "fuzz0", run)
+        # 2 s at 2000/s against 400 + 200 a second: most of it is over the limit
+        assert acc["fuzz_rate_limited"] >= 1500, acc
+        assert acc["drops"]["drop_rate_limited"] == acc["fuzz_rate_limited"], acc
+        assert 4000 - acc["udp_rcvbuf_drops"] <= acc["fuzz_arrived"] <= 4000, acc
+        for pid in ("a", "b"):  # the call's transports stayed under their limits
+            p = sfu.participants[pid]
+            assert p.pub.rate_limited == 0 and p.sub.rate_limited == 0
         await a.stop_media()
         await b.stop_media()
         await asyncio.sleep(0.3)

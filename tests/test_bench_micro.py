@@ -13,7 +13,7 @@ import struct
 from typing import Any
 
 from bench.media import MAGIC, PROBE, StreamSpec, find_probe, frame_payloads, rtp_header
-from sealroom.sframe import FrameDecryptor, FrameEncryptor
+from e2ee.sframe import FrameDecryptor, FrameEncryptor
 from sfu.peer import Negotiated
 from sfu.rtp import URI_AUDIO_LEVEL, URI_MID, RtpHeader, build_extensions, build_packet
 from sfu.stats import Stats

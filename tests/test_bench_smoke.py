@@ -113,7 +113,7 @@ def test_smoke_rooms_and_workers(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_smoke_uplink_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--uplink-loss: the publishers withhold a share of their video and answer NACKs;
     sealroom and Janus get the withheld packets back to their receivers (sealroom: its
-    upstream NACKs, issue 21), the bare reflector cannot; every figure is there and adds up.
+    upstream NACKs), the bare reflector cannot; every figure is there and adds up.
     """
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
@@ -145,7 +145,7 @@ def test_smoke_uplink_loss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
             assert up["server"] is None and gen["nacks"] == 0
             continue
         # both SFUs negotiated RTX on the publishers' video m-lines, NACKed the holes and
-        # forwarded the repaired packets (sealroom: since issue 21's upstream NACKs)
+        # forwarded the repaired packets (sealroom: its upstream NACKs)
         assert gen["rtx_streams"] == 3 and gen["plain_streams"] == 0, gen
         assert up["nacked"] > 0 and up["resent"] > 0, (name, "no NACK for a hole", up)
         assert up["recovered"] > 0 and up["recovered_share"] >= 0.5, (name, up)

@@ -1,7 +1,7 @@
 """The whole product in real Chromium: people meet in a sealed room and see each other.
 
 Three headless Chromiums, each with its own fake camera (a distinct pattern of coloured
-blocks, tests/fakecam.py), open the page served by the server that ``sealroom serve``
+blocks, peers/fakecam.py), open the page served by the server that ``sealroom serve``
 builds (same argument parser, same config functions, SFU included, in this process so
 that a tap can be put inside the SFU). They join through the join form. Every browser
 must then show the other two's pictures — checked by pixels against the sender's own
@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from bench.links import serve
-from sealroom.e2eebot import E2eeBot
+from peers.browser import ARTIFACTS
+from peers.e2eebot import E2eeBot
+from peers.fakecam import block_diff, expected
 from sfu import Sfu
 from sfu.ice import IcePolicy
-from tests.browser import ARTIFACTS
 from tests.callpage import (
     PASSWORD,
     ROOM,
@@ -37,7 +38,6 @@ from tests.callpage import (
     until,
 )
 from tests.conftest import BrowserFactory
-from tests.fakecam import block_diff, expected
 from tests.sfutap import SfuTap, analyse, analyse_frames, encode_vp8, vp8_pictures
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
@@ -140,7 +140,7 @@ async def test_three_browsers_see_and_hear_each_other(
         await pages[1].screenshot(path=str(ARTIFACTS / "call-3.png"))
 
         # A Python participant encrypting real VP8 with the Python reference of the frame
-        # format (sealroom/sframe.py) and the Python twin of the key exchange joins: every
+        # format (e2ee/sframe.py) and the Python twin of the key exchange joins: every
         # browser shows its picture, and it decrypts a browser's (cross-implementation).
         bot = E2eeBot(srv.ws, ROOM, PASSWORD, "Python Bot", color=BOT_COLOR,
                       ice=IcePolicy("127.0.0.1", port_min=48000, port_max=48999))

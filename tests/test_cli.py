@@ -112,7 +112,7 @@ async def test_a_real_server_process_keeps_no_secret_in_its_logs_or_on_disk(tmp_
     """Run ``sealroom serve --log-level debug`` as a process, hold a sealed conversation
     and a wrong-password attempt, then search its whole output and its working/home
     directories for the password, the derived keys and the plaintext."""
-    from signaling.client import ServerError, SignalingClient
+    from peers.client import ServerError, SignalingClient
 
     password, plaintext = "hunter2-but-longer", "meet at the north gate at noon"
     home = tmp_path / "home"

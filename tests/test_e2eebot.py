@@ -15,8 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from sealroom.e2eebot import BAR_ROWS, E2eeBot, decode_vp8
-from sealroom.sframe import EncryptedFrame, FrameRejected, KeyId
+from e2ee.sframe import EncryptedFrame, FrameRejected, KeyId
+from peers.e2eebot import BAR_ROWS, E2eeBot, decode_vp8
 from sfu import Sfu, SfuConfig
 from sfu.ice import IcePolicy
 from tests.conftest import RunningServer

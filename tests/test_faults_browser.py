@@ -1,4 +1,4 @@
-"""Issue 22 in real Chromium: a process dies, the call carries on.
+"""Faults in real Chromium: a process dies, the call carries on.
 
 * An SFU worker gets SIGKILL (``--workers 2``, two rooms pinned to different workers):
   the two participants of its room are told, rejoin by themselves (web/js/call.js) and
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import netshape
 from bench.faults import (
     ROOMS,
     browser_fault,
@@ -33,7 +34,6 @@ from bench.faults import (
     wait_for,
 )
 from bench.links import everyone_receives, snapshot
-from tests import netshape
 from tests.conftest import BrowserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]

@@ -10,9 +10,9 @@ ones its ``drop`` rule names, tells any participant anything (``tell``: fake mem
 events, replayed or reordered envelopes) and can hand the next joiner a sender index of
 its choosing (``force_index``).
 
-Each participant is a real ``SignalingClient`` (signaling/client.py) with a real
-``KeyManager`` (sealroom/mediakeys.py) over a real ``FrameEncryptor`` / ``FrameDecryptor``
-(sealroom/sframe.py) whose clock the test can take over. The "SFU" is this file handing the
+Each participant is a real ``SignalingClient`` (peers/client.py) with a real
+``KeyManager`` (e2ee/mediakeys.py) over a real ``FrameEncryptor`` / ``FrameDecryptor``
+(e2ee/sframe.py) whose clock the test can take over. The "SFU" is this file handing the
 frames one participant's encryptor made to another's decryptor — or withholding, forging
 and re-routing them. Every test is one attack and fails if the attack works.
 """
@@ -33,8 +33,9 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from sealroom.mediakeys import KeyManager, open_media_key
-from sealroom.sframe import (
+from e2ee.mediakeys import KeyManager, open_media_key
+from e2ee.roomcrypto import EnvelopeHeader, b64, open_envelope, unb64
+from e2ee.sframe import (
     GRACE,
     MAX_STEP,
     EncryptedFrame,
@@ -49,8 +50,7 @@ from sealroom.sframe import (
     encrypt_frame,
     ratchet,
 )
-from signaling.client import Sealed, SignalingClient
-from signaling.roomcrypto import EnvelopeHeader, b64, open_envelope, unb64
+from peers.client import Sealed, SignalingClient
 
 pytestmark = pytest.mark.timeout(60)  # a safety net: each test takes a few seconds
 

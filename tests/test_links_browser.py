@@ -1,8 +1,8 @@
-"""Issue 21 in real Chromium: a bad link costs its owner, not the call.
+"""Shaped links in real Chromium: a bad link costs its owner, not the call.
 
-Three headless Chromiums with moving, noisy cameras (tests/fakecam.py
+Three headless Chromiums with moving, noisy cameras (peers/fakecam.py
 ``write_moving_y4m``: ~1.7 Mbit/s each) hold a call through the SFU that ``sealroom
-serve`` builds; tests/netshape.py spoils one participant's link on loopback:
+serve`` builds; bench/netshape.py spoils one participant's link on loopback:
 
 * A's uplink loses 5 % of its packets: the SFU asks A again for what it lost (NACK,
   RFC 4585 §6.2.1) and A's retransmissions (RFC 4588) fill the holes before B and C
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import netshape
 from bench.links import (
     Participant,
     Sample,
@@ -32,9 +33,8 @@ from bench.links import (
     record,
     windows,
 )
-from tests import netshape
+from bench.netshape import drop_uplink, limit_downlink
 from tests.conftest import BrowserFactory
-from tests.netshape import drop_uplink, limit_downlink
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]
 

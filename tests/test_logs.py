@@ -22,10 +22,10 @@ import time
 
 import pytest
 
+from peers.client import ServerError, SignalingClient
+from peers.mediabot import MediaBot
 from sealroom import logs
-from sealroom.mediabot import MediaBot
 from sfu.ice import IcePolicy
-from signaling.client import ServerError, SignalingClient
 from tests.leaks import derived_secrets, text_forms
 
 PASSWORD = "correct horse battery staple, logged nowhere"

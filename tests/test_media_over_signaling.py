@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from sealroom.mediabot import MediaBot
+from peers.client import SignalingClient
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig
 from sfu.ice import IcePolicy
-from signaling.client import SignalingClient
 from tests.conftest import RunningServer
 from tests.test_sfu_room import assert_delivered
 

@@ -1,4 +1,4 @@
-"""Media keys (sealroom/mediakeys.py): vectors, refusals, and the protocol over a real server.
+"""Media keys (e2ee/mediakeys.py): vectors, refusals, and the protocol over a real server.
 
 The vectors in tests/vectors/mediakeys.json are shared with web/test/mediakeys.test.mjs, so
 the browser's web/js/mediakeys.js and this twin produce and accept the same bytes.
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sealroom.mediakeys import (
+from e2ee.mediakeys import (
     Identity,
     KeyManager,
     Peer,
@@ -30,9 +30,9 @@ from sealroom.mediakeys import (
     verify_ack,
     verify_hello,
 )
-from sealroom.sframe import FrameDecryptor, FrameEncryptor, FrameRejected, SendKey
-from signaling.client import SignalingClient
-from signaling.roomcrypto import b64, unb64
+from e2ee.roomcrypto import b64, unb64
+from e2ee.sframe import FrameDecryptor, FrameEncryptor, FrameRejected, SendKey
+from peers.client import SignalingClient
 from tests.conftest import RunningServer
 
 VECTORS = Path(__file__).parent / "vectors"

@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sealroom.mediabot import MediaBot
+from peers.client import ServerError, SignalingClient
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig
 from sfu.ice import IcePolicy
-from signaling.client import ServerError, SignalingClient
 from tests.conftest import RunningServer
 
 PASSWORD = "counting packets"
@@ -140,7 +140,7 @@ async def test_rate_limit_close_is_counted(
 
 
 class _NoLiveWorker:
-    """A media plane whose workers are all down (sealroom.workers.SfuWorkers.accepting)."""
+    """A media plane whose workers are all down (sfu.workers.SfuWorkers.accepting)."""
 
     def accepting(self) -> bool:
         return False

@@ -1,4 +1,4 @@
-"""tests/netshape.py does to UDP on loopback what it says, and leaves lo as it found it.
+"""bench/netshape.py does to UDP on loopback what it says, and leaves lo as it found it.
 
 Plain UDP sockets on 127.0.0.1, no browser: the shaped links of the browser tests and
 of bench/links.py are only as good as these checks. Loss is checked against a
@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import netshape
-from tests.netshape import NetshapeError, drop_uplink, limit_downlink
+from bench import netshape
+from bench.netshape import NetshapeError, drop_uplink, limit_downlink
 
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # asm-generic/socket.h; Python's socket lacks them
 

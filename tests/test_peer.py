@@ -5,6 +5,9 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+import pytest
+
+import sfu.peer as peer_module
 from sfu.ice import IcePolicy
 from sfu.peer import RawPeer
 
@@ -40,3 +43,24 @@ async def test_adopted_video_transceivers_drop_the_unused_receive_pipeline() -> 
     adopted = await _bytes_per_transceiver(adopt=True)
     assert stock > 60_000, f"aiortc's receiver got lighter ({stock:.0f} B): revisit _shed"
     assert adopted < 10_000, f"{adopted:.0f} B per adopted video transceiver"
+
+
+async def test_ingress_limit_admits_max_pps_per_window_and_counts_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(peer_module.time, "monotonic", lambda: clock[0])
+    errors: list[str] = []
+    peer = RawPeer(IcePolicy(), lambda d: None, lambda d: None, errors.append, max_pps=3)
+    try:
+        assert [peer._over_limit() for _ in range(5)] == [False, False, False, True, True]
+        assert peer.rate_limited == 2 and errors == ["rate_limited"] * 2
+        clock[0] += 0.999  # the window that began at the first datagram is still open
+        assert peer._over_limit()
+        clock[0] += 0.002
+        assert [peer._over_limit() for _ in range(4)] == [False, False, False, True]
+        assert peer.rate_limited == 4
+        unlimited = RawPeer(IcePolicy(), lambda d: None, lambda d: None)
+        assert not any(unlimited._over_limit() for _ in range(10_000))
+        await unlimited.close()
+    finally:
+        await peer.close()

@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from signaling.client import KdfChanged, SignalingClient, origin_of
-from signaling.roomcrypto import RoomKeys, b64, room_keys, sign_join, unb64
+from e2ee.roomcrypto import RoomKeys, b64, room_keys, sign_join, unb64
+from peers.client import KdfChanged, SignalingClient, origin_of
 from tests.conftest import RunningServer
 
 Start = Callable[..., Awaitable[RunningServer]]

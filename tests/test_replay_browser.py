@@ -53,6 +53,7 @@ import pytest
 from aiohttp import web
 
 from sealroom.cli import build_parser, config_from_args, sfu_config_from_args
+from sealroom.metrics import Metrics
 from sfu import Sfu
 from sfu.rtp import RtpHeader, build_packet
 from sfu.track import PublishedTrack, Slot
@@ -85,7 +86,7 @@ async def serve() -> AsyncIterator[tuple[Sfu, str]]:
         ["serve", "--host", "127.0.0.1", "--port", "0", "--media-host", "127.0.0.1"]
     )
     sfu = Sfu(sfu_config_from_args(args))
-    server = SignalingServer(config_from_args(args), sfu)
+    server = SignalingServer(config_from_args(args), sfu, metrics=Metrics)
     runner = web.AppRunner(server.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -98,7 +99,7 @@ async def serve() -> AsyncIterator[tuple[Sfu, str]]:
 
 async def open_builtin_camera(chromium: BrowserFactory) -> Any:
     """A fresh Chromium whose fake camera is Chromium's own 640×480 test pattern, not a
-    tests/fakecam.py file: its frames are bigger (several RTP packets each, key frames
+    peers/fakecam.py file: its frames are bigger (several RTP packets each, key frames
     included), so the replay exercises Chromium's reassembly of multi-packet frames."""
     ctx = await chromium()
     page = await ctx.new_page()

@@ -19,7 +19,7 @@ import pytest
 
 from bench import links
 from bench.restart import call, restart_round, serving
-from signaling.client import ServerError, SignalingClient
+from peers.client import ServerError, SignalingClient
 from tests.conftest import BrowserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from e2ee import roomcrypto as rc
+from e2ee.roomcrypto import KdfParams, b64, unb64
+from peers.client import ReconnectingClient, Resume, ServerError, SignalingClient
 from signaling import resume, rooms
-from signaling import roomcrypto as rc
-from signaling.client import ReconnectingClient, Resume, ServerError, SignalingClient
-from signaling.roomcrypto import KdfParams, b64, unb64
 from tests.conftest import RunningServer
 from tests.test_shutdown import BOUND, free_port, start
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 
-from signaling.client import ServerError, SignalingClient
+from peers.client import ServerError, SignalingClient
 from tests.conftest import RunningServer
 
 PASSWORD = "behind the proxy"

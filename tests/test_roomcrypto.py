@@ -1,4 +1,4 @@
-"""signaling.roomcrypto: vectors byte for byte, round trips, tampering, parameter policy,
+"""e2ee.roomcrypto: vectors byte for byte, round trips, tampering, parameter policy,
 and the Python ↔ JavaScript cross-check (node runs web/js/roomcrypto.js)."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signaling import roomcrypto as rc
-from signaling.roomcrypto import EnvelopeHeader, InvalidEnvelope, KdfParams
+from e2ee import roomcrypto as rc
+from e2ee.roomcrypto import EnvelopeHeader, InvalidEnvelope, KdfParams
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS_PATH = ROOT / "tests" / "vectors" / "roomcrypto.json"
@@ -363,7 +363,7 @@ def test_verify_join_needs_no_pynacl() -> None:
     # The server imports verify_join: importing the module must not import libsodium bindings.
     code = (
         "import sys; sys.modules['nacl'] = None\n"
-        "from signaling.roomcrypto import verify_join\n"
+        "from e2ee.roomcrypto import verify_join\n"
         "print(verify_join(bytes(32), bytes(64), 'o', 'r', b'n', 'c'))\n"
     )
     out = subprocess.run(

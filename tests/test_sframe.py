@@ -1,4 +1,4 @@
-"""sealroom.sframe: RFC 9605 vectors, the FORMAT.md check value, the frame rules, the
+"""e2ee.sframe: RFC 9605 vectors, the FORMAT.md check value, the frame rules, the
 key policy (FORMAT.md, Key policy) tried the way a hostile server would, and both
 directions against the browser worker (e2ee-worker/worker.js run by Node)."""
 
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sealroom import sframe
-from sealroom.sframe import (
+from e2ee import sframe
+from e2ee.sframe import (
     CTR_LIMIT,
     GRACE,
     MAX_STEP,

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from sealroom.mediabot import MediaBot
+from peers.client import SignalingClient
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig
 from sfu.ice import IcePolicy
-from signaling.client import SignalingClient
 from tests.conftest import BrowserFactory, RunningServer
 
 pytestmark = pytest.mark.browser

@@ -9,7 +9,7 @@ import os
 import pytest
 from aiortc import RTCPeerConnection
 
-from sealroom.mediabot import MediaBot
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig
 
 pytestmark = pytest.mark.media

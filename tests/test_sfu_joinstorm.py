@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sealroom.mediabot import MediaBot
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig
 
 pytestmark = pytest.mark.media

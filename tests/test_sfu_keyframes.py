@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sealroom.mediabot import MediaBot
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig, rtcp
 from sfu.vp8 import is_keyframe
 

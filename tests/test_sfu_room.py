@@ -11,7 +11,7 @@ from typing import Any
 import av
 import pytest
 
-from sealroom.mediabot import MediaBot
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig
 from sfu.ice import IcePolicy
 from sfu.vp8 import is_keyframe

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sealroom.mediabot import MediaBot
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig
 
 pytestmark = pytest.mark.media

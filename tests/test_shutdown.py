@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from signaling.client import ServerError, SignalingClient
+from peers.client import ServerError, SignalingClient
 
 PASSWORD = "a graceful exit is still an exit"
 GRACE = 3.0

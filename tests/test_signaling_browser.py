@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from sealroom.mediakeys import Identity, make_hello, verify_hello
-from signaling.client import SignalingClient
-from signaling.roomcrypto import KdfParams, b64
-from tests.browser import ARTIFACTS
+from e2ee.mediakeys import Identity, make_hello, verify_hello
+from e2ee.roomcrypto import KdfParams, b64
+from peers.browser import ARTIFACTS
+from peers.client import SignalingClient
 from tests.conftest import BrowserFactory, RunningServer
 
 pytestmark = pytest.mark.browser

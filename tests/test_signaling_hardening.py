@@ -1,4 +1,4 @@
-"""The signaling server against slow, flooding and hostile clients (issue 22, part 2).
+"""The signaling server against slow, flooding and hostile clients.
 
 Clients here are protocol-level (bench/sigflood.py ``RawMember``): they sign joins with keys
 derived once, so that hundreds of sockets cost no Argon2id each. Client addresses other than
@@ -21,8 +21,8 @@ import aiohttp
 import pytest
 
 from bench.sigflood import RawMember, Refused, RoomSecret
+from e2ee.roomcrypto import KdfParams
 from sealroom import logs
-from signaling.roomcrypto import KdfParams
 from tests.conftest import RunningServer
 
 Start = Callable[..., Awaitable[RunningServer]]

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 
-from signaling.client import Sealed, ServerError, SignalingClient
-from signaling.roomcrypto import KdfParams, WeakKdfParams, b64, room_keys
+from e2ee.roomcrypto import KdfParams, WeakKdfParams, b64, room_keys
+from peers.client import Sealed, ServerError, SignalingClient
 from tests.conftest import RunningServer
 from tests.leaks import derived_secrets, text_forms
 

@@ -1,7 +1,8 @@
 """The repository stands alone: nothing in it cites or reads files from outside it.
 
-Whoever clones it gets every document it refers to (docs/, e2ee-worker/FORMAT.md); the
-background the project grew from is not shipped, so no file may point at it.
+Whoever clones it gets every document it refers to (docs/, with docs/DESIGN.md for the
+architecture and its rules, and e2ee-worker/FORMAT.md); the background the project grew
+from is not shipped, so no file may point at it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Built from pieces so that this file does not match itself.
-FORBIDDEN = ("DESIGN" + ".md", "../" + "shared/", "/work/" + "shared")
+FORBIDDEN = ("shared/" + "DESIGN.md", "../" + "shared/", "/work/" + "shared")
 
 
 def tracked_files() -> list[Path]:
@@ -35,3 +36,9 @@ def test_no_file_cites_anything_outside_the_repository() -> None:
             hits += [f"{path.relative_to(ROOT)}:{number}: {word}" for word in FORBIDDEN
                      if word in line]
     assert not hits, "\n".join(hits)
+
+
+def test_the_design_document_is_the_repositorys_own() -> None:
+    design = ROOT / "docs" / "DESIGN.md"
+    assert design.is_file() and "docs/DESIGN.md" in {
+        str(p.relative_to(ROOT)) for p in tracked_files()}

@@ -21,8 +21,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from peers.client import SignalingClient
 from signaling import turn
-from signaling.client import SignalingClient
 from tests import callpage
 from tests.conftest import BrowserFactory
 

@@ -10,7 +10,7 @@ map: it cannot read or forge a frame.
 
 Three headless Chromiums meet in a sealed room through a real ``sealroom`` server (SFU in
 this process), on the real page, E2EE on: publishers A and B, each with its own fake camera
-pattern (tests/fakecam.py), and the subscriber C (camera off). The SFU forwards every
+pattern (peers/fakecam.py), and the subscriber C (camera off). The SFU forwards every
 track as usual; only the ``tracks`` map in the sub offers it sends to C is forged, by
 wrapping ``Participant.send`` — ``Participant._maybe_offer`` builds the map inline and
 hands the offer straight to ``send``, so that is where the hostile SFU rewrites it.
@@ -48,11 +48,11 @@ from typing import Any
 
 import pytest
 
+from peers.fakecam import block_diff, expected
 from sfu import Sfu
 from sfu.participant import Participant
 from tests.callpage import join, open_browser, sample, until
 from tests.conftest import BrowserFactory
-from tests.fakecam import block_diff, expected
 from tests.test_replay_browser import HIDE_VIDEO, poll, serve, slot_of, worker_counters
 
 pytestmark = [pytest.mark.browser, pytest.mark.media]

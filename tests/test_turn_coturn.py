@@ -24,11 +24,11 @@ import pytest_asyncio
 from aioice import Connection, stun
 from aioice.turn import create_turn_endpoint
 
-from sealroom.mediabot import MediaBot
+from peers.client import SignalingClient
+from peers.mediabot import MediaBot
 from sfu import Sfu, SfuConfig
 from sfu.ice import IcePolicy, TurnRelay
 from signaling import turn
-from signaling.client import SignalingClient
 from tests import callpage
 from tests.conftest import BrowserFactory, RunningServer
 

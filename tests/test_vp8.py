@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sealroom.mediabot import vp8_frame
+from peers.mediabot import vp8_frame
 from sfu.vp8 import Vp8Descriptor, build_descriptor, is_keyframe
 
 

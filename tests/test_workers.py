@@ -23,10 +23,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sealroom import workers as workers_module
+from peers.client import SignalingClient
+from peers.mediabot import MediaBot
 from sealroom.cli import build_parser
-from sealroom.mediabot import MediaBot
-from sealroom.workers import (
+from sfu import SfuConfig
+from sfu import workers as workers_module
+from sfu.ice import IcePolicy
+from sfu.workers import (
     FRAME_MAX,
     WORKER_LOST,
     FrameError,
@@ -36,9 +39,6 @@ from sealroom.workers import (
     split_ports,
     worker_count,
 )
-from sfu import SfuConfig
-from sfu.ice import IcePolicy
-from signaling.client import SignalingClient
 from tests.conftest import RunningServer
 from tests.test_sfu_room import assert_delivered
 
@@ -447,7 +447,7 @@ def test_serve_with_two_workers_starts_and_stops_without_orphans() -> None:
         assert _wait_ready(proc, port) == {"status": "ready", "sfu": True}
         workers = _children(proc.pid)
         assert len(workers) == 2, [_cmdline(p) for p in workers]
-        assert all("sealroom.workers" in _cmdline(p) for p in workers)
+        assert all("sfu.workers" in _cmdline(p) for p in workers)
         status, text = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and "sealroom_sfu_workers 2.0" in text
         assert 'sealroom_sfu_worker_up{worker="1"} 1.0' in text
@@ -467,7 +467,7 @@ def test_serve_with_two_workers_starts_and_stops_without_orphans() -> None:
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     worker_lines = [r for r in lines if r["msg"].startswith("sfu-worker[")]
     assert {r["msg"].split("]")[0] for r in worker_lines} == {"sfu-worker[0", "sfu-worker[1"}
-    assert all(r["logger"] == "sealroom.workers" for r in worker_lines)
+    assert all(r["logger"] == "sfu.workers" for r in worker_lines)
 
 
 def test_workers_exit_when_the_server_is_killed() -> None:

@@ -1,6 +1,6 @@
 """Generate tests/vectors/roomcrypto.json, the room-crypto vectors shared by Python and JS.
 
-Deliberately written WITHOUT signaling.roomcrypto: it restates docs/PROTOCOL.md ("Keys",
+Deliberately written WITHOUT e2ee.roomcrypto: it restates docs/PROTOCOL.md ("Keys",
 "Connecting and joining", "Sealed messages") from the primitives (hashlib/hmac for SHA-256 and
 RFC 5869 HKDF, libsodium through PyNaCl for Argon2id and Ed25519, `cryptography` for
 AES-256-GCM), so the vectors check the module instead of echoing it. Everything is

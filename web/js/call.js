@@ -33,7 +33,7 @@ import { ServerError, SignalingClient } from "./signaling.js";
 /** Join errors after which trying again cannot help ("kdf-changed" is the client's own). */
 const FATAL = new Set(["wrong-password", "room-locked", "room-full", "bad-room", "too-many-attempts",
   "kdf-changed", "bad-resume"]);
-// docs/PROTOCOL.md "Reconnecting" (signaling/client.py RECONNECT_DELAYS is the same): the wait
+// docs/PROTOCOL.md "Reconnecting" (peers/client.py RECONNECT_DELAYS is the same): the wait
 // before each attempt. The first is the server's going-away.retry_after when it sent one (at
 // most 30 s). Every 0.5 s for 10 s, every second until 30 s, then every 5 s until about a
 // minute: a restarting server is found within 0.5–1 s of listening; 46 attempts, then 'lost'.

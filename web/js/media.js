@@ -33,8 +33,11 @@ const GATHER_TIMEOUT_MS = 5000;
 /** Longest wait for the SFU's answer to the pub offer. */
 const ANSWER_TIMEOUT_MS = 20000;
 
-/** Resolve when `pc` has gathered its candidates (or after GATHER_TIMEOUT_MS). */
-function gathered(pc) {
+/**
+ * Resolve when `pc` has gathered its candidates, or `closed` resolves (a closed PC fires no
+ * more events), or after GATHER_TIMEOUT_MS.
+ */
+function gathered(pc, closed) {
   if (pc.iceGatheringState === 'complete') return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
@@ -45,6 +48,7 @@ function gathered(pc) {
     const check = () => { if (pc.iceGatheringState === 'complete') done(); };
     const timer = setTimeout(done, GATHER_TIMEOUT_MS);
     pc.addEventListener('icegatheringstatechange', check);
+    closed.then(done);
   });
 }
 
@@ -71,6 +75,7 @@ export class MediaSession extends EventTarget {
     this.streams = new Map(); // participant → MediaStream of its received tracks
     this.attached = new WeakMap(); // RTCRtpReceiver → participant its decrypt transform serves
     this.closed = false;
+    this.whenClosed = new Promise((resolve) => { this.markClosed = resolve; }); // close() resolves it
     this.pubAnswer = null; // {resolve, reject} while a pub offer waits for its answer
     this.subQueue = Promise.resolve(); // sub offers are handled one at a time, in order
     this.onMessage = ({ detail }) => this.#onMessage(detail);
@@ -88,7 +93,13 @@ export class MediaSession extends EventTarget {
     if (this.closed) throw new Error('media session closed');
     if (this.pub !== null) throw new Error('already publishing; use replaceTrack()');
     const pc = (this.pub = this.#newPc('pub'));
+    // close() may come at any await below (the call lost its socket, or this PC failed):
+    // then stop with one error, before touching the closed PC or arming the answer timer.
+    const stillOpen = () => {
+      if (this.closed) throw new Error('media session closed');
+    };
     for (const kind of KINDS) {
+      stillOpen();
       const track = stream.getTracks().find((t) => t.kind === kind) ?? null;
       const transceiver = pc.addTransceiver(kind, { direction: 'sendonly', streams: [stream] });
       preferCodecs(transceiver, kind);
@@ -97,8 +108,10 @@ export class MediaSession extends EventTarget {
       if (track) await transceiver.sender.replaceTrack(track);
       this.senders.set(kind, transceiver.sender);
     }
+    stillOpen();
     await pc.setLocalDescription();
-    await gathered(pc);
+    await gathered(pc, this.whenClosed);
+    stillOpen();
     let timer;
     const answer = new Promise((resolve, reject) => {
       this.pubAnswer = { resolve, reject };
@@ -107,17 +120,18 @@ export class MediaSession extends EventTarget {
         reject(new Error('no answer from the SFU'));
       }, ANSWER_TIMEOUT_MS);
     });
-    this.signaling.send({ type: 'sfu-offer', pc: 'pub', sdp: pc.localDescription.sdp });
     let sdp;
     try {
+      this.signaling.send({ type: 'sfu-offer', pc: 'pub', sdp: pc.localDescription.sdp });
       sdp = await answer;
     } catch (err) {
+      this.pubAnswer = null;
       this.#fail('pub', String(err?.message ?? err));
       throw err;
     } finally {
-      clearTimeout(timer);
+      clearTimeout(timer); // no rejection can outlive this call (it would be unhandled)
     }
-    if (this.closed) return;
+    stillOpen();
     await pc.setRemoteDescription({ type: 'answer', sdp });
   }
 
@@ -145,6 +159,7 @@ export class MediaSession extends EventTarget {
   close() {
     if (this.closed) return;
     this.closed = true;
+    this.markClosed();
     this.signaling.removeEventListener('message', this.onMessage);
     this.pubAnswer?.reject(new Error('media session closed'));
     this.pubAnswer = null;
@@ -277,7 +292,7 @@ export class MediaSession extends EventTarget {
       }
     }
     await pc.setLocalDescription();
-    await gathered(pc);
+    await gathered(pc, this.whenClosed);
     if (this.closed) return;
     this.signaling.send({ type: 'sfu-answer', pc: 'sub', sdp: pc.localDescription.sdp });
     for (const [mid, was] of ended) {

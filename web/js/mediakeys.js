@@ -1,5 +1,5 @@
 // Media keys: who is in the room (signed hellos), how each sender's frame key reaches every
-// member (boxed and signed), and the room security code. The twin of sealroom/mediakeys.py;
+// member (boxed and signed), and the room security code. The twin of e2ee/mediakeys.py;
 // the protocol is docs/PROTOCOL.md "Media keys". tests/vectors/mediakeys.json pins both
 // languages.
 //

@@ -1,4 +1,4 @@
-// Room cryptography of sealed signaling: the browser twin of signaling/roomcrypto.py.
+// Room cryptography of sealed signaling: the browser twin of e2ee/roomcrypto.py.
 //
 // docs/PROTOCOL.md, "Keys", "Connecting and joining", "Sealed messages":
 //   K        = Argon2id(NFC(password), params.salt)             libsodium crypto_pwhash; the
@@ -106,7 +106,7 @@ export class KdfParams {
   }
 }
 
-/** Refuse exactly what signaling/roomcrypto.py check_kdf_params refuses. */
+/** Refuse exactly what e2ee/roomcrypto.py check_kdf_params refuses. */
 export function checkKdfParams(p) {
   const salt = p.salt;
   if (!(salt instanceof Uint8Array) || salt.length !== SALT_SIZE) {

@@ -1,4 +1,4 @@
-// Browser signaling client: the twin of signaling/client.py (docs/PROTOCOL.md).
+// Browser signaling client: the twin of peers/client.py (docs/PROTOCOL.md).
 //
 // The password and every key derived from it stay in this object. The server sees only the
 // admission public key, a signature over its challenge, and sealed envelopes.
@@ -47,7 +47,7 @@ export class SignalingClient extends EventTarget {
   #keys = null;
   #replay = new ReplayGuard(); // never forgets a sender: ids are not reused in a room
   #seenIds = new Set(); // every participant id and sender index of this session (neither
-  #seenIndexes = new Set(); // is reused in a room): the twin of signaling/client.py's seen_*
+  #seenIndexes = new Set(); // is reused in a room): the twin of peers/client.py's seen_*
   #waiters = [];
   #seq = 0;
   #opening = Promise.resolve(); // envelopes are opened one at a time, in arrival order

@@ -23,7 +23,9 @@ and meanwhile new rooms go to the live ones. A worker exits when its parent goes
 (EOF on the socket, also after SIGKILL of the parent), ignores SIGINT (Ctrl-C reaches
 the whole process group; the parent stops the workers in order) and exits cleanly on
 SIGTERM. Workers see SDP and ``sfu-*`` messages only, never signaling secrets, and log
-with the parent's level and format (docs/DEPLOY.md, Logs).
+with the parent's level and format (docs/DEPLOY.md, Logs) through the set-up function the
+application names (``log_setup``, "module:function"; this package imports no application
+code).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -45,9 +48,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sealroom import logs
-from sealroom.metrics import LoopLag, sfu_gauges
 from sfu import Sfu, SfuConfig
+from sfu.looplag import LoopLag
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +232,11 @@ class SfuWorkers:
     """The media plane as N worker processes; a drop-in ``MediaPlane`` for the server."""
 
     def __init__(self, config: SfuConfig, workers: int, *, log_level: str = "info",
-                 log_format: str = "text") -> None:
+                 log_format: str = "text", log_setup: str = "") -> None:
         self.config = config
         self.log_level = log_level
         self.log_format = log_format
+        self.log_setup = log_setup  # "module:function(level, fmt)" run in each worker
         ranges = split_ports(config.port_min, config.port_max, workers)
         self.workers: list[Worker] = [Worker(i, r) for i, r in enumerate(ranges)]
         self.members: dict[str, Member] = {}
@@ -261,7 +264,7 @@ class SfuWorkers:
             w.proc = await asyncio.create_subprocess_exec(
                 # -P: not the working directory first on sys.path (a stray ./sfu there
                 # would shadow ours); the parent found its modules without it.
-                sys.executable, "-P", "-m", "sealroom.workers", "--fd", str(child.fileno()),
+                sys.executable, "-P", "-m", "sfu.workers", "--fd", str(child.fileno()),
                 pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
             )
         except BaseException:
@@ -273,7 +276,8 @@ class SfuWorkers:
             reader, writer = await asyncio.open_unix_connection(sock=parent)
             w.channel = Channel(reader, writer)
             w.channel.post({"op": "start", "index": w.index, "config": dataclasses.asdict(cfg),
-                            "log_level": self.log_level, "log_format": self.log_format})
+                            "log_level": self.log_level, "log_format": self.log_format,
+                            "log_setup": self.log_setup})
             hello = await asyncio.wait_for(w.channel.read(), START_TIMEOUT)
             if hello is None or hello.get("op") != "ready":
                 raise FrameError(f"expected ready, got {hello and hello.get('op')!r}")
@@ -515,7 +519,7 @@ class SfuWorkers:
         return dict(total)
 
     def gauges(self) -> dict[str, int]:
-        """Rooms, participants, publishers, … of the live workers (metrics.sfu_gauges)."""
+        """Rooms, participants, publishers, … of the live workers (Sfu.gauges)."""
         total: Counter[str] = Counter()
         for w in self.workers:
             if w.alive:
@@ -672,7 +676,7 @@ class WorkerProcess:
                             self.dropped)
 
     def _post_stats(self) -> None:
-        gauges: dict[str, float] = dict(sfu_gauges(self.sfu))
+        gauges: dict[str, float] = dict(self.sfu.gauges())
         gauges["cpu_seconds"] = time.process_time()
         gauges["loop_lag_max"] = self.lag.max
         gauges["loop_lag_last"] = self.lag.last
@@ -698,15 +702,26 @@ class _Tag(logging.Filter):
         return True
 
 
+def setup_logging(setup: str, level: str, fmt: str) -> None:
+    """Configure a worker's logging: the application's ``module:function(level, fmt)`` if
+    named, else the standard library's default handler at ``level``."""
+    if setup:
+        module, _, name = setup.partition(":")
+        getattr(importlib.import_module(module), name)(level, fmt)
+    else:
+        logging.basicConfig(level=level.upper())
+
+
 async def _child(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     reader, writer = await asyncio.open_unix_connection(sock=sock)
     channel = Channel(reader, writer)
     start = await channel.read()
     if start is None or start["op"] != "start":
-        raise SystemExit("sealroom.workers: expected a start frame from the parent")
+        raise SystemExit("sfu.workers: expected a start frame from the parent")
     index = int(start["index"])
-    logs.setup(str(start.get("log_level", "info")), str(start.get("log_format", "text")))
+    setup_logging(str(start.get("log_setup", "")), str(start.get("log_level", "info")),
+                  str(start.get("log_format", "text")))
     for handler in logging.getLogger().handlers:
         handler.addFilter(_Tag(index))
     known = {f.name for f in dataclasses.fields(SfuConfig)}
@@ -720,7 +735,7 @@ async def _child(fd: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a worker process; only ``SfuWorkers`` starts it."""
-    parser = argparse.ArgumentParser(prog="python -m sealroom.workers")
+    parser = argparse.ArgumentParser(prog="python -m sfu.workers")
     parser.add_argument("--fd", type=int, required=True, help="the socket to the parent")
     args = parser.parse_args(argv)
     # Ctrl-C signals the whole process group: the parent stops the workers in order.
@@ -735,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as the module itself, so its logger is "sealroom.workers", not "__main__".
-    from sealroom import workers
+    # Run as the module itself, so its logger is "sfu.workers", not "__main__".
+    from sfu import workers
 
     raise SystemExit(workers.main())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import struct
 import unicodedata
@@ -448,3 +449,17 @@ def unb64(text: str) -> bytes:
     if base64.b64encode(data).decode("ascii") != text:  # §3.5: non-zero pad bits are refused
         raise ValueError("non-canonical base64")
     return data
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """An authenticated, opened envelope from another member."""
+
+    sender: str
+    to: str
+    epoch: int
+    seq: int
+    payload: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.payload)

@@ -1,14 +1,14 @@
 """A Python participant that publishes real, end-to-end encrypted VP8 and Opus.
 
 ``E2eeBot`` joins a room over the WebSocket (``SignalingClient``, password admission),
-runs the media-keys protocol (``sealroom.mediakeys.KeyManager``) and publishes through the
+runs the media-keys protocol (``e2ee.mediakeys.KeyManager``) and publishes through the
 SFU with a ``MediaBot`` whose frames come from real encoders (PyAV: libvpx VP8, libopus):
 
 * video: a solid colour (``color``) under a moving textured bar in the top rows, so a
   receiver that decrypts and decodes can check the colour of the lower part;
 * audio: a quiet 440 Hz tone, 20 ms Opus frames.
 
-Every frame is encrypted with ``sealroom.sframe`` (e2ee-worker/FORMAT.md) before the
+Every frame is encrypted with ``e2ee.sframe`` (e2ee-worker/FORMAT.md) before the
 MediaBot packetizes it (RFC 7741 for VP8). The bot also decrypts what it receives, so it
 is the "decrypting participant" of tests, and it exposes its keys (current and old) and
 the frames it sent and received, so a test can prove who can read what.
@@ -24,12 +24,12 @@ from typing import Any
 import av
 import numpy as np
 
-from sealroom.mediabot import MediaBot, Received
-from sealroom.mediakeys import DEBOUNCE, SWITCH_TIMEOUT, KeyManager
-from sealroom.sframe import FrameDecryptor, FrameEncryptor, FrameRejected, Kind, SendKey
+from e2ee.mediakeys import DEBOUNCE, SWITCH_TIMEOUT, KeyManager
+from e2ee.sframe import FrameDecryptor, FrameEncryptor, FrameRejected, Kind, SendKey
+from peers.client import SignalingClient
+from peers.mediabot import MediaBot, Received
 from sfu.ice import IcePolicy
 from sfu.vp8 import Vp8Descriptor
-from signaling.client import SignalingClient
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ none of it; the per-session keys below protect against the other password holder
   over a transcript binding room, from, to, sender index, generation, step, box nonce and
   box. ``media-key-ack`` answers it, signed as well.
 
-``KeyManager`` runs the protocol for a bot on a ``signaling.client.SignalingClient``,
-installing keys into ``sealroom.sframe``'s ``FrameEncryptor`` / ``FrameDecryptor``.
+``KeyManager`` runs the protocol for a bot on a ``peers.client.SignalingClient``,
+installing keys into ``e2ee.sframe``'s ``FrameEncryptor`` / ``FrameDecryptor``.
 Key material is never logged.
 """
 
@@ -29,15 +29,14 @@ import os
 import struct
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from sealroom.sframe import FrameDecryptor, FrameEncryptor, KeyRefused, SendKey
-from signaling.client import Sealed, SignalingClient
-from signaling.roomcrypto import b64, unb64
+from e2ee.roomcrypto import Sealed, b64, unb64
+from e2ee.sframe import FrameDecryptor, FrameEncryptor, KeyRefused, SendKey
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +342,20 @@ MESSAGE_TYPES = frozenset({"hello", "media-key", "media-key-ack"})
 KeyFrameCallback = Callable[[], Awaitable[None] | None]
 
 
+class SealedChannel(Protocol):
+    """What ``KeyManager`` needs of a joined signaling client (peers/client.py
+    ``SignalingClient`` is one): who we are, the members' sender indices, the inbox of
+    opened envelopes and server messages, and a way to seal a message to one or all."""
+
+    id: str | None
+    room: str | None
+    index: int | None
+    members: dict[str, int]
+    inbox: asyncio.Queue[dict[str, Any] | Sealed]
+
+    async def seal(self, to: str, payload: bytes | dict[str, Any]) -> int: ...
+
+
 class KeyManager:
     """Runs the media-keys protocol for one participant over a joined ``SignalingClient``.
 
@@ -354,7 +367,7 @@ class KeyManager:
 
     def __init__(
         self,
-        client: SignalingClient,
+        client: SealedChannel,
         encryptor: FrameEncryptor,
         decryptor: FrameDecryptor,
         name: str = "",

@@ -38,7 +38,7 @@ from sfu.vp8 import build_descriptor
 logger = logging.getLogger(__name__)
 
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
-# Frame sources (e.g. sealroom/e2eebot.py): one encoded, encrypted frame per call, or None.
+# Frame sources (e.g. peers/e2eebot.py): one encoded, encrypted frame per call, or None.
 VideoSource = Callable[[bool], bytes | None]  # argument: a key frame is wanted
 AudioSource = Callable[[], bytes | None]
 MAX_VP8_CHUNK = 1100  # bytes of VP8 frame per RTP packet when a frame source is set

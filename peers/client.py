@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from signaling.roomcrypto import (
+from e2ee.roomcrypto import (
     EnvelopeHeader,
     InvalidEnvelope,
     KdfParams,
@@ -35,6 +35,7 @@ from signaling.roomcrypto import (
     sign_join,
     unb64,
 )
+from e2ee.roomcrypto import Sealed as Sealed  # re-exported: what the inbox holds
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +72,6 @@ class Resume:
     cred: str  # base64, as the server sent it
     expires: float
     seed: bytes = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Sealed:
-    """An authenticated, opened envelope from another member."""
-
-    sender: str
-    to: str
-    epoch: int
-    seq: int
-    payload: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.payload)
 
 
 def origin_of(url: str) -> str:

@@ -33,6 +33,7 @@ from sfu import rtcp
 from sfu.ice import IcePolicy
 from sfu.peer import Negotiated, RawPeer, negotiated
 from sfu.rtp import RtpHeader, build_extensions, build_packet
+from sfu.simulcast import URI_REPAIRED_RID, URI_RID
 from sfu.vp8 import build_descriptor
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,9 @@ class MediaBot:
         self._picture_id = random.getrandbits(15)
         self.sub_offers = 0
         self.closed = False
+        # a REMB (bits/s) to send with every RR on the sub PC, as a browser's receive-side
+        # estimator does (None: no REMB)
+        self.send_remb: int | None = None
 
     # --- signaling ----------------------------------------------------------------------
 
@@ -325,7 +329,11 @@ class MediaBot:
         blocks = [rtcp.ReportBlock(r.ssrc, highest_sequence=(r.highest or 0) & 0xFFFFFFFF)
                   for r in self.received.values()]
         if self.sub.up:
-            await self.sub.send(bytes(rtcp.ReceiverReport(1, blocks[:31])))
+            report = bytes(rtcp.ReceiverReport(1, blocks[:31]))
+            if self.send_remb is not None:
+                report += bytes(rtcp.Remb(1, self.send_remb, [r.ssrc for r in
+                                                             self.received.values()]))
+            await self.sub.send(report)
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -491,3 +499,214 @@ class MediaBot:
 
 def _drop(*args: Any, **kwargs: Any) -> None:
     """A datagram sent into the void."""
+
+
+# --- simulcast ----------------------------------------------------------------------------
+
+RID_EXT_ID = 12  # the ids our simulcast offer gives the RID extensions (aiortc uses 1..3)
+REPAIRED_RID_EXT_ID = 13
+RID_PACKETS = 20  # packets of each SSRC that carry MID and RID, as Chromium (~0.5 s)
+TEMPORAL = (0, 2, 1, 2)  # L1T3: the TID of each frame in a cycle of four (RFC 7741 §4.2)
+
+
+@dataclass
+class Layer:
+    """One simulcast encoding of a ``SimulcastBot``."""
+
+    rid: str
+    width: int
+    height: int
+    body: int  # bytes of opaque frame per frame
+    ssrc: int = field(default_factory=lambda: random.getrandbits(32) or 1)
+    rtx_ssrc: int = field(default_factory=lambda: random.getrandbits(32) or 1)
+    seq: int = field(default_factory=lambda: random.getrandbits(16))
+    rtx_seq: int = field(default_factory=lambda: random.getrandbits(16))
+    ts: int = field(default_factory=lambda: random.getrandbits(32))
+    active: bool = True  # False: not sent (as encodings[i].active = false)
+    key_wanted: bool = True
+    frames: int = 0
+    tl0: int = field(default_factory=lambda: random.getrandbits(8))
+    packets: int = 0
+    octets: int = 0
+    plis: int = 0
+    sent: list[bytes] = field(default_factory=list)  # every payload, descriptor included
+    resend: dict[int, bytes] = field(default_factory=dict)
+
+
+class SimulcastBot(MediaBot):
+    """A publisher of VP8 simulcast as Chromium sends it (docs/SFU.md "Simulcast").
+
+    Its offer has ``a=rid:<id> send`` per layer, ``a=simulcast:send`` and the RID
+    extensions, and no ``a=ssrc`` for video; each layer has its own SSRC and RTX SSRC,
+    sequence, timestamps and L1T3 VP8 descriptors (15-bit PictureID from one shared
+    start, TL0PICIDX, TID); MID and RID ride only on each SSRC's first ``RID_PACKETS``
+    packets, repaired RID on every RTX packet. A PLI makes a key frame on the layer
+    whose SSRC it names. ``probe_first`` sends a padding-only packet on the top layer's
+    RTX SSRC, with only the MID, before any media (Chromium's first packet often is).
+    """
+
+    LAYERS = (("q", 320, 180, 250), ("h", 640, 360, 700), ("f", 1280, 720, 2000))
+
+    def __init__(self, pid: str, signal: Signal | None = None, *, probe_first: bool = False,
+                 layer_loss: Callable[[str, int], bool] | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("audio", False)
+        super().__init__(pid, signal, **kwargs)
+        self.layers = [Layer(rid, w, h, body) for rid, w, h, body in self.LAYERS]
+        self.probe_first = probe_first
+        # (rid, seq) -> True to withhold a packet we publish on that layer (a lossy uplink);
+        # the SFU's NACK for it is answered on the layer's RTX SSRC
+        self.layer_loss = layer_loss
+        self.offer_sdp = ""  # the pub offer as sent, and the SFU's answer to it
+        self.answer_sdp = ""
+
+    def layer(self, rid: str) -> Layer:
+        return next(x for x in self.layers if x.rid == rid)
+
+    def munge_offer(self, sdp: str) -> str:
+        """aiortc's offer made simulcast (RFC 8853 §5.1, RFC 8851 §4), as Chromium's."""
+        out: list[str] = []
+        video = False
+        for line in sdp.splitlines():
+            if line.startswith("m="):
+                if video:
+                    out.extend(self._simulcast_lines())
+                video = line.startswith("m=video")
+            if video and line.startswith(("a=ssrc:", "a=ssrc-group:")):
+                continue  # Chromium's simulcast offer has no a=ssrc lines
+            out.append(line)
+            if video and line.startswith("a=mid:"):
+                out.append(f"a=extmap:{RID_EXT_ID} {URI_RID}")
+                out.append(f"a=extmap:{REPAIRED_RID_EXT_ID} {URI_REPAIRED_RID}")
+        if video:
+            out.extend(self._simulcast_lines())
+        return "\r\n".join(out) + "\r\n"
+
+    def _simulcast_lines(self) -> list[str]:
+        return [f"a=rid:{x.rid} send" for x in self.layers] + [
+            "a=simulcast:send " + ";".join(x.rid for x in self.layers)]
+
+    async def publish(self) -> None:
+        pc = self.pub.pc
+        for kind in self.kinds:
+            t = pc.addTransceiver(kind, direction="sendonly")
+            caps = RTCRtpSender.getCapabilities(kind).codecs
+            t.setCodecPreferences([c for c in caps if c.mimeType.lower() in
+                                   (f"{kind}/{CODECS[kind]}", f"{kind}/rtx")])
+        self.pub.adopt()
+        await pc.setLocalDescription(await pc.createOffer())
+        self.pub.adopt()
+        self.offer_sdp = self.munge_offer(pc.localDescription.sdp)
+        await self._emit({"type": "sfu-offer", "pc": "pub", "sdp": self.offer_sdp})
+        self._media = asyncio.ensure_future(self._send_media())
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "sfu-answer" and msg.get("pc") == "pub":
+            self.answer_sdp = msg["sdp"]
+        await super()._dispatch(msg)
+
+    async def _send_video(self) -> None:
+        p = self._pub_params.get("video")
+        if p is None or "vp8" not in p.payload_types:
+            return
+        if self.probe_first and not self.counters["probes_sent"]:
+            await self._send_probe(p)
+        self._picture_id = (self._picture_id + 1) & 0x7FFF  # one picture, every layer
+        for x in self.layers:
+            if not x.active:
+                continue
+            key, x.key_wanted = x.key_wanted, False
+            if key:
+                x.frames = 0  # L1T3 restarts at a key frame
+            tid = TEMPORAL[x.frames % len(TEMPORAL)]
+            if tid == 0:
+                x.tl0 = (x.tl0 + 1) & 0xFF
+            x.frames += 1
+            x.ts = (x.ts + 90000 // self.fps) & 0xFFFFFFFF
+            frame = vp8_frame(key, x.body + random.randint(0, x.body // 4), x.width, x.height)
+            n = -(-len(frame) // MAX_VP8_CHUNK)
+            step = -(-len(frame) // n)
+            for i in range(n):
+                payload = build_descriptor(start=i == 0, picture_id=self._picture_id,
+                                           tl0_pic_idx=x.tl0, tid=tid) + \
+                    frame[i * step : (i + 1) * step]
+                x.seq = (x.seq + 1) & 0xFFFF
+                elements: list[tuple[int, bytes]] = []
+                if x.packets < RID_PACKETS and p.mid_id is not None:
+                    elements = [(p.mid_id, p.mid.encode()), (RID_EXT_ID, x.rid.encode())]
+                packet = build_packet(payload_type=p.payload_types["vp8"], sequence_number=x.seq,
+                                      timestamp=x.ts, ssrc=x.ssrc, marker=i == n - 1,
+                                      extensions=build_extensions(elements), payload=payload)
+                x.resend[x.seq] = packet
+                x.resend.pop((x.seq - RESEND_KEEP) & 0xFFFF, None)
+                x.packets += 1
+                x.octets += len(payload)
+                if self.layer_loss is not None and self.layer_loss(x.rid, x.seq):
+                    self.counters["uplink_withheld"] += 1
+                    x.sent.append(payload)  # sent, and lost on the way
+                elif await self.pub.send(packet):
+                    x.sent.append(payload)
+            self.counters[f"keyframes_sent_{x.rid}" if key else "deltaframes_sent"] += 1
+
+    async def _send_probe(self, p: Negotiated) -> None:
+        """RFC 3550 §5.1 padding only (P set, last octet the count) on the top RTX SSRC."""
+        if p.rtx_payload_type is None or p.mid_id is None:
+            return
+        top = self.layers[-1]
+        top.rtx_seq = (top.rtx_seq + 1) & 0xFFFF
+        ext = build_extensions([(p.mid_id, p.mid.encode())])
+        packet = struct.pack("!BBHII", 0xB0, p.rtx_payload_type, top.rtx_seq, top.ts,
+                             top.rtx_ssrc) + ext + bytes(199) + bytes([200])
+        if await self.pub.send(packet):
+            self.counters["probes_sent"] += 1
+
+    async def _send_reports(self) -> None:
+        ntp = rtcp.ntp_now(time.time())
+        data = b"".join(bytes(rtcp.SenderReport(x.ssrc, ntp, x.ts, x.packets, x.octets))
+                        for x in self.layers if x.packets)
+        if data:
+            await self.pub.send(data)
+        blocks = [rtcp.ReportBlock(r.ssrc, highest_sequence=(r.highest or 0) & 0xFFFFFFFF)
+                  for r in self.received.values()]
+        if self.sub.up and blocks:
+            await self.sub.send(bytes(rtcp.ReceiverReport(1, blocks[:31])))
+
+    async def _pub_rtcp(self, data: bytes) -> None:
+        for p in rtcp.parse_compound(data):
+            if isinstance(p, rtcp.Pli):
+                self.counters["pli_received"] += 1
+                for x in self.layers:
+                    if x.ssrc == p.media_ssrc:
+                        x.key_wanted = True
+                        x.plis += 1
+            elif isinstance(p, rtcp.Remb):
+                self.remb.append(p.bitrate)
+            elif isinstance(p, rtcp.ReceiverReport):
+                self.counters["rr_received"] += 1
+            elif isinstance(p, rtcp.Nack):
+                self.counters["nacks_received"] += 1
+                await self._retransmit_layer(p.media_ssrc, p.lost)
+
+    async def _retransmit_layer(self, ssrc: int, lost: list[int]) -> None:
+        """RFC 4588 §4 RTX on the layer's RTX SSRC, repaired RID on every packet."""
+        x = next((x for x in self.layers if x.ssrc == ssrc), None)
+        p = self._pub_params.get("video")
+        if x is None or p is None or p.rtx_payload_type is None:
+            return
+        for seq in lost[:64]:
+            packet = x.resend.get(seq)
+            if packet is None:
+                self.counters["nack_unanswered"] += 1
+                continue
+            h = RtpHeader.parse(packet)
+            x.rtx_seq = (x.rtx_seq + 1) & 0xFFFF
+            elements = [(REPAIRED_RID_EXT_ID, x.rid.encode())]
+            if p.mid_id is not None:
+                elements.append((p.mid_id, p.mid.encode()))
+            rtx = build_packet(payload_type=p.rtx_payload_type, sequence_number=x.rtx_seq,
+                               timestamp=h.timestamp, ssrc=x.rtx_ssrc, marker=h.marker,
+                               extensions=build_extensions(elements),
+                               payload=struct.pack("!H", seq)
+                               + packet[h.payload_offset : h.payload_end])
+            if await self.pub.send(rtx):
+                self.counters["retransmitted"] += 1

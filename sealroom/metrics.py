@@ -104,6 +104,20 @@ SFU_COUNTERS = {
     "bwe_resumes": ("sfu_bwe_resumes", "video streams resumed within a subscriber's budget"),
     "probes_started": ("sfu_probes_started", "bandwidth probes started for subscribers"),
     "probes_sent": ("sfu_probe_packets", "padding packets sent to probe a downlink"),
+    # simulcast (docs/SFU.md "Simulcast")
+    "simulcast_ssrcs_bound": ("sfu_simulcast_ssrcs_bound", "publisher SSRCs bound to a "
+                              "simulcast layer by their RID or repaired-RID extension"),
+    "simulcast_switch_requests": ("sfu_simulcast_switch_requests", "layer switches decided "
+                                  "for a subscriber's slot, each waiting for a key frame"),
+    "simulcast_switches": ("sfu_simulcast_switches", "layer switches made (a slot moved to "
+                           "another layer of the same track)"),
+    "simulcast_switches_up": ("sfu_simulcast_switches_up", "of those, to a higher layer"),
+    "simulcast_switches_down": ("sfu_simulcast_switches_down", "of those, to a lower layer"),
+    "simulcast_late_repairs": ("sfu_simulcast_late_repairs", "upstream repairs sent into "
+                               "a hole a slot left on a layer it has switched away from"),
+    "keyframe_requests_layer_switch": ("sfu_keyframe_requests_layer_switch",
+                                       "key frame requests for a pending layer switch"),
+    "video_constraints": ("sfu_video_constraints", "sfu-video-constraints messages applied"),
     "joins": ("sfu_joins", "media sessions started"),
     "leaves": ("sfu_leaves", "media sessions ended"),
     "transport_failures": ("sfu_transport_failures", "ICE/DTLS failures or silent peers"),

@@ -481,6 +481,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *sender; /* a Sender, or None */
     char active, waiting_key, started, one_byte, paced;
+    char vp8; /* simulcast: rewrite the VP8 PictureID / TL0PICIDX (vp8_rewrite) */
+    int picture_offset, tl0_offset; /* added mod 2^15 (2^7 for 7-bit ids) and mod 2^8 */
     int pt;
     unsigned int ssrc, ts_offset, last_out_ts;
     int seq_offset, last_in_seq, resume_seq, last_out_seq; /* 16-bit values */
@@ -523,6 +525,32 @@ static int build_ext(const Lane *l, const uint8_t *level, Py_ssize_t level_len,
     out[2] = (uint8_t)(words >> 8);
     out[3] = (uint8_t)words;
     return n;
+}
+
+/* RFC 7741 §4.2: advance the copied descriptor's PictureID by picture_offset and its
+ * TL0PICIDX by tl0_offset, leaving everything else; sfu/vp8.py rewrite_descriptor is the
+ * same in Python. A simulcast slot's layers number their pictures each on its own; the
+ * descriptor is outside the E2EE frame, so the SFU can make them one sequence. */
+static inline void vp8_rewrite(const Lane *l, uint8_t *p, Py_ssize_t n) {
+    if (n < 3 || !(p[0] & 0x80))
+        return;
+    const uint8_t x = p[1];
+    Py_ssize_t pos = 2;
+    if (x & 0x80) { /* I */
+        if (p[2] & 0x80) { /* M: 15-bit PictureID */
+            if (n < 4)
+                return;
+            const int pid = ((((p[2] & 0x7F) << 8) | p[3]) + l->picture_offset) & 0x7FFF;
+            p[2] = (uint8_t)(0x80 | (pid >> 8));
+            p[3] = (uint8_t)pid;
+            pos = 4;
+        } else {
+            p[2] = (uint8_t)((p[2] + l->picture_offset) & 0x7F);
+            pos = 3;
+        }
+    }
+    if ((x & 0x40) && pos < n) /* L: TL0PICIDX */
+        p[pos] = (uint8_t)(p[pos] + l->tl0_offset);
 }
 
 /* Slot.skip: dropping an in-order packet shifts later ones down by one (no hole). */
@@ -694,6 +722,11 @@ static PyMemberDef Lane_members[] = {
     {"last_out_seq", T_INT, offsetof(Lane, last_out_seq), 0, "Newest seq sent."},
     {"last_out_ts", T_UINT, offsetof(Lane, last_out_ts), 0, "Its timestamp."},
     {"last_out_time", T_DOUBLE, offsetof(Lane, last_out_time), 0, "When it was sent."},
+    {"vp8", T_BOOL, offsetof(Lane, vp8), 0,
+     "Rewrite the VP8 PictureID and TL0PICIDX (a simulcast slot)."},
+    {"picture_offset", T_INT, offsetof(Lane, picture_offset), 0,
+     "Added to the PictureID, mod 2^15 (2^7 for a 7-bit one)."},
+    {"tl0_offset", T_INT, offsetof(Lane, tl0_offset), 0, "Added to TL0PICIDX, mod 2^8."},
     {"packets", T_ULONGLONG, offsetof(Lane, packets), 0, "Packets sent (for our SR)."},
     {"octets", T_ULONGLONG, offsetof(Lane, octets), 0, "Payload octets sent."},
     {NULL, 0, 0, 0, NULL},
@@ -874,6 +907,8 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
         memcpy(w, ext, (size_t)elen);
         w += elen;
         memcpy(w, payload, (size_t)plen);
+        if (l->vp8)
+            vp8_rewrite(l, w, plen);
 
         if (s->tap != NULL && s->tap != Py_None) { /* tests: what leaves, before SRTP */
             PyObject *r = PyObject_CallFunction(s->tap, "y#", buf, (Py_ssize_t)total);

@@ -24,6 +24,9 @@ class Lane:
     waiting_key: bool
     started: bool
     paced: bool
+    vp8: bool
+    picture_offset: int
+    tl0_offset: int
     pt: int
     ssrc: int
     seq_offset: int

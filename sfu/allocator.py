@@ -92,8 +92,12 @@ class Video:
     """One video stream a subscriber could receive, as ``plan`` sees it."""
 
     key: object  # the caller's handle (a Slot)
-    rate: int  # bits/s its publisher sends
+    rate: int  # bits/s its publisher sends (simulcast: its lowest selectable layer)
     active: bool  # forwarded now (False: paused for bandwidth)
+    # simulcast: the rate of each layer it may get (size allowed, sent lately), lowest
+    # first, and the one it forwards now (an index into ``layers``, -1: none of them)
+    layers: tuple[int, ...] = ()
+    current: int = -1
 
 
 class DownlinkBudget:
@@ -204,6 +208,40 @@ class DownlinkBudget:
             # the next one waits until that stream's rate has been measured
             self._end_probe(now, failed=False)
         return allowed
+
+    def choose_layers(self, videos: Sequence[Video], allowed: set[int],
+                      now: float) -> dict[int, int]:
+        """Which layer each allowed simulcast video gets (an index into its ``layers``).
+
+        ``plan`` counted every simulcast video at its lowest layer; what the estimate has
+        left after it goes, in the same priority order, to upgrades: each video gets
+        the highest layer whose extra rate fits (LiveKit's allocator likewise first
+        gives every stream its lowest layer, then upgrades by priority). Going above the
+        layer it forwards needs ``RESUME_MARGIN`` × the extra rate, so that a layer that
+        just fits does not flap. Without an estimate every video gets its highest layer.
+        Unlike a pause, a step down does not wait for loss: it costs the viewer one key
+        frame, not the stream.
+        """
+        estimate = self.known(now)
+        spare = None if estimate is None else estimate - self.allocated
+        chosen: dict[int, int] = {}
+        for i in sorted(allowed):
+            v = videos[i]
+            if not v.layers:
+                continue
+            pick = len(v.layers) - 1
+            if spare is not None:
+                pick = 0
+                for j in range(len(v.layers) - 1, 0, -1):
+                    extra = v.layers[j] - v.layers[0]
+                    if extra * (1.0 if j <= v.current else RESUME_MARGIN) <= spare:
+                        pick = j
+                        break
+                spare -= v.layers[pick] - v.layers[0]
+            chosen[i] = pick
+        if estimate is not None and spare is not None:
+            self.allocated = estimate - spare
+        return chosen
 
     def waiting(self, audio: int, videos: Sequence[Video], allowed: set[int]) -> int:
         """The estimate at which the first paused stream (in priority order) would fit."""

@@ -28,6 +28,7 @@ from .pacer import FACTOR as PACING_FACTOR
 from .pacer import Pacer
 from .peer import RawPeer, negotiated
 from .rtp import URI_MID, RtpHeader
+from .simulcast import SimulcastOffer, complete_answer, parse_offer
 from .track import CODEC as CODECS
 from .track import RTP_OVERHEAD, PublishedTrack, Slot
 
@@ -61,6 +62,9 @@ class Participant:
         self.rtcp_ssrc = random.getrandbits(32) or 1  # our SSRC in RTCP sent to the publisher
         self.tracks: dict[str, PublishedTrack] = {}  # publisher MID -> track
         self._by_ssrc: dict[int, PublishedTrack] = {}
+        # simulcast m-lines of the latest pub offer, by MID (sfu/simulcast.py)
+        self._simulcast: dict[str, SimulcastOffer] = {}
+        self._pub_answer = ""  # the pub answer as sent: aiortc's, completed for simulcast
         self.slots: list[Slot] = []
         self._slot_by_ssrc: dict[int, Slot] = {}
         self._sub_lock = asyncio.Lock()
@@ -139,8 +143,7 @@ class Participant:
             sfu.pubs_waiting -= 1
             if not sfu.pubs_waiting:
                 sfu.pubs_idle.set()
-        local = self.pub.pc.localDescription
-        await self.send({"type": "sfu-answer", "pc": "pub", "sdp": local.sdp})
+        await self.send({"type": "sfu-answer", "pc": "pub", "sdp": self._pub_answer})
         if self.negotiated_at is None:
             self.negotiated_at = time.monotonic()
         if new:
@@ -153,6 +156,7 @@ class Participant:
             parsed = SessionDescription.parse(sdp)
             if not any(m.kind in CODECS for m in parsed.media):
                 raise ValueError("no audio or video m-line")
+            simulcast = parse_offer(sdp)
             await self.pub.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except Exception as exc:
             raise SfuError("bad-sdp", f"cannot apply the pub offer: {exc}") from exc
@@ -173,7 +177,13 @@ class Participant:
             track = PublishedTrack(self, t.kind, t.mid, self.stats, self.sfu.config.rtx_cache,
                                    self.sfu.config.pli_interval, self.sfu.config.drop_silence,
                                    self.sfu.outbox)
-            track.ssrc, track.rtx_ssrc = _media_ssrcs(parsed, t.mid)
+            offer = simulcast.get(t.mid) if t.kind == "video" else None
+            if offer is not None:
+                # one PublishedTrack per layer, each SSRC bound by its RID (_learn_ssrc),
+                # never from a=ssrc nor the first SSRC seen with this MID
+                track.add_layers(offer.rids)
+            else:
+                track.ssrc, track.rtx_ssrc = _media_ssrcs(parsed, t.mid)
             self.tracks[t.mid] = track
             if track.ssrc is not None:
                 self._by_ssrc[track.ssrc] = track
@@ -184,6 +194,9 @@ class Participant:
         answer = await self.pub.pc.createAnswer()
         await self.pub.pc.setLocalDescription(answer)
         self.pub.adopt()
+        self._simulcast = {mid: o for mid, o in simulcast.items()
+                           if mid in self.tracks and self.tracks[mid].layers}
+        self._pub_answer = complete_answer(self.pub.pc.localDescription.sdp, self._simulcast)
         for t in transceivers:
             if t.mid in self.tracks:
                 self.tracks[t.mid].set_pub(negotiated(t))
@@ -212,9 +225,37 @@ class Participant:
         track.on_rtp(h, data)
 
     def _learn_ssrc(self, h: RtpHeader) -> PublishedTrack | None:
-        """No a=ssrc in the offer: bind the SSRC by the MID extension (RFC 8843 §9.2)."""
+        """No a=ssrc in the offer: bind the SSRC by the MID extension (RFC 8843 §9.2), or a
+        simulcast layer's by its RID (RFC 8852 §3.1) and an RTX SSRC by its repaired RID
+        (§3.2). Chromium sends them only on each SSRC's first packets: the binding stays."""
+        exts = h.extensions
+        for mid, offer in self._simulcast.items():
+            track = self.tracks.get(mid)
+            mid_id = track.pub.ext_ids.get(URI_MID) if track and track.pub else None
+            if track is None or (mid_id is not None and mid_id in exts
+                                 and exts[mid_id] != mid.encode()):
+                continue  # a MID, and another m-line's
+            rid = exts.get(offer.rid_id)
+            repaired = exts.get(offer.repaired_id) if offer.repaired_id is not None else None
+            index = offer.layer_of(rid if rid is not None else repaired or b"")
+            if index is None:
+                continue
+            layer = track.layers[index]
+            if rid is not None:
+                if layer.ssrc is not None:
+                    self._by_ssrc.pop(layer.ssrc, None)  # the layer's SSRC changed
+                layer.ssrc = h.ssrc
+            else:
+                if layer.rtx_ssrc is not None:
+                    self._by_ssrc.pop(layer.rtx_ssrc, None)
+                layer.rtx_ssrc = h.ssrc
+            self._by_ssrc[h.ssrc] = layer
+            self.stats.add("simulcast_ssrcs_bound")
+            logger.debug("%s: SSRC %d is layer %s%s of MID %s", self.pid, h.ssrc, layer.rid,
+                         "" if rid is not None else " (RTX)", mid)
+            return layer
         for track in self.tracks.values():
-            if track.ssrc is None and track.pub is not None:
+            if track.ssrc is None and track.pub is not None and not track.layers:
                 mid_id = track.pub.ext_ids.get(URI_MID)
                 if mid_id is not None and h.extensions.get(mid_id) == track.mid.encode():
                     track.ssrc = h.ssrc
@@ -406,7 +447,7 @@ class Participant:
                     self.stats.drop("rtcp_unknown_ssrc")
                 elif isinstance(p, rtcp.Pli):
                     self.stats.add("pli_received")
-                    slot.track.request_keyframe("pli")
+                    (slot.source or slot.track).request_keyframe("pli")
                 else:
                     self.stats.add("nacks_received")
                     slot.retransmit(p.lost, self.budget)
@@ -417,7 +458,7 @@ class Participant:
                         self.stats.drop("rtcp_unknown_ssrc")
                     else:
                         self.stats.add("fir_received")
-                        slot.track.request_keyframe("fir")
+                        (slot.source or slot.track).request_keyframe("fir")
             elif isinstance(p, rtcp.Remb):
                 # The total this subscriber's downlink carries, for all the SSRCs it
                 # lists: its budget, never a limit for the publishers (docs/SFU.md).
@@ -495,7 +536,8 @@ class Participant:
                 await self.sfu.transport_failed(self, "ICE/DTLS did not connect")
                 return
             for track in self.tracks.values():
-                track.measure(now)
+                for stream in track.streams():
+                    stream.measure(now)
             self._send_reports(now)
             self._measure_sent(now)
             self.budget.on_loss(self._interval_loss(), now)
@@ -511,11 +553,12 @@ class Participant:
         """
         if not self.pub.up:
             return
-        blocks = [b for b in (t.report_block() for t in self.tracks.values()) if b is not None]
+        streams = [s for t in self.tracks.values() for s in t.streams()]
+        blocks = [b for b in (s.report_block() for s in streams) if b is not None]
         if not blocks:
             return
         data = bytes(rtcp.ReceiverReport(self.rtcp_ssrc, blocks[:31]))
-        video = [t.ssrc for t in self.tracks.values() if t.kind == "video" and t.ssrc is not None]
+        video = [s.ssrc for s in streams if s.kind == "video" and s.ssrc is not None]
         if video:
             data += bytes(rtcp.Remb(self.rtcp_ssrc, self.sfu.config.max_video_bitrate, video))
         if self.pub.send_rtcp(data):
@@ -546,11 +589,12 @@ class Participant:
             if report is None:
                 continue
             highest, cumulative = report
-            marks[ssrc] = (highest, cumulative, slot.track.unrepaired)
+            source = slot.source or slot.track
+            marks[ssrc] = (highest, cumulative, source.unrepaired)
             mark = self._reports_mark.get(ssrc)
             if mark is not None and 0 <= highest - mark[0] < 1 << 16:
                 expected += highest - mark[0]
-                lost += max(0, cumulative - mark[1] - (slot.track.unrepaired - mark[2]))
+                lost += max(0, cumulative - mark[1] - (source.unrepaired - mark[2]))
         self._reports_mark = marks
         # what our own pacer dropped is not the link's loss either (and counting it would
         # lower the estimate, hence the pacing rate, hence drop more)
@@ -569,13 +613,22 @@ class Participant:
         order = self.room.priority
         candidates = sorted((s for s in self.slots if s.kind == "video" and s.track is not None
                              and s.lastn_ok), key=lambda s: order(s.publisher or ""))
-        videos = [Video(s, s.track.bitrate if s.track else 0, s.fits) for s in candidates]
+        selectable = [self._selectable(s, now) for s in candidates]
+        videos = [Video(s, layers[0].bitrate, s.fits, tuple(x.bitrate for x in layers),
+                        layers.index(s.source) if s.source in layers else -1)
+                  if layers else Video(s, s.track.bitrate if s.track else 0, s.fits)
+                  for s, layers in zip(candidates, selectable, strict=True)]
         allowed = budget.plan(audio, videos, now)
         for i, slot in enumerate(candidates):
             fits = i in allowed
             if fits != slot.fits:
                 slot.allow(fits=fits)
                 self.stats.add("bwe_resumes" if fits else "bwe_pauses")
+        chosen = budget.choose_layers(videos, allowed, now)
+        for i, (slot, layers) in enumerate(zip(candidates, selectable, strict=True)):
+            if layers:
+                slot.select(layers[chosen.get(i, 0)], now)
+                slot.ask_switch_key(now)
         target = budget.waiting(audio, videos, allowed) if len(allowed) < len(videos) else 0
         self._pace(now)
         self._probe_bps = budget.probe_rate(target, now)
@@ -583,6 +636,35 @@ class Participant:
             self.stats.add("probes_started")
             self._prober = asyncio.ensure_future(self._probe())
         self.streams_changed()
+
+    def _selectable(self, slot: Slot, now: float) -> list[PublishedTrack]:
+        """The layers of a simulcast slot's track it may get, lowest first (docs/SFU.md
+        "Simulcast"): those sent lately whose height (from their key frames) is within
+        the slot's ``max_height``; the lowest layer sent lately always is. [] when the
+        track is not simulcast."""
+        track = slot.track
+        if track is None or not track.layers:
+            return []
+        live = [x for x in track.layers if x.live(now)] or track.layers[:1]
+        if slot.max_height is None:
+            return live
+        return [x for x in live if 0 < x.height <= slot.max_height] or live[:1]
+
+    def set_video_constraints(self, mid: object, height: object) -> None:
+        """``sfu-video-constraints``: the subscriber shows the video of its sub ``mid`` at
+        most ``height`` pixels high (None: no limit); the next allocation follows."""
+        if not isinstance(mid, str) or not (height is None or (
+                isinstance(height, int) and not isinstance(height, bool)
+                and 0 <= height <= 100_000)):
+            raise SfuError("bad-message", "sfu-video-constraints needs a string mid and a "
+                                          "height of 0..100000 or null")
+        slot = next((s for s in self.slots if s.kind == "video" and s.params is not None
+                     and s.params.mid == mid), None)
+        if slot is None:
+            raise SfuError("unknown-mid", "no video with this mid in your sub session")
+        slot.max_height = height
+        self.stats.add("video_constraints")
+        self.reallocate()
 
     def _pace(self, now: float) -> None:
         """Pace this subscriber's packets while its link has shown loss lately (the

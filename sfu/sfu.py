@@ -89,6 +89,8 @@ class Sfu:
             elif kind == "sfu-keyframe":
                 for track in p.tracks.values():
                     track.request_keyframe("client")
+            elif kind == "sfu-video-constraints":
+                p.set_video_constraints(msg.get("mid"), msg.get("height"))
             else:
                 raise SfuError("unknown-type", f"unknown message type {kind[:40]!r}")
         except SfuError as exc:

@@ -23,7 +23,7 @@ from .nackgen import NackGenerator
 from .peer import Negotiated
 from .rtp import RtpHeader, abs_send_time, build_extensions, build_packet, seq_newer
 from .stats import Stats
-from .vp8 import is_keyframe
+from .vp8 import Vp8Descriptor, frame_size, is_keyframe, rewrite_descriptor
 
 if TYPE_CHECKING:
     from .allocator import DownlinkBudget
@@ -42,7 +42,28 @@ PADDING_BIT = 0x20  # RFC 3550 §5.1: P
 # them: the RTP header (12), our extensions (8-12) and the SRTP tag (10, RFC 3711 §4.2)
 RTP_OVERHEAD = 32
 NACK_CHUNK = 256  # sequence numbers per NACK packet we send (≤ 256 FCI entries, RFC 4585)
+LIVE = 2.0  # seconds: a simulcast layer with no packet for this long is not selectable
+RUNS_KEPT = 8  # a simulcast slot's recent runs (layer, offsets), for answering NACKs
+LEFT_KEEP = 1.5  # seconds a layer still repairs the runs of slots that left it (> NACK give-up)
+LEFT_MAX = 64  # slots a layer remembers having left it
 _FIXED = struct.Struct("!BBHII")
+
+
+class Run:
+    """One run of a simulcast slot: consecutive packets of one layer, one set of offsets
+    (out seq = in seq - seq_offset, out ts = in ts + ts_offset, the descriptor's)."""
+
+    __slots__ = ("first", "layer", "picture_offset", "resume_seq", "seq_offset",
+                 "tl0_offset", "ts_offset")
+
+    def __init__(self, first: int, layer: PublishedTrack, lane: Lane) -> None:
+        self.first = first  # the out seq of its first packet
+        self.layer = layer
+        self.resume_seq = lane.resume_seq  # the in seq of its first packet
+        self.seq_offset = lane.seq_offset
+        self.ts_offset = lane.ts_offset
+        self.picture_offset = lane.picture_offset
+        self.tl0_offset = lane.tl0_offset
 
 
 class PublishedTrack:
@@ -103,6 +124,39 @@ class PublishedTrack:
         # forwarding it costs a subscriber's budget (sfu/allocator.py)
         self.bitrate = 0
         self._rate_mark = (0, time.monotonic())
+        # Simulcast (docs/SFU.md "Simulcast"): the m-line's track keeps one PublishedTrack
+        # per layer in ``layers`` and receives nothing itself; each layer has its own
+        # SSRC and RTX SSRC (bound by RID, sfu/simulcast.py), cache, NACKs, key-frame
+        # throttle and rate, and forwards to the slots that are on it now.
+        self.layers: list[PublishedTrack] = []
+        self.parent: PublishedTrack | None = None  # a layer's m-line track
+        self.index = 0  # a layer's place in the offer's simulcast list: lowest first
+        self.rid = ""
+        self.width = self.height = 0  # a layer's size, from its last key frame
+        self.picture_id = -1  # a layer's newest VP8 PictureID and TL0PICIDX (-1: none yet)
+        self.tl0 = -1
+        self.last_packet = -1e9  # when a layer's last packet came (monotonic)
+        self.switching: list[Slot] = []  # slots waiting for a key frame of this layer
+        # (when, slot) for slots that left this layer lately: a repair that comes after
+        # a switch still fills the hole it left in their last run here (Slot.fill)
+        self.left: list[tuple[float, Slot]] = []
+
+    def add_layers(self, rids: list[str]) -> None:
+        """Make this video track simulcast: one layer per RID, lowest quality first."""
+        for i, rid in enumerate(rids):
+            layer = PublishedTrack(self.owner, self.kind, self.mid, self.stats,
+                                   self._cache_size, self.pli_interval, self.drop_silence,
+                                   self.outbox)
+            layer.parent, layer.index, layer.rid = self, i, rid
+            self.layers.append(layer)
+
+    def streams(self) -> list[PublishedTrack]:
+        """What arrives on SSRCs of its own: the layers, or the track itself."""
+        return self.layers or [self]
+
+    def live(self, now: float) -> bool:
+        """A layer that sent a packet lately (a paused encoding sends nothing)."""
+        return now - self.last_packet <= LIVE
 
     def set_pub(self, pub: Negotiated) -> None:
         """The publisher's negotiated m-line: which extension ids carry what."""
@@ -111,6 +165,8 @@ class PublishedTrack:
         self._level_id = pub.audio_level_id or 0
         self._ast_id = pub.abs_send_time_id or 0
         self.rtx_payload_type = pub.rtx_payload_type if pub.rtx_payload_type is not None else -1
+        for layer in self.layers:
+            layer.set_pub(pub)
 
     # --- receive path -----------------------------------------------------------------
 
@@ -161,7 +217,11 @@ class PublishedTrack:
         original = bytes(head) + data[start + 2 : end]
         self.received += 1
         self.octets += end - start - 2
-        self._forward(RtpHeader.parse(original), original, now)
+        repaired = RtpHeader.parse(original)
+        self._forward(repaired, original, now, repair=True)
+        for then, slot in self.left:
+            if now - then < LEFT_KEEP:
+                slot.fill(self, repaired, original, now)
 
     def _sequence_event(self, what: str, holes: list[int], now: float) -> None:
         """A hole, a hole filled by a late original, or a jump (sfu/nackgen.py)."""
@@ -213,7 +273,7 @@ class PublishedTrack:
             self.request_keyframe("upstream_loss")
         self._schedule_nacks(now)
 
-    def _forward(self, h: RtpHeader, data: bytes, now: float) -> None:
+    def _forward(self, h: RtpHeader, data: bytes, now: float, repair: bool = False) -> None:
         """Forward one packet to every attached slot (hot path).
 
         Everything that is the same for all subscribers is done once here: the payload
@@ -240,6 +300,8 @@ class PublishedTrack:
                 key = is_keyframe(data[start : h.payload_end])
                 if key:
                     self.keyframes += 1
+            if self.parent is not None:  # a simulcast layer
+                self._layer_packet(data[start : h.payload_end], key, now, repair)
         elif level:
             value = level[0] & 0x7F  # RFC 6464 §3: -dBov, 127 = digital silence
             self.levels.append((time.monotonic(), value))
@@ -273,6 +335,31 @@ class PublishedTrack:
             slots = self.slots
             for i in slow:
                 slots[i].forward(h, payload, level, ast, key, now)
+
+    def _layer_packet(self, payload: bytes, key: bool, now: float, repair: bool) -> None:
+        """A simulcast layer's bookkeeping for one packet: when it came, its newest
+        PictureID / TL0PICIDX, its size from a key frame, and the slots that switch to
+        it at this key frame (they wait for one: docs/SFU.md "Simulcast"). A repaired key
+        frame start switches nobody: the rest of that frame went by before it."""
+        self.last_packet = now
+        try:
+            d = Vp8Descriptor.parse(payload)
+        except ValueError:
+            return
+        if d.picture_id is not None and (self.picture_id < 0 or
+                                         (d.picture_id - self.picture_id) & 0x7FFF < 0x4000):
+            self.picture_id = d.picture_id  # newest in 15-bit arithmetic
+            if d.tl0_pic_idx is not None:
+                self.tl0 = d.tl0_pic_idx
+        if key:
+            size = frame_size(payload)
+            if size is not None:
+                self.width, self.height = size
+            if self.switching and not repair:
+                for slot in self.switching:
+                    if slot.target is self:
+                        slot.move_to(self)
+                self.switching.clear()
 
     def _count(self, h: RtpHeader, now: float) -> None:
         """RFC 3550 App. A.1 sequence tracking (simplified: no probation) and App. A.8
@@ -360,6 +447,10 @@ class PublishedTrack:
         """
         if self.kind != "video":
             return
+        if self.layers:  # a simulcast m-line: every layer (its own SSRC, its own throttle)
+            for layer in self.layers:
+                layer.request_keyframe(reason)
+            return
         self.stats.add("keyframe_requests")
         self.stats.add("keyframe_requests_" + reason)
         now = time.monotonic()
@@ -380,6 +471,17 @@ class PublishedTrack:
         self.stats.add("plis_sent")
         self.owner.send_rtcp(bytes(rtcp.Pli(self.owner.rtcp_ssrc, self.ssrc)))
 
+    def remove(self, slot: Slot) -> None:
+        """Take ``slot`` out of what this stream forwards to (its lane with it)."""
+        if slot in self.slots:
+            if self.layers:  # a simulcast m-line forwards nothing itself: no lanes
+                self.slots.remove(slot)
+            else:
+                del self.lanes[self.slots.index(slot)]
+                self.slots.remove(slot)
+        if slot in self.switching:
+            self.switching.remove(slot)
+
     def close(self) -> None:
         for timer in (self._pli_timer, self._nack_timer):
             if timer is not None:
@@ -388,6 +490,8 @@ class PublishedTrack:
         self.nacks = None
         for slot in list(self.slots):
             slot.detach()
+        for layer in self.layers:
+            layer.close()
         self.lanes.clear()
         self._cache = [b""] * self._cache_size
         self._cache_seq = array("l", [-1]) * self._cache_size
@@ -410,6 +514,15 @@ class Slot:
         self.params: Negotiated | None = None  # set once the subscriber's answer is applied
         self.track: PublishedTrack | None = None
         self.publisher: str | None = None  # the one participant this MID ever shows
+        # what it forwards from: the track, or one simulcast layer of it; and the layer
+        # it switches to at that layer's next key frame (docs/SFU.md "Simulcast")
+        self.source: PublishedTrack | None = None
+        self.target: PublishedTrack | None = None
+        self.max_height: int | None = None  # sfu-video-constraints: no layer above this
+        self._switch_asked = -1e9
+        # a simulcast slot's recent runs, to answer a NACK from the layer that packet
+        # came from with the offsets it was sent with
+        self._runs: list[Run] = []
         self._last_key_request = -1e9
         # why it may not forward (either pauses it): last-N, and the subscriber's budget
         self.lastn_ok = True
@@ -474,19 +587,160 @@ class Slot:
         self.track = track
         self.publisher = track.owner.pid
         track.slots.append(self)
-        track.lanes.append(self.lane)
+        self._runs.clear()
+        self.lane.vp8 = bool(track.layers)
+        if track.layers:  # simulcast: start on the lowest layer, the allocator moves it
+            self.target = track.layers[0]
+            self.move_to(track.layers[0])
+        else:
+            track.lanes.append(self.lane)
+            self.source = track
         self.lane.started = False
         self.lane.waiting_key = self.kind == "video"
         self._last_key_request = -1e9
         self.announced = None
 
     def detach(self) -> None:
-        track = self.track
-        if track is not None and self in track.slots:
-            del track.lanes[track.slots.index(self)]
-            track.slots.remove(self)
-        self.track = None
+        track, source = self.track, self.source
+        if source is not None and source is not track:
+            source.remove(self)
+        if track is not None:
+            track.remove(self)
+            for layer in track.layers:
+                layer.remove(self)
+        self.track = self.source = self.target = None
         self.lane.started = False
+
+    # --- simulcast: which layer (docs/SFU.md "Simulcast") ---------------------------------
+
+    def select(self, layer: PublishedTrack, now: float) -> None:
+        """Forward ``layer`` of this slot's simulcast track from its next key frame on.
+
+        Until that key frame the current layer goes on (mediasoup's SimulcastConsumer
+        and LiveKit switch the same way); a slot that forwards nothing yet (waiting for a
+        key frame, or paused) moves at once.
+        """
+        track = self.track
+        if track is None or layer.parent is not track or layer is self.target:
+            return
+        self.target = layer
+        for other in track.layers:
+            if self in other.switching:
+                other.switching.remove(self)
+        if layer is self.source:
+            return  # back to the layer it is on: the pending switch is off
+        lane = self.lane
+        if not lane.started or not lane.active:
+            self.move_to(layer)
+            return
+        layer.switching.append(self)
+        self.stats.add("simulcast_switch_requests")
+        self._switch_asked = -1e9
+        self.ask_switch_key(now)
+
+    def ask_switch_key(self, now: float) -> None:
+        """A key frame of the target layer, through its throttle; again each interval."""
+        target = self.target
+        if target is None or target is self.source or self not in target.switching:
+            return
+        if now - self._switch_asked >= target.pli_interval:
+            self._switch_asked = now
+            target.request_keyframe("layer_switch")
+
+    def move_to(self, layer: PublishedTrack) -> None:
+        """Forward from ``layer`` now: the next packet starts a run, at a key frame."""
+        old = self.source
+        if old is layer:
+            return
+        if old is not None:
+            old.remove(self)
+            now = time.monotonic()
+            old.left = [(t, s) for t, s in old.left[-(LEFT_MAX - 1):]
+                        if now - t < LEFT_KEEP and s is not self]
+            old.left.append((now, self))
+            self.stats.add("simulcast_switches")
+            self.stats.add("simulcast_switches_up" if layer.index > old.index
+                           else "simulcast_switches_down")
+        layer.slots.append(self)
+        layer.lanes.append(self.lane)
+        self.source = layer
+        lane = self.lane
+        lane.started = False
+        lane.waiting_key = True
+        self._last_key_request = -1e9
+
+    def _start_vp8_run(self, payload: bytes, out_seq: int) -> None:
+        """A simulcast run begins: offsets that continue the PictureID and TL0PICIDX the
+        subscriber last got (from the layer it was on: its newest values plus the offsets
+        then), so that the first picture of this run comes right after (RFC 7741 §4.2)."""
+        lane, source = self.lane, self.source
+        if source is None:
+            return
+        try:
+            d = Vp8Descriptor.parse(payload)
+        except ValueError:
+            d = None
+        prev = self._runs[-1].layer if self._runs else None
+        if d is not None and prev is not None:
+            if d.picture_id is not None and prev.picture_id >= 0:
+                last = (prev.picture_id + lane.picture_offset) & 0x7FFF
+                lane.picture_offset = (last + 1 - d.picture_id) & 0x7FFF
+            if d.tl0_pic_idx is not None and prev.tl0 >= 0:
+                last = (prev.tl0 + lane.tl0_offset) & 0xFF
+                lane.tl0_offset = (last + 1 - d.tl0_pic_idx) & 0xFF
+        self._runs.append(Run(out_seq, source, lane))
+        del self._runs[:-RUNS_KEPT]
+
+    def _run_of(self, out_seq: int) -> Run | None:
+        """The run of a simulcast slot that ``out_seq`` belongs to."""
+        for run in reversed(self._runs):
+            if out_seq == run.first or seq_newer(out_seq, run.first):
+                return run
+        return None
+
+    def _in_seq(self, run: Run, out_seq: int) -> int:
+        """The layer's sequence number that ``out_seq`` stands for in ``run`` (sent or a
+        hole the layer left), or -1 if it lies outside what the run received."""
+        seq = (out_seq + run.seq_offset) & 0xFFFF
+        if seq_newer(run.resume_seq, seq):
+            return -1
+        if run is self._runs[-1] and seq_newer(seq, self.lane.last_in_seq):
+            return -1
+        return seq
+
+    def fill(self, layer: PublishedTrack, h: RtpHeader, data: bytes, now: float) -> None:
+        """A repair (RFC 4588) on ``layer``, which this slot left for another: if it fills
+        a hole in the slot's last run on that layer, send it into that hole, rewritten
+        with that run's offsets. Without it, an uplink loss on the old layer just before
+        a switch would leave the subscriber a hole nobody can fill."""
+        p, lane = self.params, self.lane
+        if p is None or lane.pt < 0 or not self._sub.up:
+            return
+        seq = h.sequence_number
+        for i in range(len(self._runs) - 2, -1, -1):
+            run = self._runs[i]
+            if run.layer is not layer:
+                continue
+            out_seq = (seq - run.seq_offset) & 0xFFFF
+            end = self._runs[i + 1].first
+            if seq_newer(run.resume_seq, seq) or not seq_newer(end, out_seq):
+                continue  # not in that run
+            if lane.sent_as(out_seq) >= 0:
+                return  # sent already
+            payload = rewrite_descriptor(data[h.payload_offset : h.payload_end],
+                                         run.picture_offset, run.tl0_offset)
+            ext = self._extensions(None, abs_send_time(now) if layer._ast_id in h.extensions
+                                   else None)
+            packet = build_packet(payload_type=lane.pt, sequence_number=out_seq,
+                                  timestamp=(h.timestamp + run.ts_offset) & 0xFFFFFFFF,
+                                  ssrc=p.ssrc, marker=h.marker, extensions=ext,
+                                  payload=payload, csrcs=h.csrcs)
+            if self._sub.send_rtp(packet):
+                lane.note_sent(out_seq, seq)
+                self.stats.add("simulcast_late_repairs")
+                self.stats.forwarded_packets += 1
+                self.stats.forwarded_bytes += len(packet)
+            return
 
     @property
     def paused_reason(self) -> str | None:
@@ -540,7 +794,7 @@ class Slot:
             if not key:
                 self.skip(h)
                 self.stats.drop("await_keyframe")
-                track = self.track
+                track = self.source
                 if track is not None and now - self._last_key_request >= track.pli_interval:
                     self._last_key_request = now
                     track.request_keyframe("subscriber_added")
@@ -557,6 +811,8 @@ class Slot:
             lane.resume_seq = seq
             lane.last_in_seq = seq
             lane.started = True
+            if lane.vp8:
+                self._start_vp8_run(payload, (seq - lane.seq_offset) & 0xFFFF)
         elif seq_newer(seq, lane.last_in_seq):
             lane.last_in_seq = seq
         elif seq != lane.resume_seq and not seq_newer(seq, lane.resume_seq):
@@ -569,6 +825,8 @@ class Slot:
             lane.last_out_ts = out_ts
             lane.last_out_time = now
         lane.note_sent(out_seq, seq)
+        if lane.vp8:
+            payload = rewrite_descriptor(payload, lane.picture_offset, lane.tl0_offset)
         ext = self._extensions(level, ast)
         packet = b"".join((
             _FIXED.pack(RTP_V2 | (EXT_BIT if ext else 0) | (len(h.csrcs) >> 2),
@@ -647,17 +905,28 @@ class Slot:
         if track is None or p is None or lane.pt < 0:
             return
         now = time.monotonic()
+        simulcast = bool(track.layers)
         for out_seq in lost[:64]:
             seq = lane.sent_as(out_seq)
-            if seq < 0 and lane.started:
+            source, ts_offset, picture_offset, tl0_offset = track, lane.ts_offset, 0, 0
+            if simulcast:  # which layer it came from, and that run's offsets
+                run = self._run_of(out_seq)
+                if run is None:
+                    self.stats.add("nack_misses")
+                    continue
+                source, ts_offset = run.layer, run.ts_offset
+                picture_offset, tl0_offset = run.picture_offset, run.tl0_offset
+                if seq < 0:  # a hole of the layer's, filled since or being repaired
+                    seq = self._in_seq(run, out_seq)
+            elif seq < 0 and lane.started:
                 # Never sent as out_seq: a hole of the publisher's (filled since, or being
                 # repaired upstream), at the place the run's mapping puts it.
                 seq = (out_seq + lane.seq_offset) & 0xFFFF
                 if seq_newer(lane.resume_seq, seq) or seq_newer(seq, lane.last_in_seq):
                     seq = -1
-            cached = track.cached(seq) if seq >= 0 else None
+            cached = source.cached(seq) if seq >= 0 else None
             if cached is None:
-                nacks = track.nacks
+                nacks = source.nacks
                 if seq >= 0 and nacks is not None and nacks.is_missing(seq):
                     self.stats.add("nack_pending")  # the repair will be forwarded anyway
                 else:
@@ -667,12 +936,14 @@ class Slot:
             if budget is not None and not budget.take_rtx(len(data), now):
                 self.stats.drop("rtx_budget")
                 continue
-            out_ts = (h.timestamp + lane.ts_offset) & 0xFFFFFFFF
+            out_ts = (h.timestamp + ts_offset) & 0xFFFFFFFF
             exts = h.extensions
             level = exts.get(track._level_id) if track._level_id else None
             ext = self._extensions(level if level is not None and len(level) == 1 else None,
                                    abs_send_time(now) if track._ast_id in exts else None)
             payload = data[h.payload_offset : h.payload_end]
+            if simulcast:
+                payload = rewrite_descriptor(payload, picture_offset, tl0_offset)
             pt, ssrc, seq = lane.pt, p.ssrc, out_seq
             if p.rtx_payload_type is not None:
                 # RFC 4588 §4: RTX payload = original sequence number + original payload

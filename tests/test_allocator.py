@@ -209,3 +209,37 @@ def test_a_resume_that_fails_holds_the_next_one_back_longer_each_time() -> None:
     b.on_remb(1_000_000, now + 1)
     assert b.plan(0, videos(2 * MBIT), now + 1) == set()
     assert b.hold_until - (now + 1) == 2 * first
+
+
+def test_simulcast_layers_fill_what_plan_left_in_priority_order() -> None:
+    """Every simulcast video is planned at its lowest layer; the rest of the estimate
+    upgrades them in priority order, an upgrade needing RESUME_MARGIN × its extra rate."""
+    b = DownlinkBudget()
+    layers = (100_000, 300_000, 1_000_000)
+    vs = [Video("a", layers[0], True, layers, 0), Video("b", layers[0], True, layers, 0),
+          Video("c", 200_000, True)]  # not simulcast: no layer choice
+    # no estimate: the highest layer each
+    allowed = b.plan(0, vs, 1.0)
+    assert b.choose_layers(vs, allowed, 1.0) == {0: 2, 1: 2}
+    b.on_remb(1_600_000, 2.0)
+    allowed = b.plan(0, vs, 2.0)
+    assert allowed == {0, 1, 2} and b.allocated == 400_000
+    # 1.2 M spare: a gets its top layer (+0.9 M × 1.1), b what remains (+0.2 M × 1.1)
+    assert b.choose_layers(vs, allowed, 2.0) == {0: 2, 1: 1}
+    assert b.allocated == 400_000 + 900_000 + 200_000
+    # the layer a video forwards is kept while its extra rate fits without the margin
+    b.on_remb(1_000_000 + 300_000 + 200_000 + 100_000, 3.0)  # 1.6 M: 1.2 M spare again
+    vs[0] = Video("a", layers[0], True, layers, 2)
+    vs[1] = Video("b", layers[0], True, layers, 1)
+    allowed = b.plan(0, vs, 3.0)
+    assert b.choose_layers(vs, allowed, 3.0) == {0: 2, 1: 1}
+    # a lower estimate: steps down at once, no loss needed (it is not a pause)
+    b.on_remb(600_000, 4.0)
+    allowed = b.plan(0, vs, 4.0)
+    assert allowed == {0, 1, 2}  # nothing paused: the link shows no loss
+    assert b.choose_layers(vs, allowed, 4.0) == {0: 1, 1: 0}
+    b.on_remb(400_000, 5.0)
+    allowed = b.plan(0, vs, 5.0)
+    assert b.choose_layers(vs, allowed, 5.0) == {0: 0, 1: 0}
+    # a paused simulcast video gets no layer
+    assert b.choose_layers(vs, {1, 2}, 5.0) == {1: 0}

@@ -86,7 +86,10 @@ async def test_fuzzed_srtp_into_a_live_call(caplog: pytest.LogCaptureFixture) ->
         assert PACKETS - acc["udp_rcvbuf_drops"] <= acc["fuzz_arrived"] <= PACKETS, acc
         assert acc["fuzz_rate_limited"] == 0, acc
         assert acc["outcomes"] == acc["handed_in"], acc
-        assert acc["drops"]["drop_srtp_rejected"] >= run.total - sum(run.protected.values())
+        # every datagram the fuzzer did not protect was refused by libsrtp, unless the kernel
+        # dropped it first for a full socket buffer (counted above)
+        assert (acc["drops"]["drop_srtp_rejected"] >= run.total - sum(run.protected.values())
+                - acc["udp_rcvbuf_drops"]), acc
         for reason in ("malformed_rtp", "malformed_rtcp", "unknown_ssrc", "unexpected_pt",
                        "rtx_padding", "rtp_on_sub", "rtcp_unknown_ssrc"):
             assert acc["drops"].get("drop_" + reason, 0) > 0, reason

@@ -34,6 +34,7 @@ from sfu.rtp import (
 from sfu.srtp import Protector
 from sfu.stats import Stats
 from sfu.track import PublishedTrack, Slot
+from sfu.vp8 import build_descriptor, rewrite_descriptor
 
 KEY = bytes(range(30))  # AES_CM_128_HMAC_SHA1_80: 16-byte key + 14-byte salt
 PUB_SSRC = 0xCAFE
@@ -266,6 +267,35 @@ def test_lanes_without_a_current_pair_come_back(udp: Any) -> None:
     assert not peer.sender.ready
     assert fanout([lane, Lane(None)], data, 12, len(data), None, None, 1.0)[4] == [0, 1]
     assert lane.packets == 1
+
+
+@pytest.mark.parametrize("descriptor", [
+    build_descriptor(start=True, picture_id=0x7FF0, tl0_pic_idx=250, tid=0),  # I (M), L, T
+    build_descriptor(start=False, picture_id=3),  # I only
+    bytes([0x90, 0xC0, 0x7E, 0xFF]),  # 7-bit PictureID, L
+    bytes([0x90, 0x40, 0x09]),  # L only
+    bytes([0x10]),  # no extension octet
+    bytes([0x90, 0x80, 0x80]),  # truncated 15-bit PictureID: left alone
+])
+def test_simulcast_descriptor_rewrite_matches_python(udp: Any, descriptor: bytes) -> None:
+    """A simulcast lane (``vp8``) advances PictureID and TL0PICIDX in its copy of the
+    payload exactly as sfu/vp8.py rewrite_descriptor does; other lanes are untouched."""
+    out, into = udp
+    peer = Peer(out, into.getsockname())
+    lanes = [Lane(peer.sender), Lane(peer.sender)]
+    for i, lane in enumerate(lanes):
+        lane.pt, lane.ssrc, lane.started = 100, 1 + i, True
+        lane.last_in_seq = lane.resume_seq = 4
+    lanes[0].vp8, lanes[0].picture_offset, lanes[0].tl0_offset = True, 0x7F00, 10
+    payload = descriptor + b"\x01frame bytes"
+    data = build_packet(payload_type=96, sequence_number=5, timestamp=1, ssrc=2,
+                        marker=False, extensions=b"", payload=payload)
+    tapped: list[bytes] = []
+    peer.sender.tap = tapped.append  # type: ignore[union-attr]
+    assert fanout(lanes, data, 12, len(data), None, None, 1.0)[0] == 2
+    assert tapped[0][12:] == rewrite_descriptor(payload, 0x7F00, 10)
+    assert tapped[1][12:] == payload
+    drain(into)
 
 
 def test_paused_lanes_skip_as_slot_skip_does(udp: Any) -> None:

@@ -1,12 +1,19 @@
-"""sfu.track: what bench.fuzz found there (docs/BENCHMARKS.md "Hostile media traffic")."""
+"""sfu.track: what bench.fuzz found there (docs/BENCHMARKS.md "Hostile media traffic"),
+and a simulcast slot's switch and rewrite, packet by packet."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+
+from peers.mediabot import vp8_frame
 from sfu import rtcp
+from sfu.peer import Negotiated
 from sfu.rtp import URI_AUDIO_LEVEL, URI_MID, RtpHeader, build_packet
 from sfu.stats import Stats
-from sfu.track import NACK_CHUNK, PublishedTrack
-from tests.test_fanout import PUB_SSRC, make_track
+from sfu.track import NACK_CHUNK, PublishedTrack, Slot
+from sfu.vp8 import Vp8Descriptor, build_descriptor
+from tests.test_fanout import PUB_SSRC, Owner, Peer, make_track
 
 
 class RtcpOwner:
@@ -57,3 +64,101 @@ def test_an_audio_level_that_is_not_one_octet_is_not_forwarded() -> None:
     assert 2 not in sent[0].extensions  # the subscriber's level id: nothing forwarded
     assert sent[1].extensions.get(2) == b"\x9e"  # a good level is
     assert stats.snapshot()["bad_audio_level"] == 1
+
+
+def test_simulcast_switch_rewrites_one_stream_and_answers_nacks_per_layer() -> None:
+    """A simulcast slot forwards one layer; a switch waits for the target layer's key
+    frame, and the subscriber's sequence numbers, PictureIDs and TL0PICIDX go on as one
+    stream. A NACK for a packet of either run is answered from that run's layer with the
+    descriptor as it was first sent (docs/SFU.md "Simulcast")."""
+    async def scenario() -> None:
+        stats = Stats()
+        owner = RtcpOwner()
+        track = PublishedTrack(owner, "video", "0", stats, 512, 0.0)  # type: ignore[arg-type]
+        track.add_layers(["q", "f"])
+        q, f = track.layers
+        q.ssrc, f.ssrc = 0x1111, 0x2222
+        q.rtx_ssrc = 0x1112
+        track.set_pub(Negotiated("video", "0", 0, 0, {"vp8": 96}, 97, {URI_MID: 1}))
+        slot = Slot(Owner(Peer(None, ("127.0.0.1", 9))), "video", None, stats)  # type: ignore[arg-type]
+        slot.set_params(Negotiated("video", "5", 0x5000, 0x6000, {"vp8": 100}, 101,
+                                   {URI_MID: 4}))
+        slot.attach(track)
+        assert slot.source is q and slot.lane.vp8
+        sent_by: dict[tuple[int, int], bytes] = {}  # (layer ssrc, seq) -> payload
+
+        def send(layer: PublishedTrack, seq: int, pic: int, tl0: int, tid: int,
+                 key: bool, lost: bool = False) -> None:
+            payload = build_descriptor(start=True, picture_id=pic, tl0_pic_idx=tl0,
+                                       tid=tid) + vp8_frame(key, 30, 320 if layer is q
+                                                            else 1280, 180)
+            assert layer.ssrc is not None
+            data = build_packet(payload_type=96, sequence_number=seq, timestamp=3000 * seq,
+                                ssrc=layer.ssrc, marker=True, extensions=b"",
+                                payload=payload)
+            sent_by[(layer.ssrc, seq)] = payload
+            if not lost:
+                layer.on_rtp(RtpHeader.parse(data), data)
+
+        # the layers number their pictures from unrelated starts, as Chromium's can
+        send(q, 100, 500, 7, 0, True)
+        send(f, 9000, 20000, 200, 0, True)
+        send(q, 101, 501, 7, 2, False)
+        send(f, 9001, 20001, 200, 2, False)
+        slot.select(f, 1.0)  # running on q: wait for a key frame of f
+        assert slot.source is q and slot in f.switching
+        assert owner.rtcp  # a PLI for f's SSRC
+        (pli,) = rtcp.parse_compound(owner.rtcp[-1])
+        assert isinstance(pli, rtcp.Pli) and pli.media_ssrc == f.ssrc
+        send(q, 102, 502, 7, 1, False, lost=True)  # lost on the uplink: a hole, NACKed
+        send(q, 103, 503, 8, 0, False)  # still q
+        send(f, 9002, 20002, 200, 1, False)  # a delta of f: not yet
+        send(f, 9003, 20003, 201, 0, True)  # f's key frame: the switch
+        send(q, 104, 504, 8, 2, False)  # q no longer reaches the slot
+        # q's repair of 102 (RFC 4588 §4) comes after the switch: it fills the slot's hole
+        rtx = build_packet(payload_type=97, sequence_number=7, timestamp=3000 * 102,
+                           ssrc=0x1112, marker=True, extensions=b"",
+                           payload=(102).to_bytes(2, "big") + sent_by[(0x1111, 102)])
+        q.on_rtx(RtpHeader.parse(rtx), rtx)
+        send(f, 9004, 20004, 201, 2, False)
+        peer = slot.owner.sub
+        assert stats.snapshot()["simulcast_late_repairs"] == 1
+        base = RtpHeader.parse(peer.sent[0]).sequence_number  # type: ignore[attr-defined]
+        wire = sorted(peer.sent,  # type: ignore[attr-defined]
+                      key=lambda p: (RtpHeader.parse(p).sequence_number - base) & 0xFFFF)
+        out = [RtpHeader.parse(p) for p in wire]
+        payloads = [p[h.payload_offset :] for p, h in zip(wire, out, strict=True)]
+        seqs = [h.sequence_number for h in out]
+        assert len(out) == 6
+        assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+        assert all(h.ssrc == 0x5000 for h in out)
+        ts = [h.timestamp for h in out]
+        assert all((b - a) & 0xFFFFFFFF < 0x80000000 for a, b in itertools.pairwise(ts))
+        descs = [Vp8Descriptor.parse(p) for p in payloads]
+        pics = [d.picture_id for d in descs]
+        assert pics == [(pics[0] + i) & 0x7FFF for i in range(6)]
+        tl0 = descs[0].tl0_pic_idx
+        assert tl0 is not None
+        assert [d.tl0_pic_idx for d in descs] == [tl0] * 3 + [(tl0 + 1) & 0xFF] + \
+            [(tl0 + 2) & 0xFF] * 2
+        assert [d.tid for d in descs] == [0, 2, 1, 0, 0, 2]
+        # the frames are q's 100..103, then f's 9003, 9004: byte for byte after the descriptor
+        origin = [(0x1111, 100), (0x1111, 101), (0x1111, 102), (0x1111, 103), (0x2222, 9003),
+                  (0x2222, 9004)]
+        for p, d, key in zip(payloads, descs, origin, strict=True):
+            assert p[d.size :] == sent_by[key][d.size :]
+        assert stats.snapshot()["simulcast_switches_up"] == 1
+        assert (f.height, q.height) == (180, 180)
+        # NACKs for a q packet and an f packet: each from its own layer's cache, rewritten
+        # as first sent
+        peer.sent.clear()  # type: ignore[attr-defined]
+        slot.retransmit([seqs[1], seqs[2], seqs[5]])
+        resent = [RtpHeader.parse(p) for p in peer.sent]  # type: ignore[attr-defined]
+        assert [(h.ssrc, h.payload_type) for h in resent] == [(0x6000, 101)] * 3
+        for p, h, i in zip(peer.sent, resent, (1, 2, 5), strict=True):  # type: ignore[attr-defined]
+            # RFC 4588 §4: the original sequence number, then the payload as first sent
+            assert p[h.payload_offset : h.payload_offset + 2] == seqs[i].to_bytes(2, "big")
+            assert p[h.payload_offset + 2 :] == payloads[i]
+            assert h.timestamp == out[i].timestamp
+
+    asyncio.run(scenario())

@@ -6,7 +6,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from peers.mediabot import vp8_frame
-from sfu.vp8 import Vp8Descriptor, build_descriptor, is_keyframe
+from sfu.vp8 import (
+    Vp8Descriptor,
+    build_descriptor,
+    frame_size,
+    is_keyframe,
+    rewrite_descriptor,
+)
 
 
 def test_descriptor_fields() -> None:
@@ -70,3 +76,34 @@ def test_descriptors_cut_anywhere(start: bool, pid: int, i: bool, m: bool, tl0: 
     if i:
         assert d.picture_id == (picture_id if m else picture_id & 0x7F)
     assert not is_keyframe(data)  # no VP8 payload header after it
+
+
+def test_temporal_fields_parsed() -> None:
+    d = Vp8Descriptor.parse(build_descriptor(start=True, picture_id=7, tl0_pic_idx=200, tid=2))
+    assert (d.picture_id, d.tl0_pic_idx, d.tid, d.size) == (7, 200, 2, 6)
+    d = Vp8Descriptor.parse(build_descriptor(start=True, picture_id=7, tl0_pic_idx=1, tid=0))
+    assert (d.tl0_pic_idx, d.tid) == (1, 0)
+    d = Vp8Descriptor.parse(bytes([0x90, 0x10, 0xC0]))  # K only: no TID
+    assert (d.picture_id, d.tl0_pic_idx, d.tid, d.size) == (None, None, None, 3)
+
+
+def test_descriptor_rewrite() -> None:
+    """RFC 7741 §4.2 fields moved modulo their width; all other bytes kept."""
+    frame = vp8_frame(True, 20)
+    p = build_descriptor(start=True, picture_id=0x7FFE, tl0_pic_idx=255, tid=0) + frame
+    out = rewrite_descriptor(p, 3, 2)
+    d = Vp8Descriptor.parse(out)
+    assert (d.picture_id, d.tl0_pic_idx, d.tid) == (1, 1, 0)
+    assert out[d.size :] == frame and out[0] == p[0] and out[1] == p[1] and out[5] == p[5]
+    seven = bytes([0x90, 0xC0, 0x7F, 0x10]) + frame  # 7-bit PictureID wraps at 128
+    d = Vp8Descriptor.parse(rewrite_descriptor(seven, 0x7F01, 0))
+    assert (d.picture_id, d.tl0_pic_idx) == (0, 0x10)
+    for untouched in (b"", b"\x10" + frame, bytes([0x90, 0x80, 0x80])):
+        assert rewrite_descriptor(untouched, 5, 5) == untouched
+
+
+def test_frame_size_from_the_clear_key_frame_header() -> None:
+    d = build_descriptor(start=True, picture_id=1)
+    assert frame_size(d + vp8_frame(True, 50, 1280, 720)) == (1280, 720)
+    assert frame_size(d + vp8_frame(False, 50)) is None
+    assert frame_size(d + vp8_frame(True, 50)[:9]) is None  # truncated

@@ -22,6 +22,7 @@ const MESSAGES = {
   "bad-resume": "The server did not take this browser back into the locked room. A member can press “Allow joining”; then join again.",
   timeout: "The server did not answer. Check your connection and try again.",
   closed: "The connection to the server closed. Try again.",
+  "media-unreachable": "joined several times, but audio and video never got through to the server (a firewall may block UDP here; a TURN relay, if the server offers one, is tried automatically)",
 };
 
 const MEDIA_ERRORS = {
@@ -175,6 +176,7 @@ async function join(room, password, name) {
     c.leave();
     tiles.clear();
     tiles = null;
+    banner(null); // a "reconnecting" banner of the failed attempt is stale now
     status(errorText(err), true);
   } finally {
     $("join").disabled = false;

@@ -20,6 +20,8 @@
 //   decrypt-failure {participant, reasons}       frames from `participant` failed to decrypt
 //   lock         {locked, lock_at, open_until, opened_by}
 //   connection   {state: 'connected'|'reconnecting'|'lost', reason?, attempt?}
+//                ('lost' reason 'media-unreachable': MEDIA_ATTEMPTS sessions in a row joined
+//                but their media never connected; reconnect.js)
 //
 // Why one object: a reconnect replaces the socket, the participant id, the sender index,
 // the key exchange and both PeerConnections at once, but keeps the camera, the microphone
@@ -28,17 +30,14 @@
 import { E2ee } from "/e2ee-worker/attach.js";
 import { MediaSession } from "./media.js";
 import { KeyManager } from "./mediakeys.js";
+import { ReconnectPlan } from "./reconnect.js";
 import { ServerError, SignalingClient } from "./signaling.js";
 
 /** Join errors after which trying again cannot help ("kdf-changed" is the client's own). */
 const FATAL = new Set(["wrong-password", "room-locked", "room-full", "bad-room", "too-many-attempts",
   "kdf-changed", "bad-resume"]);
-// docs/PROTOCOL.md "Reconnecting" (peers/client.py RECONNECT_DELAYS is the same): the wait
-// before each attempt. The first is the server's going-away.retry_after when it sent one (at
-// most 30 s). Every 0.5 s for 10 s, every second until 30 s, then every 5 s until about a
-// minute: a restarting server is found within 0.5–1 s of listening; 46 attempts, then 'lost'.
-// An attempt while the server is down is one refused TCP connection.
-const RECONNECT_DELAYS_MS = [...Array(20).fill(500), ...Array(20).fill(1000), ...Array(6).fill(5000)];
+// docs/PROTOCOL.md "Reconnecting": the waits before each attempt are reconnect.js's schedule;
+// the first is the server's going-away.retry_after when it sent one (at most 30 s).
 const MAX_RETRY_AFTER_MS = 30000;
 // A loss the server itself announced (sfu-error, or close 1013 after its SFU worker died)
 // means the server is up: the first attempt goes at once, spread over 250 ms so a room's
@@ -79,6 +78,8 @@ export class Call extends EventTarget {
   #retryAfterMs = null; // the server's going-away.retry_after, for the next reconnect
   #keyCache = {}; // keys derived for this room's parameters: a rejoin skips Argon2id
   #generation; // bumps on every (re)connect so late events of an old session are ignored
+  #plan = new ReconnectPlan(); // the rejoin schedule, across sessions whose media never connected
+  #mediaState = "none"; // this session's media: 'none' (no PC yet), 'unconnected', 'connected'
 
   get id() {
     return this.signaling?.id ?? null;
@@ -87,6 +88,7 @@ export class Call extends EventTarget {
   /** Connect, join (throws ServerError), start the key exchange and the media. */
   async start() {
     const gen = ++this.#generation;
+    this.#mediaState = "none";
     const sig = await SignalingClient.connect(this.wsUrl);
     try {
       const joined = await sig.join(this.room, this.#password, { expectKdf: this.#kdf, resume: this.#resume, keyCache: this.#keyCache });
@@ -109,6 +111,11 @@ export class Call extends EventTarget {
       return joined;
     } catch (err) {
       sig.close();
+      // This session was lost while it started (its media failed, its socket closed) and
+      // #lost already rejoins: that loop owns the call now, this start() has nothing to report
+      // (the page shows the room with its "reconnecting" banner, not a join error).
+      // After leave() there is nothing to report either.
+      if (this.left || (gen !== this.#generation && this.#reconnect !== null)) return null;
       throw err;
     }
   }
@@ -183,6 +190,12 @@ export class Call extends EventTarget {
     for (const type of ["track", "track-ended", "speaker", "stream-state"]) {
       media.addEventListener(type, ({ detail }) => live() && this.#emit(type, detail));
     }
+    // Whether this session's media ever got through decides how its loss counts (reconnect.js).
+    media.addEventListener("state", ({ detail }) => {
+      if (!live()) return;
+      if (detail.state === "connected") this.#mediaState = "connected";
+      else if (this.#mediaState === "none") this.#mediaState = "unconnected";
+    });
     media.addEventListener("failed", ({ detail }) => {
       if (!live()) return;
       if (detail.pc === null) this.#retryAfterMs ??= announcedRetryMs(); // the SFU's own sfu-error
@@ -270,17 +283,26 @@ export class Call extends EventTarget {
     this.#generation++;
     const stale = [...this.names.keys()].filter((id) => id !== this.id);
     this.#resume = this.signaling?.resume ?? this.#resume; // the newest (refreshed) credential
-    const retryAfter = this.#retryAfterMs;
+    let retryAfter = this.#retryAfterMs;
     this.#retryAfterMs = null;
+    // A PeerConnection that exists but never connected counts, even before its first state change.
+    if (this.#mediaState === "none" && (this.media?.pub || this.media?.sub)) this.#mediaState = "unconnected";
+    this.#plan.lost(this.#mediaState);
+    this.#mediaState = "none";
     this.#teardown({ leave: false });
     // The next session has a new identity, so no key of this one can reach the worker
     // again; the worker's records (FORMAT.md §6a) start over with it.
     this.e2ee.newSession().catch(() => {});
     for (const id of stale) this.#emit("member", { id, name: null, joined: false, reason: "reconnecting" });
     this.names.clear();
-    for (const [attempt, delay] of RECONNECT_DELAYS_MS.entries()) {
-      this.#emit("connection", { state: "reconnecting", reason, attempt: attempt + 1 });
-      const wait = attempt === 0 && retryAfter !== null ? retryAfter : delay;
+    if (this.#plan.giveUp !== null) { // #reconnect stays `token`: any older loop stops
+      this.#emit("connection", { state: "lost", reason: this.#plan.giveUp, message: reason });
+      return;
+    }
+    for (let step = this.#plan.next(); step !== null; step = this.#plan.next()) {
+      this.#emit("connection", { state: "reconnecting", reason, attempt: step.attempt });
+      const wait = retryAfter ?? step.delayMs;
+      retryAfter = null;
       await new Promise((r) => setTimeout(r, wait));
       if (this.#reconnect !== token || this.left) return;
       try {
@@ -289,6 +311,7 @@ export class Call extends EventTarget {
         this.reconnects += 1;
         return;
       } catch (err) {
+        if (this.#reconnect !== token || this.left) return; // a newer loss took over
         if (err instanceof ServerError && FATAL.has(err.id)) {
           this.#emit("connection", { state: "lost", reason: err.id, message: err.serverMessage });
           return;

@@ -136,6 +136,7 @@ class MediaBot:
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._worker = asyncio.ensure_future(self._work())
         self._media: asyncio.Future[None] | None = None
+        self.offer_sdp = ""  # the pub offer as sent (munge_offer)
         self._key_wanted = True
         self._seq = {k: random.getrandbits(16) for k in self.kinds}
         self._ts = {k: random.getrandbits(32) for k in self.kinds}
@@ -207,8 +208,13 @@ class MediaBot:
         self.pub.adopt()
         await pc.setLocalDescription(await pc.createOffer())
         self.pub.adopt()
-        await self._emit({"type": "sfu-offer", "pc": "pub", "sdp": pc.localDescription.sdp})
+        self.offer_sdp = self.munge_offer(pc.localDescription.sdp)
+        await self._emit({"type": "sfu-offer", "pc": "pub", "sdp": self.offer_sdp})
         self._media = asyncio.ensure_future(self._send_media())
+
+    def munge_offer(self, sdp: str) -> str:
+        """The pub offer as sent (a subclass edits aiortc's offer here)."""
+        return sdp
 
     async def _on_sub_offer(self, msg: dict[str, Any]) -> None:
         pc = self.sub.pc
@@ -557,8 +563,7 @@ class SimulcastBot(MediaBot):
         # (rid, seq) -> True to withhold a packet we publish on that layer (a lossy uplink);
         # the SFU's NACK for it is answered on the layer's RTX SSRC
         self.layer_loss = layer_loss
-        self.offer_sdp = ""  # the pub offer as sent, and the SFU's answer to it
-        self.answer_sdp = ""
+        self.answer_sdp = ""  # the SFU's answer to offer_sdp
 
     def layer(self, rid: str) -> Layer:
         return next(x for x in self.layers if x.rid == rid)
@@ -585,20 +590,6 @@ class SimulcastBot(MediaBot):
     def _simulcast_lines(self) -> list[str]:
         return [f"a=rid:{x.rid} send" for x in self.layers] + [
             "a=simulcast:send " + ";".join(x.rid for x in self.layers)]
-
-    async def publish(self) -> None:
-        pc = self.pub.pc
-        for kind in self.kinds:
-            t = pc.addTransceiver(kind, direction="sendonly")
-            caps = RTCRtpSender.getCapabilities(kind).codecs
-            t.setCodecPreferences([c for c in caps if c.mimeType.lower() in
-                                   (f"{kind}/{CODECS[kind]}", f"{kind}/rtx")])
-        self.pub.adopt()
-        await pc.setLocalDescription(await pc.createOffer())
-        self.pub.adopt()
-        self.offer_sdp = self.munge_offer(pc.localDescription.sdp)
-        await self._emit({"type": "sfu-offer", "pc": "pub", "sdp": self.offer_sdp})
-        self._media = asyncio.ensure_future(self._send_media())
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         if msg.get("type") == "sfu-answer" and msg.get("pc") == "pub":

@@ -10,8 +10,10 @@ exactly one named counter, or the call stopped forwarding.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -40,27 +42,35 @@ def snapshot(sfu: Sfu) -> dict[str, int]:
     return {**sfu.stats(), **datagrams(sfu), "udp_rcvbuf_drops": udp_drops()}
 
 
-async def call_with_fuzzer(sfu: Sfu, a: MediaBot, b: MediaBot, fz: FuzzPeer) -> None:
-    """a and b in a call, hearing each other; then the fuzzer joins and connects."""
-    for x in (a, b):
-        await x.join(sfu, "call")
-        await x.publish()
-    assert await a.wait_for(lambda: all(len(x.received) == 2 for x in (a, b)), 20)
-    fz.attach(lambda msg: sfu.handle("fuzz0", msg))
-    await sfu.join("call", "fuzz0", fz.on_message)
-    await fz.publish()
-    assert await fz.connected(20)
-    await asyncio.sleep(0.5)
+@contextlib.asynccontextmanager
+async def call_with_fuzzer(sfu: Sfu) -> AsyncIterator[tuple[MediaBot, MediaBot, FuzzPeer]]:
+    """a and b in a call, hearing each other, then the fuzzer joined and connected; all
+    closed, and the SFU, at the end."""
+    a, b = MediaBot("a"), MediaBot("b")
+    fz = FuzzPeer("fuzz0")
+    try:
+        for x in (a, b):
+            await x.join(sfu, "call")
+            await x.publish()
+        assert await a.wait_for(lambda: all(len(x.received) == 2 for x in (a, b)), 20)
+        fz.attach(lambda msg: sfu.handle("fuzz0", msg))
+        await sfu.join("call", "fuzz0", fz.on_message)
+        await fz.publish()
+        assert await fz.connected(20)
+        await asyncio.sleep(0.5)
+        yield a, b, fz
+    finally:
+        await fz.close()
+        for x in (a, b):
+            await x.close()
+        await sfu.close()
 
 
 async def test_fuzzed_srtp_into_a_live_call(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR)
     # no ingress limit here: every fuzzed datagram must reach the parsers
     sfu = Sfu(SfuConfig(max_pub_pps=0, max_sub_pps=0))
-    a, b = MediaBot("a"), MediaBot("b")
-    fz = FuzzPeer("fuzz0")
-    try:
-        await call_with_fuzzer(sfu, a, b, fz)
+    async with call_with_fuzzer(sfu) as (a, b, fz):
         watchdogs = {pid: p._watchdog for pid, p in sfu.participants.items()}
         before = snapshot(sfu)
         heard = {x.pid: len(x.stream(y.pid, "video").payloads)  # type: ignore[union-attr]
@@ -105,21 +115,13 @@ async def test_fuzzed_srtp_into_a_live_call(caplog: pytest.LogCaptureFixture) ->
         await b.stop_media()
         await asyncio.sleep(0.3)
         assert_intact(a, b)
-    finally:
-        await fz.close()
-        for x in (a, b):
-            await x.close()
-        await sfu.close()
 
 
 async def test_a_flooding_participant_is_cut_at_the_ingress_limit() -> None:
     """Over ``max_pub_pps`` / ``max_sub_pps`` a transport's datagrams are dropped before
     libsrtp, each counted as ``drop_rate_limited``; the call's own packets are not."""
     sfu = Sfu(SfuConfig(max_pub_pps=400, max_sub_pps=200))
-    a, b = MediaBot("a"), MediaBot("b")
-    fz = FuzzPeer("fuzz0")
-    try:
-        await call_with_fuzzer(sfu, a, b, fz)
+    async with call_with_fuzzer(sfu) as (a, b, fz):
         before = snapshot(sfu)
         run = await fuzz(fz, Mutator(fz, seed=11), 4000, rate=2000, max_seconds=60)
         await asyncio.sleep(0.5)
@@ -136,11 +138,6 @@ async def test_a_flooding_participant_is_cut_at_the_ingress_limit() -> None:
         await b.stop_media()
         await asyncio.sleep(0.3)
         assert_intact(a, b)
-    finally:
-        await fz.close()
-        for x in (a, b):
-            await x.close()
-        await sfu.close()
 
 
 def test_mutations_keep_the_first_octet_srtp_and_bound_the_ssrcs() -> None:

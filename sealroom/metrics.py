@@ -118,6 +118,8 @@ SFU_COUNTERS = {
     "keyframe_requests_layer_switch": ("sfu_keyframe_requests_layer_switch",
                                        "key frame requests for a pending layer switch"),
     "video_constraints": ("sfu_video_constraints", "sfu-video-constraints messages applied"),
+    "srtp_forgotten": ("sfu_srtp_forgotten", "libsrtp contexts removed for SSRCs the SFU "
+                       "does not forward (docs/SFU.md \"Ingress limit\")"),
     "joins": ("sfu_joins", "media sessions started"),
     "leaves": ("sfu_leaves", "media sessions ended"),
     "transport_failures": ("sfu_transport_failures", "ICE/DTLS failures or silent peers"),

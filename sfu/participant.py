@@ -43,6 +43,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 PADDING_PACKET = 290  # bytes on the wire per probe packet (255 of padding + headers)
 PROBE_BURST = 20  # at most this many probe packets per 20 ms step (~2.3 Mbit/s)
 PROBE_STEPS = 60 * 50  # a prober stops after a minute whatever happens (re-started if due)
+# SRTCP sender SSRCs a PC keeps in libsrtp besides its tracks' (browsers use one or two)
+MAX_RTCP_SENDERS = 8
 PACE_AFTER_LOSS = 30.0  # seconds a subscriber's packets stay paced after its link lost some
 
 
@@ -59,6 +61,9 @@ class Participant:
                            max_pps=cfg.max_pub_pps)
         self.sub = RawPeer(sfu.ice, self._sub_rtp, self._sub_rtcp, self.stats.drop,
                            max_pps=cfg.max_sub_pps)
+        # SRTCP sender SSRCs kept on each PC (_keep_rtcp_sender)
+        self._pub_senders: set[int] = set()
+        self._sub_senders: set[int] = set()
         self.rtcp_ssrc = random.getrandbits(32) or 1  # our SSRC in RTCP sent to the publisher
         self.tracks: dict[str, PublishedTrack] = {}  # publisher MID -> track
         self._by_ssrc: dict[int, PublishedTrack] = {}
@@ -208,12 +213,16 @@ class Participant:
             h = RtpHeader.parse(data)
         except ValueError:
             self.stats.drop("malformed_rtp")
+            ssrc = int.from_bytes(data[8:12], "big")  # libsrtp took it: 12 bytes at least
+            if ssrc not in self._by_ssrc:
+                self._forget(self.pub, ssrc)
             return
         track = self._by_ssrc.get(h.ssrc)
         if track is None:
             track = self._learn_ssrc(h)
             if track is None:
                 self.stats.drop("unknown_ssrc")
+                self._forget(self.pub, h.ssrc)  # libsrtp's state for it would stay
                 return
         if h.payload_type != track.payload_type:
             if h.ssrc == track.rtx_ssrc and h.payload_type == track.rtx_payload_type:
@@ -264,6 +273,7 @@ class Participant:
         return None
 
     def _pub_rtcp(self, data: bytes) -> None:
+        self._keep_rtcp_sender(self.pub, self._pub_senders, data)
         try:
             packets = rtcp.parse_compound(data)
         except ValueError:
@@ -432,8 +442,25 @@ class Participant:
     def _sub_rtp(self, data: bytes) -> None:
         self.stats.drop("rtp_on_sub")  # the sub PC is sendonly from the SFU
 
+    def _keep_rtcp_sender(self, peer: RawPeer, kept: set[int], data: bytes) -> None:
+        """The SRTCP context is the first RTCP packet's sender SSRC (RFC 3711 §3.4), which
+        a participant chooses freely: a PC keeps a few besides its tracks' SSRCs and
+        forgets the rest (RawPeer.forget), whatever the packet turns out to hold."""
+        sender = int.from_bytes(data[4:8], "big")
+        if sender in kept or sender in self._by_ssrc:
+            return
+        if len(kept) < MAX_RTCP_SENDERS:
+            kept.add(sender)
+        else:
+            self._forget(peer, sender)
+
+    def _forget(self, peer: RawPeer, ssrc: int) -> None:
+        if peer.forget(ssrc):
+            self.stats.add("srtp_forgotten")
+
     def _sub_rtcp(self, data: bytes) -> None:
         """Feedback from a subscriber about the streams we send it."""
+        self._keep_rtcp_sender(self.sub, self._sub_senders, data)
         try:
             packets = rtcp.parse_compound(data)
         except ValueError:

@@ -167,6 +167,7 @@ class RawPeer:
         # costs a counter increment per excess datagram (docs/SFU.md "Ingress limit").
         self.max_pps = max_pps
         self.rate_limited = 0
+        self.srtp_forgotten = 0  # libsrtp streams removed for SSRCs we do not use (forget)
         self._window_end = 0.0
         self._window_left = 0
 
@@ -205,6 +206,22 @@ class RawPeer:
             return
         self.received += 1
         await self._call(self._on_rtcp, data)
+
+    def forget(self, ssrc: int) -> bool:
+        """Drop libsrtp's inbound stream state of ``ssrc`` (its replay window and rollover
+        counter, ~270 bytes). libsrtp makes one for every SSRC that authenticates on the
+        session's template (RFC 3711 §3.2.3: a cryptographic context per SSRC) and looks
+        them up in a list, so the SFU forgets the SSRCs it will not forward: a participant
+        that invents SSRCs then costs nothing that stays."""
+        session = getattr(self._dtls, "_rx_srtp", None)
+        if session is None:
+            return False
+        try:
+            session.remove_stream(ssrc)
+        except pylibsrtp.Error:  # no such stream (e.g. forgotten already)
+            return False
+        self.srtp_forgotten += 1
+        return True
 
     def _over_limit(self) -> bool:
         """Count one inbound datagram against the window; True (and counted) if over it."""

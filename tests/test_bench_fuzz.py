@@ -30,7 +30,9 @@ from bench.fuzz import (
     udp_drops,
 )
 from peers.mediabot import MediaBot
-from sfu import Sfu, SfuConfig
+from sfu import Sfu, SfuConfig, rtcp
+from sfu.participant import MAX_RTCP_SENDERS
+from sfu.rtp import build_packet
 from tests.test_sfu_fuzz import assert_intact
 
 pytestmark = pytest.mark.media
@@ -165,3 +167,48 @@ def test_mutations_keep_the_first_octet_srtp_and_bound_the_ssrcs() -> None:
             assert int.from_bytes(data[8:12], "big") in m.pool
     assert _srtp_first_octet(b"", random.Random(1))[0] >> 6 == 2
     assert FuzzRun().total == 0
+
+
+async def test_libsrtp_forgets_the_ssrcs_the_sfu_does_not_use() -> None:
+    """An authenticated participant that invents SSRCs leaves no libsrtp state behind.
+
+    libsrtp keeps a context per SSRC (its replay window): a datagram sent twice is refused
+    the second time while the context lives. After the SFU forgets an SSRC it will not
+    forward, the same datagram passes libsrtp again and ends as ``drop_unknown_ssrc``.
+    """
+    sfu = Sfu(SfuConfig())
+    async with call_with_fuzzer(sfu) as (_a, _b, fz):
+        me = sfu.participants["fuzz0"]
+        pub, sub = fz.pub._fast, fz.sub._fast
+        assert pub is not None and sub is not None
+        before = snapshot(sfu)
+        packet = build_packet(payload_type=fz.params["video"].payload_types["vp8"],
+                              sequence_number=7, timestamp=1, ssrc=0x5EA10001, marker=True,
+                              extensions=b"", payload=bytes(40))
+        datagram = pub.protect(packet)
+        for _ in range(3):  # the same datagram: a replay but for the forgotten context
+            pub.sendto(datagram, pub.addr)
+            await asyncio.sleep(0.05)
+        # a subscriber's RTCP from 20 sender SSRCs: 8 are kept (MAX_RTCP_SENDERS)
+        reports = [sub.protect_rtcp(bytes(rtcp.ReceiverReport(0x5EA20000 + i, [])))
+                   for i in range(20)]
+        for datagram in reports:
+            sub.sendto(datagram, sub.addr)
+        await asyncio.sleep(0.2)
+        for datagram in reports:  # each again: only the forgotten ones pass libsrtp
+            sub.sendto(datagram, sub.addr)
+        await asyncio.sleep(0.3)
+        after = snapshot(sfu)
+
+        def delta(key: str) -> int:
+            return after.get(key, 0) - before.get(key, 0)
+
+        assert delta("drop_unknown_ssrc") == 3, (before, after)
+        assert me.pub.srtp_forgotten == 3
+        assert len(me._sub_senders) == MAX_RTCP_SENDERS
+        ours = len([s for s in me._sub_senders if 0x5EA20000 <= s < 0x5EA20000 + 20])
+        assert ours >= 1
+        assert me.sub.srtp_forgotten == 2 * (20 - ours)
+        # the replays of the kept senders' reports were refused by libsrtp, and only those
+        assert delta("drop_srtp_rejected") == ours
+        assert delta("srtp_forgotten") == 3 + 2 * (20 - ours)  # on /metrics

@@ -182,8 +182,14 @@ elements; framesDecoded is what the report counts)."""
 
 
 async def join(p: Participant, url: str, room: str = ROOM, password: str = PASSWORD) -> None:
-    """Open the room link, join through the form, wait for the room view; hide videos."""
-    await p.page.goto(f"{url}/r/{room}")
+    """Open the room link, join through the form, wait for the room view; hide videos.
+
+    ``?simulcast=0``: each page publishes one camera encoding (docs/SFU.md "Browsers").
+    These cases and their figures (BENCHMARKS.md) measure what one full-rate camera per
+    publisher does to a link; with simulcast the SFU forwards each small tile a small
+    layer (240 lines at ~360 kbit/s here, measured) and a downlink limit sized for one
+    full camera never bites."""
+    await p.page.goto(f"{url}/r/{room}?simulcast=0")
     await p.page.fill("#password", password)
     await p.page.fill("#name", p.name)
     await p.page.click("#join")

@@ -17,10 +17,12 @@ ROOM = "standup"
 
 
 async def open_browser(
-    chromium: BrowserFactory, tmp: Path, seed: int, extra_args: tuple[str, ...] = ()
+    chromium: BrowserFactory, tmp: Path, seed: int, extra_args: tuple[str, ...] = (),
+    camera: Path | None = None,
 ) -> Any:
-    """A fresh Chromium whose fake camera shows pattern `seed` (peers/fakecam.py)."""
-    cam = write_y4m(tmp / f"camera-{seed}.y4m", seed)
+    """A fresh Chromium whose fake camera shows pattern `seed` (peers/fakecam.py), or the
+    Y4M clip `camera`."""
+    cam = camera if camera is not None else write_y4m(tmp / f"camera-{seed}.y4m", seed)
     ctx = await chromium(extra_args=[f"--use-file-for-fake-video-capture={cam}", *extra_args])
     page = await ctx.new_page()
     page.errors = []
@@ -127,3 +129,19 @@ async def selected_candidate_types(page: Any) -> dict[str, str | None]:
         }"""
     )
     return types
+
+
+async def video_stats(page: Any, pc: str) -> list[dict[str, Any]]:
+    """The video outbound-rtp (`pc` 'pub': one per simulcast layer) or inbound-rtp ('sub')
+    records of the page's PeerConnection `pc`, as getStats gives them."""
+    got: list[dict[str, Any]] = await page.evaluate(
+        """async (which) => {
+            const report = (await window.sealroom.call.media.stats())[which];
+            const type = which === 'pub' ? 'outbound-rtp' : 'inbound-rtp';
+            const out = [];
+            report?.forEach((r) => { if (r.type === type && r.kind === 'video') out.push(r); });
+            return out;
+        }""",
+        pc,
+    )
+    return got

@@ -158,8 +158,11 @@ async function join(room, password, name) {
   // `?relay` forces all media through TURN (iceTransportPolicy "relay"): for checking a
   // TURN deployment (docs/DEPLOY.md), as Jitsi's and LiveKit's force-relay options do.
   const relayOnly = new URLSearchParams(location.search).has("relay");
-  const c = new Call({ room, password, name: name || "anonymous", stream, relayOnly });
-  tiles = new Tiles($("grid"), { selfName: name || "you" });
+  // ?simulcast=0 (or 1): publish one camera layer (or three) instead of the browser's default.
+  const layers = new URLSearchParams(location.search).get("simulcast");
+  const simulcast = layers === null ? null : layers !== "0";
+  const c = new Call({ room, password, name: name || "anonymous", stream, relayOnly, simulcast });
+  tiles = new Tiles($("grid"), { selfName: name || "you", onVideoSize: (id, h) => c.setVideoHeight(id, h) });
   wire(c);
   try {
     await c.start();

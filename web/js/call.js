@@ -47,10 +47,13 @@ const announcedRetryMs = () => Math.random() * 250;
 export class Call extends EventTarget {
   /**
    * @param {{room: string, password: string, name: string, stream: MediaStream|null,
-   *          relayOnly?: boolean, wsUrl?: string}} options
+   *          relayOnly?: boolean, wsUrl?: string, simulcast?: boolean|null}} options
+   * simulcast: publish the camera as three layers (media.js SIMULCAST_LAYERS) or one;
+   * null: the browser's default (media.js: layers where the browser keeps L1T3 on them).
    */
-  constructor({ room, password, name, stream = null, relayOnly = false, wsUrl = "/ws" }) {
+  constructor({ room, password, name, stream = null, relayOnly = false, wsUrl = "/ws", simulcast = null }) {
     super();
+    this.simulcast = simulcast;
     this.room = room;
     this.name = name;
     this.stream = stream;
@@ -183,7 +186,7 @@ export class Call extends EventTarget {
     const iceServers = (joined.ice_servers ?? []).map((s) => ({ ...s }));
     const media = new MediaSession({
       signaling: sig, e2ee: this.e2ee, iceServers,
-      iceTransportPolicy: this.relayOnly ? "relay" : "all",
+      iceTransportPolicy: this.relayOnly ? "relay" : "all", simulcast: this.simulcast,
     });
     this.media = media;
     const live = () => gen === this.#generation && !this.left;
@@ -201,6 +204,20 @@ export class Call extends EventTarget {
       if (detail.pc === null) this.#retryAfterMs ??= announcedRetryMs(); // the SFU's own sfu-error
       this.#lost(`media ${detail.pc ?? ""} failed: ${detail.reason ?? ""}`.trim());
     });
+  }
+
+  /**
+   * `participant`'s video is shown `height` device pixels high (0: hidden; null: no limit):
+   * the SFU forwards no simulcast layer taller than that (media.js setVideoHeight). Without
+   * a received video of `participant` now, nothing is sent: its tile says it again when
+   * the track comes (tiles.js).
+   */
+  setVideoHeight(participant, height) {
+    const media = this.media;
+    if (!media) return;
+    for (const [mid, info] of media.active) {
+      if (info.participant === participant && info.kind === "video") media.setVideoHeight(mid, height);
+    }
   }
 
   /** Seal a chat message to everyone. */

@@ -28,6 +28,83 @@ import { E2ee, preferCodecs, rtcConfiguration } from '/e2ee-worker/attach.js';
 export { E2ee };
 
 const KINDS = ['audio', 'video'];
+
+/**
+ * The camera's simulcast layers (docs/SFU.md "Simulcast", "Browsers"), lowest quality
+ * first: the SFU takes the `a=simulcast` list's order as the layers' order. Each is one
+ * encoding of the one video m-line (RFC 8853), its own SSRC, encrypted by the same worker
+ * and sender key as the others (e2ee-worker/FORMAT.md: one frame counter for all).
+ * `L1T3` (three temporal layers, W3C webrtc-svc) is what Chromium uses for VP8 simulcast
+ * anyway; naming it keeps it so.
+ */
+export const SIMULCAST_LAYERS = Object.freeze([
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000, scalabilityMode: 'L1T3' },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000, scalabilityMode: 'L1T3' },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 2_500_000, scalabilityMode: 'L1T3' },
+]);
+/** Debounce of a tile's size before its `sfu-video-constraints` goes out. */
+const CONSTRAINT_DEBOUNCE_MS = 300;
+/**
+ * Simulcast by default where the browser keeps `scalabilityMode: 'L1T3'` on simulcast
+ * encodings (W3C webrtc-svc): the layers the SFU is built and tested for. Probed once on a
+ * throwaway RTCPeerConnection (no ICE starts before an offer): the encodings of
+ * `sender.getParameters()` must be ours, each with its L1T3. Measured: Chromium 156 keeps
+ * them; Firefox 153 drops `scalabilityMode` (and lists no `scalabilityModes` in
+ * getCapabilities, nor does Chromium), so it publishes one layer. A capability, not a
+ * browser name (docs/SFU.md "Browsers").
+ */
+let l1t3Simulcast = null;
+function simulcastByDefault() {
+  if (l1t3Simulcast !== null) return l1t3Simulcast;
+  let pc = null;
+  try {
+    pc = new RTCPeerConnection();
+    const { sender } = pc.addTransceiver('video', {
+      direction: 'sendonly', sendEncodings: SIMULCAST_LAYERS.map((l) => ({ ...l })),
+    });
+    const got = sender.getParameters().encodings ?? [];
+    l1t3Simulcast = got.length === SIMULCAST_LAYERS.length
+      && got.every((e, i) => e.rid === SIMULCAST_LAYERS[i].rid && e.scalabilityMode === 'L1T3');
+  } catch {
+    l1t3Simulcast = false;
+  } finally {
+    pc?.close();
+  }
+  return l1t3Simulcast;
+}
+
+/**
+ * The layers worth sending for a camera of `width` × `height`: libwebrtc sends at most 3
+ * simulcast streams from 960×540 up, 2 from 480×270, 1 below (its `kSimulcastFormats`
+ * table, video/config/simulcast.cc), dropping the *last* encodings (Chromium 156 with a
+ * 640×360 camera offered ¼, ½, 1 sent 90 and 180 lines only), so a 320×240 camera would
+ * send only its ¼. So a smaller camera offers only the top `n` of `layers` (½ and 1; or
+ * one plain encoding, as without simulcast), each still its own size.
+ */
+export function layersFor(layers, width, height) {
+  const pixels = (width || 0) * (height || 0);
+  const n = pixels >= 960 * 540 ? 3 : pixels >= 480 * 270 ? 2 : 1;
+  return n >= 2 ? layers.slice(Math.max(0, layers.length - n)) : [];
+}
+
+/**
+ * A sendonly video transceiver with `layers` as its encodings; a browser that refuses
+ * `scalabilityMode` gets the same layers without it (its own default).
+ */
+function addSimulcastTransceiver(pc, stream, layers) {
+  const init = { direction: 'sendonly', streams: [stream] };
+  try {
+    return pc.addTransceiver('video', { ...init, sendEncodings: layers.map((l) => ({ ...l })) });
+  } catch (err) {
+    if (!layers.some((l) => 'scalabilityMode' in l)) throw err;
+    const plain = layers.map((l) => {
+      const copy = { ...l };
+      delete copy.scalabilityMode;
+      return copy;
+    });
+    return pc.addTransceiver('video', { ...init, sendEncodings: plain });
+  }
+}
 /** Longest wait for ICE gathering before an offer/answer goes out with what it has. */
 const GATHER_TIMEOUT_MS = 5000;
 /** Longest wait for the SFU's answer to the pub offer. */
@@ -58,9 +135,15 @@ export class MediaSession extends EventTarget {
    *          iceTransportPolicy?: 'all'|'relay'}} options
    * signaling: the SignalingClient of signaling.js (send(msg), 'message' events).
    * e2ee: an E2ee (attach.js), or null for no encryption (tests only).
+   * simulcast: publish the camera as SIMULCAST_LAYERS (true) or as one encoding (false);
+   * null: true where the browser keeps L1T3 on simulcast encodings (simulcastByDefault).
    */
-  constructor({ signaling, e2ee = null, iceServers = [], iceTransportPolicy = 'all' }) {
+  constructor({ signaling, e2ee = null, iceServers = [], iceTransportPolicy = 'all', simulcast = null }) {
     super();
+    /** The camera's encodings: SIMULCAST_LAYERS, or [] for one layer (simulcast false). */
+    this.layers = (simulcast ?? simulcastByDefault()) ? SIMULCAST_LAYERS : [];
+    this.sentLayers = []; // the RIDs publish() offered for the camera ([]: one plain encoding)
+    this.constraints = new Map(); // sub MID → {sent, want, timer}: the max_height told the SFU
     this.signaling = signaling;
     this.e2ee = e2ee;
     this.config = rtcConfiguration(
@@ -101,7 +184,12 @@ export class MediaSession extends EventTarget {
     for (const kind of KINDS) {
       stillOpen();
       const track = stream.getTracks().find((t) => t.kind === kind) ?? null;
-      const transceiver = pc.addTransceiver(kind, { direction: 'sendonly', streams: [stream] });
+      const settings = track?.getSettings?.() ?? {};
+      const layers = kind === 'video' ? layersFor(this.layers, settings.width, settings.height) : [];
+      const transceiver = layers.length > 1
+        ? addSimulcastTransceiver(pc, stream, layers)
+        : pc.addTransceiver(kind, { direction: 'sendonly', streams: [stream] });
+      if (kind === 'video') this.sentLayers = layers.map((l) => l.rid);
       preferCodecs(transceiver, kind);
       // The transform is in place before the track: no frame ever leaves in clear.
       if (this.e2ee) this.e2ee.attachSender(transceiver.sender, kind);
@@ -143,6 +231,28 @@ export class MediaSession extends EventTarget {
     await sender.replaceTrack(track);
   }
 
+  /**
+   * The received video on sub MID `mid` is shown `height` CSS pixels high (times the
+   * device pixel ratio: what the screen needs); null: no limit. Debounced by
+   * CONSTRAINT_DEBOUNCE_MS and sent as `sfu-video-constraints` only when it changed, so a
+   * ResizeObserver may call it on every frame of a resize. A hidden or zero-size tile
+   * (height 0) asks for the smallest layer: the SFU always may send the lowest layer
+   * (docs/SFU.md "Simulcast"), and the tile shows a picture at once when it reappears.
+   */
+  setVideoHeight(mid, height) {
+    if (this.closed || typeof mid !== 'string') return;
+    const want = height === null ? null : Math.max(0, Math.round(height));
+    let c = this.constraints.get(mid);
+    if (c === undefined) this.constraints.set(mid, (c = { sent: undefined, want, timer: 0 }));
+    c.want = want;
+    clearTimeout(c.timer);
+    c.timer = setTimeout(() => {
+      if (this.closed || c.want === c.sent || this.constraints.get(mid) !== c) return;
+      c.sent = c.want;
+      this.signaling.send({ type: 'sfu-video-constraints', mid, height: c.want });
+    }, CONSTRAINT_DEBOUNCE_MS);
+  }
+
   /** Ask the SFU for a key frame from my own publisher PC (after a key rotation). */
   requestKeyFrame() {
     this.signaling.send({ type: 'sfu-keyframe' });
@@ -163,6 +273,8 @@ export class MediaSession extends EventTarget {
     this.signaling.removeEventListener('message', this.onMessage);
     this.pubAnswer?.reject(new Error('media session closed'));
     this.pubAnswer = null;
+    for (const c of this.constraints.values()) clearTimeout(c.timer);
+    this.constraints.clear();
     for (const pc of [this.pub, this.sub]) pc?.close();
     for (const [mid, info] of this.active) {
       this.#emit('track-ended', { participant: info.participant, kind: info.kind, mid });
@@ -221,6 +333,9 @@ export class MediaSession extends EventTarget {
         this.#emit('left', { participant: msg.participant });
         return;
       case 'sfu-error': {
+        // A size hint for a MID the SFU no longer has (a race with a re-offer) is harmless:
+        // the tile's next size goes to the MID the next 'track' names.
+        if (msg.id === 'unknown-mid') return;
         const reason = `${msg.id}: ${msg.message}`;
         if (this.pubAnswer) { // the pub offer was refused: publish() reports it ('failed')
           this.pubAnswer.reject(new Error(reason));

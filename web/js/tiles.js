@@ -17,11 +17,27 @@ const REASONS = {
 };
 
 export class Tiles {
-  /** @param {HTMLElement} grid @param {{selfName: string}} options */
-  constructor(grid, { selfName }) {
+  /**
+   * @param {HTMLElement} grid
+   * @param {{selfName: string, onVideoSize?: (id: string, height: number) => void}} options
+   * onVideoSize: a remote tile's video is now `height` device pixels high (0: hidden or
+   * zero-size), from a ResizeObserver, and again whenever the tile gets a video track;
+   * the call tells the SFU (docs/SFU.md "Browsers": which simulcast layer it forwards).
+   */
+  constructor(grid, { selfName, onVideoSize = null }) {
     this.grid = grid;
     this.tiles = new Map(); // id → {el, video, label, stream, name, state, failure}
     this.speaker = null;
+    this.onVideoSize = onVideoSize;
+    this.heights = new Map(); // remote id → the video's last rendered height (device pixels)
+    this.resizes = typeof ResizeObserver === "function" && onVideoSize
+      ? new ResizeObserver((entries) => {
+        for (const e of entries) {
+          const id = e.target.closest?.(".tile")?.dataset.id;
+          if (id && this.tiles.get(id)?.video === e.target) this.#measure(id);
+        }
+      })
+      : null;
     this.add("self", `${selfName} (you)`);
   }
 
@@ -59,6 +75,10 @@ export class Tiles {
       state: { audio: true, video: true }, failure: null, failureTimer: 0, paused: null };
     video.srcObject = tile.stream;
     this.tiles.set(id, tile);
+    if (id !== "self" && this.resizes) {
+      this.resizes.observe(video);
+      video.addEventListener("resize", () => this.#measure(id)); // the picture's own size came or changed
+    }
     this.setName(id, name);
     this.#layout();
     return tile;
@@ -68,6 +88,8 @@ export class Tiles {
     const tile = this.tiles.get(id);
     if (!tile || id === "self") return;
     clearTimeout(tile.failureTimer);
+    this.resizes?.unobserve(tile.video);
+    this.heights.delete(id);
     tile.video.srcObject = null;
     tile.el.remove();
     this.tiles.delete(id);
@@ -76,10 +98,12 @@ export class Tiles {
 
   clear() {
     for (const tile of this.tiles.values()) {
+      this.resizes?.unobserve(tile.video);
       tile.video.srcObject = null;
       clearTimeout(tile.failureTimer);
     }
     this.tiles.clear();
+    this.heights.clear();
     this.grid.replaceChildren();
   }
 
@@ -107,7 +131,11 @@ export class Tiles {
     const tile = this.tiles.get(id) ?? this.add(id, null);
     for (const old of tile.stream.getTracks()) if (old.kind === track.kind) tile.stream.removeTrack(old);
     tile.stream.addTrack(track);
-    if (track.kind === "video") tile.el.classList.toggle("no-video", !tile.state.video);
+    if (track.kind === "video") {
+      tile.el.classList.toggle("no-video", !tile.state.video);
+      // The size may have been measured before this track (and its MID) existed.
+      if (id !== "self" && this.heights.has(id)) this.onVideoSize?.(id, this.heights.get(id));
+    }
     tile.video.play().catch(() => {}); // autoplay may wait for a gesture; the join click is one
   }
 
@@ -179,6 +207,22 @@ export class Tiles {
       tracks: t.stream.getTracks().map((x) => x.kind).sort(),
       width: t.video.videoWidth, height: t.video.videoHeight,
     }));
+  }
+
+  /**
+   * How many lines of `id`'s video the screen can show: the element's height, or more when
+   * `object-fit: cover` scales a picture that is narrower than the tile to the tile's width
+   * (its height then overflows and is cropped), in device pixels; 0 when hidden.
+   */
+  #measure(id) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    const { clientWidth: w, clientHeight: h, videoWidth: vw, videoHeight: vh } = tile.video;
+    const shown = w > 0 && h > 0 ? Math.max(h, vw > 0 && vh > 0 ? (w * vh) / vw : 0) : 0;
+    const height = Math.round(shown * (globalThis.devicePixelRatio || 1));
+    if (this.heights.get(id) === height) return;
+    this.heights.set(id, height);
+    this.onVideoSize?.(id, height);
   }
 
   #caption(tile) {

@@ -50,13 +50,14 @@ import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
 from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
+from peers.sfupeer import SfuPeer
 from sfu import rtcp
 from sfu.ice import IcePolicy
 from sfu.peer import Negotiated, RawPeer, negotiated
@@ -65,7 +66,6 @@ from sfu.vp8 import build_descriptor
 
 logger = logging.getLogger("bench.fuzz")
 
-Signal = Callable[[dict[str, Any]], Awaitable[None]]
 CODECS = {"audio": "opus", "video": "vp8"}
 MAX_PACKET = 1200  # plaintext bytes: room for SRTP's trailer in libsrtp's 1500-byte buffer
 RANDOM_SSRCS = 16
@@ -89,7 +89,7 @@ def outcome_total(stats: dict[str, int]) -> int:
 # --- the fuzzing participant ----------------------------------------------------------------
 
 
-class FuzzPeer:
+class FuzzPeer(SfuPeer):
     """A participant that publishes audio+video (+RTX), subscribes, and sends raw datagrams.
 
     Its handlers are plain functions, so ``RawPeer`` takes the socket over once DTLS is up
@@ -97,16 +97,13 @@ class FuzzPeer:
     """
 
     def __init__(self, pid: str, ice: IcePolicy | None = None) -> None:
-        self.pid = pid
+        super().__init__(pid)
         self.ice = ice or IcePolicy("127.0.0.1")
         self.counters: Counter[str] = Counter()
         self.pub = RawPeer(self.ice, self._count("pub_rtp_in"), self._count("pub_rtcp_in"))
         self.sub = RawPeer(self.ice, self._count("sub_rtp_in"), self._count("sub_rtcp_in"))
         self.params: dict[str, Negotiated] = {}  # kind -> our published m-line
         self.sub_ssrcs: list[int] = []  # what the SFU sends us (other participants' streams)
-        self._signal: Signal | None = None
-        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._worker = asyncio.ensure_future(self._work())
         self.errors: list[dict[str, Any]] = []
 
     def _count(self, name: str) -> Callable[[bytes], None]:
@@ -116,28 +113,6 @@ class FuzzPeer:
             counters[name] += 1
 
         return handler
-
-    def attach(self, signal: Signal) -> None:
-        self._signal = signal
-
-    async def on_message(self, msg: dict[str, Any]) -> None:
-        """SFU→client messages, queued and handled in order (they may arrive re-entrantly)."""
-        await self._inbox.put(msg)
-
-    async def _emit(self, msg: dict[str, Any]) -> None:
-        if self._signal is None:
-            raise RuntimeError("FuzzPeer.attach() a signaling function first")
-        await self._signal(msg)
-
-    async def _work(self) -> None:
-        while True:
-            msg = await self._inbox.get()
-            if msg is None:
-                return
-            try:
-                await self._dispatch(msg)
-            except Exception:
-                logger.exception("fuzz peer: handling %s", msg.get("type"))
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -206,9 +181,7 @@ class FuzzPeer:
         return protected
 
     async def close(self) -> None:
-        await self._inbox.put(None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._worker, 5.0)
+        await self._stop_work(5.0)
         for peer in (self.pub, self.sub):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(peer.close(), 5.0)

@@ -22,13 +22,14 @@ import random
 import struct
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
+from peers.sfupeer import SfuPeer, Signal
 from sfu import rtcp
 from sfu.ice import IcePolicy
 from sfu.peer import Negotiated, RawPeer, negotiated
@@ -38,7 +39,6 @@ from sfu.vp8 import build_descriptor
 
 logger = logging.getLogger(__name__)
 
-Signal = Callable[[dict[str, Any]], Awaitable[None]]
 # Frame sources (e.g. peers/e2eebot.py): one encoded, encrypted frame per call, or None.
 VideoSource = Callable[[bool], bytes | None]  # argument: a key frame is wanted
 AudioSource = Callable[[], bytes | None]
@@ -90,7 +90,7 @@ class Received:
         return bool(keys) and keys[-1] - keys[0] + 1 == len(keys)
 
 
-class MediaBot:
+class MediaBot(SfuPeer):
     """One participant: a ``pub`` PC that sends raw RTP, a ``sub`` PC that records it."""
 
     def __init__(self, pid: str, signal: Signal | None = None, *, ice: IcePolicy | None = None,
@@ -100,8 +100,7 @@ class MediaBot:
                  uplink_loss: Callable[[int], bool] | None = None, answer_nacks: bool = True,
                  video_frames: VideoSource | None = None,
                  audio_frames: AudioSource | None = None) -> None:
-        self.pid = pid
-        self._signal = signal
+        super().__init__(pid, signal)
         self.ice = ice or IcePolicy("127.0.0.1")
         self.kinds = [k for k, on in (("audio", audio), ("video", video)) if on]
         self.fps = fps
@@ -124,7 +123,6 @@ class MediaBot:
         self.received: dict[tuple[str, str], Received] = {}
         self.tracks: dict[str, dict[str, str]] = {}  # sub MID -> {"participant", "kind"}
         self.speakers: list[dict[str, Any]] = []
-        self.messages: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.sender_reports: dict[int, list[rtcp.SenderReport]] = defaultdict(list)
         self.remb: list[int] = []
@@ -133,8 +131,6 @@ class MediaBot:
         self._sub_ssrc: dict[int, str] = {}  # media SSRC announced in the sub offer -> MID
         self._sub_rtx: dict[int, str] = {}  # RTX SSRC (a=ssrc-group:FID) -> MID
         self._mid_ext_ids: set[int] = set()
-        self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._worker = asyncio.ensure_future(self._work())
         self._media: asyncio.Future[None] | None = None
         self.offer_sdp = ""  # the pub offer as sent (munge_offer)
         self._key_wanted = True
@@ -150,36 +146,6 @@ class MediaBot:
         self.send_remb: int | None = None
 
     # --- signaling ----------------------------------------------------------------------
-
-    def attach(self, signal: Signal) -> None:
-        """Where client→SFU messages go (Sfu.handle in-process, or a WebSocket)."""
-        self._signal = signal
-
-    async def join(self, sfu: Any, room: str) -> None:
-        """Join an in-process ``sfu.Sfu``: the same messages a WebSocket would carry."""
-        self.attach(lambda msg: sfu.handle(self.pid, msg))
-        await sfu.join(room, self.pid, self.on_message)
-
-    async def on_message(self, msg: dict[str, Any]) -> None:
-        """Server→client messages; queued, handled in order by the bot's task."""
-        await self._inbox.put(msg)
-
-    async def _emit(self, msg: dict[str, Any]) -> None:
-        if self._signal is None:
-            raise RuntimeError("MediaBot.attach() a signaling function first")
-        await self._signal(msg)
-
-    async def _work(self) -> None:
-        while True:
-            msg = await self._inbox.get()
-            if msg is None:
-                return
-            self.messages.append(msg)
-            try:
-                await self._dispatch(msg)
-            except Exception:
-                logger.exception("%s: handling %s", self.pid, msg.get("type"))
-                self.counters["message_errors"] += 1
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
@@ -487,9 +453,7 @@ class MediaBot:
         self.closed = True
         if self._media is not None:
             self._media.cancel()
-        await self._inbox.put(None)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._worker, 2.0)
+        await self._stop_work(2.0)
         for peer in (self.pub, self.sub):
             if abrupt:  # the network vanishes: nothing more leaves our sockets
                 transceivers: list[Any] = peer.pc.getTransceivers()

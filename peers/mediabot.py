@@ -528,6 +528,7 @@ class SimulcastBot(MediaBot):
         # the SFU's NACK for it is answered on the layer's RTX SSRC
         self.layer_loss = layer_loss
         self.answer_sdp = ""  # the SFU's answer to offer_sdp
+        self.layer_messages: list[dict[str, bool]] = []  # every sfu-layers, in order
 
     def layer(self, rid: str) -> Layer:
         return next(x for x in self.layers if x.rid == rid)
@@ -558,7 +559,25 @@ class SimulcastBot(MediaBot):
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         if msg.get("type") == "sfu-answer" and msg.get("pc") == "pub":
             self.answer_sdp = msg["sdp"]
+        elif msg.get("type") == "sfu-layers" and isinstance(msg.get("layers"), dict):
+            self.set_layers(msg["layers"])
+            return
         await super()._dispatch(msg)
+
+    def set_layers(self, layers: dict[str, bool]) -> None:
+        """Dynacast (docs/SFU.md "Dynacast"): send the layers ``layers`` names True, as
+        a page sets ``encodings[i].active``; like Chromium, restarting any layer makes a
+        key frame on every active layer."""
+        self.layer_messages.append(dict(layers))
+        restarted = False
+        for x in self.layers:
+            want = layers.get(x.rid)
+            if isinstance(want, bool) and want != x.active:
+                x.active = want
+                restarted = restarted or want
+        if restarted:
+            for x in self.layers:
+                x.key_wanted = True
 
     async def _send_video(self) -> None:
         p = self._pub_params.get("video")

@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="each participant receives video from at most N publishers; 0 = all [%(default)s]",
     )
     a(
+        "--no-dynacast",
+        action="store_true",
+        default=_env("no-dynacast", False, _flag),
+        help="keep every simulcast layer a publisher sends on, even those no subscriber "
+        "needs (docs/SFU.md \"Dynacast\")",
+    )
+    a(
         "--workers",
         type=_workers,
         default=_env("workers", 1, _workers),
@@ -261,6 +268,7 @@ def sfu_config_from_args(args: argparse.Namespace) -> SfuConfig:
         port_min=args.media_ports[0],
         port_max=args.media_ports[1],
         last_n=args.last_n,
+        dynacast=not args.no_dynacast,
         send_batching=not args.no_send_batching,
     )
 

@@ -25,6 +25,10 @@ class SfuConfig:
     # (video at max_video_bitrate, Opus, RTX, RTCP); a subscriber sends only RTCP feedback.
     max_pub_pps: int = 1000
     max_sub_pps: int = 500
+    # dynacast (docs/SFU.md "Dynacast"): tell a simulcast publisher to stop encoding the
+    # layers no subscriber needs, once unneeded this long (s); needed ones resume at once
+    dynacast: bool = True
+    dynacast_pause_delay: float = 5.0
     rtcp_interval: float = 1.0  # receiver reports + REMB to publishers, seconds
     max_video_bitrate: int = 2_500_000  # REMB ceiling sent to publishers, bit/s
     # sub re-offers are coalesced: a change is offered once none followed it for

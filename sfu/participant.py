@@ -23,6 +23,7 @@ from aiortc.sdp import SessionDescription
 
 from . import rtcp
 from .allocator import DownlinkBudget, Video
+from .dynacast import Dynacast, needed
 from .errors import SfuError
 from .pacer import FACTOR as PACING_FACTOR
 from .pacer import Pacer
@@ -69,6 +70,8 @@ class Participant:
         self._by_ssrc: dict[int, PublishedTrack] = {}
         # simulcast m-lines of the latest pub offer, by MID (sfu/simulcast.py)
         self._simulcast: dict[str, SimulcastOffer] = {}
+        # per simulcast MID: the layers this publisher was last told to send (sfu/dynacast.py)
+        self._dynacast: dict[str, Dynacast] = {}
         self._pub_answer = ""  # the pub answer as sent: aiortc's, completed for simulcast
         self.slots: list[Slot] = []
         self._slot_by_ssrc: dict[int, Slot] = {}
@@ -187,6 +190,9 @@ class Participant:
                 # one PublishedTrack per layer, each SSRC bound by its RID (_learn_ssrc),
                 # never from a=ssrc nor the first SSRC seen with this MID
                 track.add_layers(offer.rids)
+                if self.sfu.config.dynacast:
+                    self._dynacast[t.mid] = Dynacast(offer.rids,
+                                                     self.sfu.config.dynacast_pause_delay)
             else:
                 track.ssrc, track.rtx_ssrc = _media_ssrcs(parsed, t.mid)
             self.tracks[t.mid] = track
@@ -569,6 +575,7 @@ class Participant:
             self._measure_sent(now)
             self.budget.on_loss(self._interval_loss(), now)
             self.reallocate()
+            self.update_layers(now)
 
     def _send_reports(self, now: float) -> None:
         """RFC 3550 §6.4.2 RR for each published source, plus REMB (draft-alvestrand §2).
@@ -692,6 +699,26 @@ class Participant:
         slot.max_height = height
         self.stats.add("video_constraints")
         self.reallocate()
+        if slot.track is not None:  # a bigger tile resumes its publisher's layer at once
+            slot.track.owner.update_layers(time.monotonic())
+
+    def update_layers(self, now: float) -> None:
+        """Dynacast (sfu/dynacast.py, docs/SFU.md "Dynacast"): tell this publisher which
+        of its simulcast layers to send, when that changed."""
+        if self.closed:
+            return
+        for mid, dynacast in self._dynacast.items():
+            track = self.tracks.get(mid)
+            if track is None or not track.layers:
+                continue
+            before = dynacast.active
+            change = dynacast.update(needed(track.layers, track.slots), now)
+            if change is None:
+                continue
+            for was, now_on in zip(before, dynacast.active, strict=True):
+                if was != now_on:
+                    self.stats.add("dynacast_resumes" if now_on else "dynacast_pauses")
+            self.spawn(self.send({"type": "sfu-layers", "mid": mid, "layers": change}))
 
     def _pace(self, now: float) -> None:
         """Pace this subscriber's packets while its link has shown loss lately (the

@@ -62,6 +62,7 @@ SERVER_ONLY_TYPES = frozenset(
         "stream-state",
         "sfu-error",
         "sfu-left",
+        "sfu-layers",
         "going-away",
         "resume",
     }

@@ -51,6 +51,19 @@ async def received_height(page: Any, want: Any, seconds: float = 30) -> int:
     raise AssertionError(f"received frameHeight {height} never satisfied the condition")
 
 
+async def sending(page: Any, want: Any = None, seconds: float = 30) -> dict[str, bool]:
+    """The publisher's layers by RID and whether each is active (outbound-rtp ``active``);
+    with `want`, polled until `want(layers)` holds (bounded)."""
+    layers: dict[str, bool] = {}
+    for _ in range(int(seconds * 4)):
+        layers = {str(r.get("rid")): bool(r.get("active"))
+                  for r in await video_stats(page, "pub")}
+        if want is None or want(layers):
+            return layers
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"the publisher's layers {layers} never satisfied the condition")
+
+
 async def frames_decoded(page: Any) -> int:
     return sum(int(r.get("framesDecoded", 0)) for r in await video_stats(page, "sub"))
 
@@ -122,11 +135,19 @@ async def test_tile_size_picks_the_layer_under_e2ee(
         await received_height(viewer, lambda h: h == HEIGHT // 4)
         decoded = await frames_decoded(viewer)
         await sees(viewer, publisher, ada, others)
-        # Middle: a tile 300 px high gets the 270-line layer, not the top one.
+        # Dynacast: nobody needs the two upper layers; after the SFU's pause delay the
+        # publisher stops encoding them (its outbound-rtp shows them inactive).
+        assert await sending(publisher) == {"q": True, "h": True, "f": True}
+        await sending(publisher, lambda a: a == {"q": True, "h": False, "f": False})
+        await sees(viewer, publisher, ada, others)
+        # Middle: a tile 300 px high gets the 270-line layer, not the top one (restarted
+        # at once for it; the top one stays off).
         await set_tile_height(viewer, ada, "300px")
+        await sending(publisher, lambda a: a == {"q": True, "h": True, "f": False})
         await received_height(viewer, lambda h: h == HEIGHT // 2)
         # Big again: back to the top layer, the picture still the camera's.
         await set_tile_height(viewer, ada, "")
+        await sending(publisher, lambda a: a == {"q": True, "h": True, "f": True})
         await received_height(viewer, lambda h: h == HEIGHT)
         assert await frames_decoded(viewer) > decoded
         await sees(viewer, publisher, ada, others)
@@ -142,6 +163,7 @@ async def test_tile_size_picks_the_layer_under_e2ee(
         assert stats["simulcast_switches_down"] >= 2, stats
         assert stats["simulcast_switches_up"] >= 2, stats
         assert stats["video_constraints"] >= 4, stats
+        assert stats["dynacast_pauses"] >= 2 and stats["dynacast_resumes"] >= 2, stats
         assert stats.get("error_unknown_mid", 0) == 0, stats
         for page in (publisher, viewer):
             assert page.errors == [], page.errors

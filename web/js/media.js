@@ -161,6 +161,8 @@ export class MediaSession extends EventTarget {
     this.whenClosed = new Promise((resolve) => { this.markClosed = resolve; }); // close() resolves it
     this.pubAnswer = null; // {resolve, reject} while a pub offer waits for its answer
     this.subQueue = Promise.resolve(); // sub offers are handled one at a time, in order
+    this.layerQueue = Promise.resolve(); // sfu-layers changes, applied one at a time, in order
+    this.layersSent = {}; // RID → whether the SFU asked for it (sfu-layers; {}: all, untold)
     this.onMessage = ({ detail }) => this.#onMessage(detail);
     signaling.addEventListener('message', this.onMessage);
   }
@@ -289,6 +291,28 @@ export class MediaSession extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
+  /**
+   * Set `active` on the encodings of the pub transceiver `mid` whose RID `layers` names
+   * (RID → boolean; other RIDs untouched). One encoding always stays active, whatever the
+   * message says: a page never stops its own camera because a server said so (a hostile
+   * SFU can drop the packets anyway; it cannot make this page look as if it left).
+   */
+  async #setLayers(mid, layers) {
+    if (this.closed || this.pub === null) return;
+    const transceiver = this.pub.getTransceivers().find((t) => t.mid === mid);
+    if (!transceiver || transceiver.sender.track?.kind === 'audio') return;
+    const params = transceiver.sender.getParameters();
+    const encodings = params.encodings ?? [];
+    if (encodings.length < 2) return; // not simulcast: nothing to pause
+    const want = encodings.map((e) => (typeof layers[e.rid] === 'boolean' ? layers[e.rid] : e.active !== false));
+    if (!want.some(Boolean)) want[0] = true;
+    if (encodings.every((e, i) => (e.active !== false) === want[i])) return;
+    encodings.forEach((e, i) => { e.active = want[i]; });
+    await transceiver.sender.setParameters(params);
+    this.layersSent = Object.fromEntries(encodings.map((e, i) => [e.rid, want[i]]));
+    this.#emit('layers', { mid, active: { ...this.layersSent } });
+  }
+
   #newPc(name) {
     const pc = new RTCPeerConnection(this.config);
     pc.addEventListener('connectionstatechange', () => {
@@ -331,6 +355,15 @@ export class MediaSession extends EventTarget {
         return;
       case 'sfu-left':
         this.#emit('left', { participant: msg.participant });
+        return;
+      case 'sfu-layers':
+        // dynacast (docs/SFU.md "Dynacast"): stop (or restart) encoding the simulcast
+        // layers nobody needs; the newest message wins, applied in order
+        if (typeof msg.mid === 'string' && msg.layers !== null && typeof msg.layers === 'object') {
+          this.layerQueue = this.layerQueue
+            .then(() => this.#setLayers(msg.mid, msg.layers))
+            .catch((err) => console.warn('sfu-layers:', err?.message ?? err));
+        }
         return;
       case 'sfu-error': {
         // A size hint for a MID the SFU no longer has (a race with a re-offer) is harmless:

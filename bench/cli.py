@@ -27,7 +27,7 @@ from .run import MULTI, SYSTEMS, Options, run_all, supports
 from .scenarios import NAMES
 
 DEFAULT_SIZES = {"meeting": "2,4,8,12,16,20", "broadcast": "2,10,25,50", "audio": "10,25,50",
-                 "lastn": "6,10,16", "joinstorm": "10,50"}
+                 "lastn": "6,10,16", "joinstorm": "10,50", "simulcast": "20"}
 MAX_PARTICIPANTS = 100  # per room; the SDP of a sub offer grows ~1.7 KB per publisher
 
 
@@ -241,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
     setup_text = report.setup_text(results)
     if setup_text:
         print(setup_text)
+    layers_text = report.layers_text(results)
+    if layers_text:
+        print(layers_text)
     uplink_text = report.uplink_text(results)
     if uplink_text:
         print(uplink_text)

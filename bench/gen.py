@@ -57,6 +57,7 @@ from typing import Any
 
 import pylibsrtp
 
+from peers.mediabot import TEMPORAL  # L1T3's TID per frame, as SimulcastBot sends it
 from sfu import rtcp
 from sfu.srtp import Protector
 
@@ -307,6 +308,16 @@ class OutStream:
         self.real: list[bytes] | None = None  # real encoded frames (for decoding systems)
         self._real_next = 0
         self.uplink: Uplink | None = None  # --uplink-loss (video streams only)
+        # A simulcast layer (spec.rid): L1T3 VP8 descriptors (RFC 7741 §4.2) as Chromium
+        # sends them, the TID of frame k of a run being TEMPORAL[k % 4], TL0PICIDX counting
+        # the TID-0 frames, a key frame starting the pattern again. ``ext`` (MID and RID,
+        # set by bench/rtc.py) rides on the layer's packets until a report block names its
+        # SSRC (``acknowledge``), then ``ext_acked``: libwebrtc stops sending them so.
+        self.layered = spec.rid is not None
+        self.tl0 = random.getrandbits(8)
+        self.frames = 0
+        self.ext_acked = b""
+        self.acked = False
 
     def first_due(self, now: float) -> float:
         return now + random.random() / self.spec.rate  # stagger streams
@@ -340,7 +351,15 @@ class OutStream:
         self.key_served = requests
         self.picture_id = (self.picture_id + 1) & 0x7FFF
         self.ts = (self.ts + self._tsstep) & 0xFFFFFFFF
-        if self.real is None:
+        if self.layered:
+            if key:
+                self.frames = 0  # L1T3 restarts at a key frame
+            tid = TEMPORAL[self.frames % len(TEMPORAL)]
+            if tid == 0:
+                self.tl0 = (self.tl0 + 1) & 0xFF
+            self.frames += 1
+            payloads = frame_payloads(self.spec, key, self.picture_id, probes, self.tl0, tid)
+        elif self.real is None:
             payloads = frame_payloads(self.spec, key, self.picture_id, probes)
         else:  # real media: no probe inside (the system re-encodes it anyway)
             payloads = self._real_payloads(key)
@@ -356,6 +375,13 @@ class OutStream:
         self.tally.on_sent(self.sid, sent, n)
         self.tally.on_lag(sent, lag)
         return following
+
+    def acknowledge(self) -> None:
+        """A receiver report named this stream's SSRC: a layer stops sending MID and RID
+        (on the loop's thread; the pacer reads ``ext`` once per packet)."""
+        if self.layered and not self.acked:
+            self.acked = True
+            self.ext = self.ext_acked
 
     def _send_some(self, send: Send, payloads: list[bytes], withheld: list[bool], sent: int,
                    uplink: Uplink) -> int:
@@ -514,17 +540,36 @@ class Participant:
         return self.tally.counts.seen(self.index)
 
     def on_pub_rtcp(self, packet: bytes) -> None:
-        """RTCP from the server on our publishing transport: key-frame requests matter."""
+        """RTCP from the server on our publishing transport: key-frame requests matter,
+        and, for simulcast layers, the report blocks that acknowledge an SSRC."""
         pos = 0
         while pos + 4 <= len(packet):
             pt = packet[pos + 1]
             fmt = packet[pos] & 0x1F
+            length = 4 * (struct.unpack_from("!H", packet, pos + 2)[0] + 1)
             if pt == 206 and fmt in (1, 4):  # RFC 4585 §6.3.1 PLI, RFC 5104 §4.3.1 FIR
                 self.tally.plis += 1
-                for s in self.streams:
-                    if s.spec.kind == "video":
-                        s.key_requests += 1
-            pos += 4 * (struct.unpack_from("!H", packet, pos + 2)[0] + 1)
+                # the SSRC asked for: PLI's media source (RFC 4585 §6.1), FIR's FCI entry
+                # (RFC 5104 §4.3.1.1, the media source field is 0); a layer makes a key
+                # frame only when it is named, as libwebrtc's simulcast encoders do
+                at = pos + (8 if fmt == 1 else 12)
+                named = int.from_bytes(packet[at : at + 4], "big") \
+                    if at + 4 <= min(len(packet), pos + length) else None
+                video = [s for s in self.streams if s.spec.kind == "video"]
+                for s in [s for s in video if s.ssrc == named] or \
+                        [s for s in video if not s.layered]:
+                    s.key_requests += 1
+            elif pt in (200, 201):  # RFC 3550 §6.4.1 SR, §6.4.2 RR: report blocks
+                first = pos + (28 if pt == 200 else 8)
+                for k in range(fmt):  # RC report blocks of 24 bytes, SSRC first
+                    at = first + 24 * k
+                    if at + 4 > min(len(packet), pos + length):
+                        break
+                    ssrc = int.from_bytes(packet[at : at + 4], "big")
+                    for s in self.streams:
+                        if s.ssrc == ssrc:
+                            s.acknowledge()
+            pos += length
         if self.resend is not None:  # uplink loss: answer the server's NACKs
             self.on_nacks(packet)
 
@@ -608,7 +653,7 @@ class Generator:
         self.loss = loss
         # stream ids: bench/scenarios.py; with uplink loss twice as many probe ids, the
         # second half for withheld packets (Scenario.withheld_base)
-        self.tally = Tally(scenario.total, (4 if loss else 2) * scenario.total)
+        self.tally = Tally(scenario.total, (2 if loss else 1) * scenario.withheld_base)
         self.participants = [Participant(scenario.members[i], self.tally, loss)
                              for i in indices]
         self.backend = backend
@@ -648,6 +693,7 @@ class Generator:
         self.pacer.start()
         missing = await self._wait_flowing(20.0 + 0.5 * self.scenario.total)
         self.emit(ev="flowing", missing=missing)
+        layered = [s for p in self.participants for s in p.streams if s.layered]
         while True:
             line = await reader.readline()
             if not line:
@@ -661,6 +707,10 @@ class Generator:
                           unknown=self.tally.counts.unknown, rtcp=self.tally.rtcp,
                           srtp_errors=self.tally.counts.srtp_errors + self.tally.srtcp_errors,
                           send_errors=self.tally.send_errors, plis=self.tally.plis,
+                          # simulcast: layers whose SSRC a report block named by now (they
+                          # stopped sending MID + RID), of all layers
+                          **({"layers_acked": [sum(s.acked for s in layered), len(layered)]}
+                             if layered else {}),
                           **({} if self.loss is None else {"uplink": self.uplink_report()}))
             elif op == "rate":
                 for p in self.participants:

@@ -299,11 +299,16 @@ class JanusClient:
         part = peers.part
         handle = await self.api.attach()
         sdp = await peers.pub_offer()
+        offer: dict[str, Any] = {"type": "offer", "sdp": sdp}
+        if part.member.layers:
+            # simulcast: our a=simulcast lists the layers lowest first; Janus assumes
+            # highest first unless told (janus.c, "rid_order"; substream 0 = lowest)
+            offer["rid_order"] = "lmh"
         await self.api.message(handle, {
             "request": "joinandconfigure", "ptype": "publisher", "room": ROOM,
             "id": feed_id(part.index), "display": part.pid,
-            "audio": part.member.audio is not None, "video": part.member.video is not None},
-            {"type": "offer", "sdp": sdp})
+            "audio": part.member.audio is not None,
+            "video": part.member.video is not None or bool(part.member.layers)}, offer)
         ev = await self.api.event(handle)
         jsep = ev.get("jsep")
         if not jsep:
@@ -319,7 +324,8 @@ class JanusClient:
 
     async def _subscribe(self, peers: Peers) -> None:
         part = peers.part
-        feeds = sorted({sid // 2 for sid in self.scenario.expected_sources(part.index)})
+        feeds = sorted({self.scenario.member_of(sid).index
+                        for sid in self.scenario.expected_sources(part.index)})
         handle = await self.api.attach()
         await self.api.message(handle, {
             "request": "join", "ptype": "subscriber", "room": ROOM,
@@ -330,6 +336,34 @@ class JanusClient:
             raise RuntimeError(f"janus: no offer for {part.pid}: {ev.get('plugindata')}")
         answer = await peers.sub_offer(jsep["sdp"])
         await self.api.message(handle, {"request": "start"}, {"type": "answer", "sdp": answer})
+        streams = ev.get("plugindata", {}).get("data", {}).get("streams") or []
+        await self._configure_layers(handle, part, streams)
+
+    async def _configure_layers(self, handle: int, part: Participant,
+                                streams: list[dict[str, Any]]) -> None:
+        """simulcast: per subscribed video stream, the layer the scenario has this
+        subscriber ask of its publisher (Scenario.layer_for), as VideoRoom's ``configure``
+        ``substream`` (0 = lowest, as ``rid_order`` "lmh" made it), and every temporal
+        layer (``temporal`` 2): Janus then forwards what sealroom forwards to a subscriber
+        without a downlink estimate (the generator sends no REMB): every temporal layer
+        (docs/SFU.md "Simulcast"; bench/run.py ``layers_window`` checks it)."""
+        wanted = []
+        for st in streams:
+            index = int(st.get("feed_id", 0)) - feed_id(0)
+            if st.get("type") != "video" or not 0 <= index < len(self.scenario.members):
+                continue
+            if self.scenario.members[index].layers:
+                wanted.append({"mid": st.get("mid"), "temporal": 2,
+                               "substream": self.scenario.layer_for(part.index, index)})
+        if not wanted:
+            return
+        await self.api.message(handle, {"request": "configure", "streams": wanted})
+        while True:  # the "started" event may come first; bounded by event()'s timeout
+            data = (await self.api.event(handle)).get("plugindata", {}).get("data", {})
+            if data.get("configured") == "ok":
+                return
+            if "error" in data:
+                raise RuntimeError(f"janus: configure for {part.pid}: {data}")
 
     def keepalive(self, parts: list[Participant], pub: bool = False) -> None:
         for p in parts:

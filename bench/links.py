@@ -12,14 +12,35 @@ SFU's counters can be read). Once everyone decodes everyone, the case is applied
 * ``uplink-loss``: participant A's uplink loses ``--loss`` of its packets at random
   (bench/netshape.py ``drop_uplink``);
 * ``downlink-limit``: participant C's downlink is limited to ``--kbit`` kbit/s
-  (bench/netshape.py ``limit_downlink``).
+  (bench/netshape.py ``limit_downlink``);
+* ``thumbnails`` (needs ``--simulcast``): nothing is shaped; each round first records a
+  reference window with every tile large (the top layers forwarded), then makes every
+  tile ``--thumbnail`` px high and, once every viewer receives every camera at that
+  height or less, records the window. Per viewer the report compares the video it
+  received with the sum of the other publishers' top-layer bitrates (their
+  outbound-rtp of the top RID in the reference window) and its whole downlink (the
+  sub PeerConnection's transport) with the reference window's.
+
+Pages publish one camera encoding (``?simulcast=0``) unless ``--simulcast``
+(``?simulcast=1``: the layers of web/js/media.js, three from a 960×540 camera up, so the
+camera is then 960×540 unless ``--camera`` says otherwise: four Chromiums sending
+1280×720 in three layers and decoding three each overloaded two cores until their
+PeerConnections failed, measured). Every tile's ``<video>`` is
+hidden (nothing painted) but given an explicit size, because its rendered height is what
+the page asks the SFU for (``sfu-video-constraints``, docs/SFU.md "Browsers"): as tall as
+the camera (the top layer) in every case but ``thumbnails``'s window.
 
 Per (viewer ← sender) the report gives frames decoded, the median of the per-second
 frame rates, freezes (W3C webrtc-stats ``freezeCount``/``totalFreezesDuration``),
 packets lost / received, the received bitrate and the frame height; per viewer which
 tiles the page shows as paused; and the difference of the SFU's counters
-(``Sfu.counters.snapshot()``) over the window. A markdown table goes to stdout, all of
-it as JSON to ``--json``.
+(``Sfu.counters.snapshot()``) over the window; per publisher what each simulcast layer
+sent; for ``downlink-limit`` also the window without its first ``--onset`` seconds; with
+``--in-process``, what the SFU believed of each subscriber once a second (its downlink
+estimate, whether its link counted as congested, the layer it forwarded of each sender:
+``sfu_view``). A page that lost its media and joined again is named in the report
+(its figures across that are void). A markdown table goes to stdout, all of it as JSON
+to ``--json``.
 
 Shaping ``lo`` needs a network namespace of its own: outside one, the command runs
 itself again under ``unshare -n`` with loopback up (as ./dev test does).
@@ -60,14 +81,14 @@ from bench.netshape import (
 # The browser flags, the camera and the shapers are the tests' own: the numbers this
 # command reports and the tests' assertions come from the same calls.
 from peers.browser import CHROMIUM, CHROMIUM_ARGS
-from peers.fakecam import write_moving_y4m
+from peers.fakecam import MOVING_FPS, write_moving_y4m
 
 log = logging.getLogger(__name__)
 
 ROOM = "links"
 PASSWORD = "a bad link is not a reason to lose the call"
 NAMES = "ABCDEFGH"
-CASES = ("clean", "uplink-loss", "downlink-limit")
+CASES = ("clean", "uplink-loss", "downlink-limit", "thumbnails")
 NETNS_ENV = "SEALROOM_LINKS_NETNS"
 """Set in the re-executed command: never re-execute twice."""
 
@@ -158,13 +179,17 @@ class Participant:
 
 
 async def open_participant(
-    launch: Launch, tmp: Path, seed: int, name: str, camera_seconds: float = 4.0
+    launch: Launch, tmp: Path, seed: int, name: str, camera_seconds: float = 4.0,
+    camera: tuple[int, int] = (640, 480), camera_fps: int = MOVING_FPS,
 ) -> Participant:
-    """A fresh Chromium whose camera is a moving, noisy clip of pattern `seed`, with its
-    sound muted (``--mute-audio``: two cores play nobody's audio; it is still received
-    and decoded)."""
+    """A fresh Chromium whose camera is a moving, noisy clip of pattern `seed`, size
+    `camera` (width, height) and `camera_fps` frames a second, with its sound muted
+    (``--mute-audio``: two cores play nobody's audio; it is still received and
+    decoded)."""
+    width, height = camera
     cam = await asyncio.to_thread(
-        write_moving_y4m, tmp / f"moving-{seed}.y4m", seed, seconds=camera_seconds
+        write_moving_y4m, tmp / f"moving-{seed}-{width}x{height}-{camera_fps}.y4m", seed,
+        width, height, camera_fps, camera_seconds,
     )
     ctx = await launch(extra_args=[f"--use-file-for-fake-video-capture={cam}", "--mute-audio"])
     page = await ctx.new_page()
@@ -178,18 +203,52 @@ async def open_participant(
 HIDE_VIDEO = "video { visibility: hidden !important; }"
 """Two cores cannot paint N browsers' grids: the tiles' <video> elements are hidden, so
 no frame is composited. Decoding goes on (the page's MediaStreams stay attached to the
-elements; framesDecoded is what the report counts)."""
+elements; framesDecoded is what the report counts). A hidden element keeps its layout
+box, so tiles.js still measures it and the page still tells the SFU its height: see
+``set_tiles``."""
+
+TILES_JS = """(h) => {
+  let style = document.getElementById('links-tiles');
+  if (!style) {
+    style = document.createElement('style');
+    style.id = 'links-tiles';
+    document.head.append(style);
+  }
+  style.textContent = h === null ? '' : `.tile video { height: ${h}px !important;`
+    + ` width: ${Math.round((h * 16) / 9)}px !important; }`;
+  return [...document.querySelectorAll('.tile:not(.self) video')].map((v) => v.clientHeight);
+}"""
 
 
-async def join(p: Participant, url: str, room: str = ROOM, password: str = PASSWORD) -> None:
-    """Open the room link, join through the form, wait for the room view; hide videos.
+async def set_tiles(p: Participant, height: int | None) -> None:
+    """Give every tile's (hidden) ``<video>`` a layout box `height` px high and 16:9 wide,
+    whatever the grid would give it (None: the grid's own size again).
 
-    ``?simulcast=0``: each page publishes one camera encoding (docs/SFU.md "Browsers").
-    These cases and their figures (BENCHMARKS.md) measure what one full-rate camera per
-    publisher does to a link; with simulcast the SFU forwards each small tile a small
-    layer (240 lines at ~360 kbit/s here, measured) and a downlink limit sized for one
-    full camera never bites."""
-    await p.page.goto(f"{url}/r/{room}?simulcast=0")
+    Why: tiles.js reports each remote tile's rendered height, in device pixels, to the SFU
+    (``sfu-video-constraints``), and the SFU forwards no simulcast layer taller than that
+    (docs/SFU.md "Simulcast"). The grid's own tiles depend on the window and on how many
+    people are in the call (a 2 × 2 grid in Playwright's 1280×720 window: ~350 lines
+    after ``object-fit: cover``), so a case says what it means. With a 16:9 box the
+    shown height is `height` for any 16:9 or 4:3 picture (tiles.js ``#measure``: the
+    larger of the box's height and width × the picture's aspect). The element stays
+    ``visibility: hidden``: its box takes part in layout, nothing is painted; the tile
+    clips it (``overflow: hidden``)."""
+    got = await p.page.evaluate(TILES_JS, height)
+    if height is not None:
+        assert all(h == height for h in got), f"{p.name}'s tiles are {got} px, not {height}"
+
+
+async def join(p: Participant, url: str, room: str = ROOM, password: str = PASSWORD,
+               simulcast: bool = False, tile_height: int | None = None) -> None:
+    """Open the room link, join through the form, wait for the room view; hide videos
+    and, with `tile_height`, give every tile that height (``set_tiles``).
+
+    ``?simulcast=0`` (the default): each page publishes one camera encoding (docs/SFU.md
+    "Browsers"); the uplink-loss and downlink-limit figures without ``--simulcast``
+    (BENCHMARKS.md) measure what one full-rate camera per publisher does to a link.
+    ``simulcast``: ``?simulcast=1``, the page's layers (as many as the camera's size
+    allows)."""
+    await p.page.goto(f"{url}/r/{room}?simulcast={int(simulcast)}")
     await p.page.fill("#password", password)
     await p.page.fill("#name", p.name)
     await p.page.click("#join")
@@ -198,6 +257,8 @@ async def join(p: Participant, url: str, room: str = ROOM, password: str = PASSW
     hidden = await p.page.evaluate(
         "getComputedStyle(document.querySelector('video')).visibility")
     assert hidden == "hidden", f"{p.name}'s videos are still painted ({hidden})"
+    if tile_height is not None:
+        await set_tiles(p, tile_height)
     for _ in range(40):  # bounded: the id comes with the server's `joined`
         snap = await snapshot(p)
         if snap.get("id"):
@@ -242,28 +303,45 @@ STATS_JS = """async () => {
       jitterBufferEmittedCount: r.jitterBufferEmittedCount ?? 0, timestamp: r.timestamp,
     };
   });
+  // The camera's encodings (one, or a simulcast layer per RID): each on its own, and
+  // summed (frameHeight: the tallest; the reason: the top layer's).
   let outbound = null;
+  const layers = {};
   pub?.forEach((r) => {
     if (r.type !== 'outbound-rtp' || r.kind !== 'video') return;
-    outbound = {
+    const one = {
       bytesSent: r.bytesSent ?? 0, packetsSent: r.packetsSent ?? 0,
       retransmittedPacketsSent: r.retransmittedPacketsSent ?? 0,
       nackCount: r.nackCount ?? 0, pliCount: r.pliCount ?? 0,
       framesEncoded: r.framesEncoded ?? 0, keyFramesEncoded: r.keyFramesEncoded ?? 0,
       frameHeight: r.frameHeight ?? 0, targetBitrate: r.targetBitrate ?? 0,
       qualityLimitationReason: r.qualityLimitationReason ?? null,
+      active: r.active ?? null, timestamp: r.timestamp,
     };
+    if (r.rid) layers[r.rid] = one;
+    if (outbound === null) { outbound = { ...one }; return; }
+    for (const k of ['bytesSent', 'packetsSent', 'retransmittedPacketsSent', 'nackCount',
+                     'pliCount', 'framesEncoded', 'keyFramesEncoded', 'targetBitrate'])
+      outbound[k] += one[k];
+    if (one.frameHeight >= outbound.frameHeight) {
+      outbound.frameHeight = one.frameHeight;
+      outbound.qualityLimitationReason = one.qualityLimitationReason;
+    }
   });
   let available = null;
+  let downlink = null;  // the sub PC's whole downlink: bytes of every packet received
   sub?.forEach((r) => {
     if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded')
       available = r.availableIncomingBitrate ?? null;
+    // RTCTransportStats.bytesReceived (W3C webrtc-stats): one BUNDLE transport per PC
+    if (r.type === 'transport')
+      downlink = { bytesReceived: r.bytesReceived ?? 0, timestamp: r.timestamp };
   });
   const paused = {};
   for (const t of window.sealroom.snapshot().tiles) {
     if (t.id !== 'self') paused[t.id] = t.paused ?? null;
   }
-  return { inbound, outbound, paused, available };
+  return { inbound, outbound, layers, paused, available, downlink };
 }"""
 
 
@@ -276,6 +354,11 @@ class Sample:
     outbound: dict[str, Any] | None
     paused: dict[str, str | None]
     available_incoming: float | None = None
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The own camera's outbound-rtp per RID (simulcast; empty for one encoding)."""
+    downlink: dict[str, float] | None = None
+    """The sub PC's transport: ``bytesReceived`` (every packet, headers, audio, RTCP,
+    padding), ``timestamp``."""
 
 
 async def sample(p: Participant) -> Sample:
@@ -285,7 +368,8 @@ async def sample(p: Participant) -> Sample:
     t = time.monotonic()
     if got is None:
         return Sample(t, {}, None, {})
-    return Sample(t, got["inbound"], got["outbound"], got["paused"], got.get("available"))
+    return Sample(t, got["inbound"], got["outbound"], got["paused"], got.get("available"),
+                  got.get("layers") or {}, got.get("downlink"))
 
 
 async def sample_all(parts: Sequence[Participant]) -> dict[str, Sample]:
@@ -313,6 +397,10 @@ class PairWindow:
     nacks: int
     plis: int
     paused: str | None
+    min_height: int = 0
+    """The lowest frameHeight sampled in the window (0 only if nothing was)."""
+    max_height: int = 0
+    """The tallest frameHeight sampled in the window."""
 
     @property
     def loss(self) -> float:
@@ -363,6 +451,9 @@ def pair_window(
         frame_height=int(get(last, "frameHeight")),
         nacks=int(diff["nackCount"]), plis=int(diff["pliCount"]),
         paused=last[viewer].paused.get(sender_id),
+        min_height=int(min((h for s in window if (h := get(s, "frameHeight")) > 0),
+                           default=0)),
+        max_height=int(max(get(s, "frameHeight") for s in window)),
     )
 
 
@@ -429,7 +520,7 @@ def apply_case(
     case: str, parts: Sequence[Participant], loss: float, kbit: int
 ) -> Iterator[tuple[str | None, Shaping | None]]:
     """Shape the link the case names: (whose link, the shaping), or (None, None)."""
-    if case == "clean":
+    if case in ("clean", "thumbnails"):
         yield None, None
     elif case == "uplink-loss":
         target = parts[0]
@@ -454,6 +545,17 @@ class Options:
     settle: float = 15
     json: str | None = None
     in_process: bool = False
+    simulcast: bool = False
+    camera: tuple[int, int] = (640, 480)
+    camera_fps: int = MOVING_FPS
+    thumbnail: int = 180
+    reference: float = 20
+    onset: float = 15
+
+    @property
+    def large(self) -> int:
+        """The tiles' height outside ``thumbnails``'s window: the camera's (top layer)."""
+        return self.camera[1]
 
 
 @dataclass
@@ -469,6 +571,26 @@ class Round:
     paused: dict[str, dict[str, str | None]]
     sfu: dict[str, int]
     publishers: dict[str, dict[str, Any]]
+    tile_height: int = 0
+    """The tiles' height (px) in the window."""
+    viewers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per viewer: video received, its whole downlink; for ``thumbnails`` also the
+    reference window's and the ratios (``thumbnail_ratios``)."""
+    reference: list[dict[str, Any]] | None = None
+    """``thumbnails``: the pairs of the reference window (large tiles)."""
+    sfu_view: dict[str, dict[str, Any]] | None = None
+    """``--in-process``: per subscriber, what the SFU believed over the window
+    (``summarize_view``)."""
+    rejoined: list[str] = field(default_factory=list)
+    """Participants whose page had a new id at the end of the window: it lost its media
+    and joined again (web/js/call.js), so its counters over the window mean nothing."""
+    rejoined_before: list[str] = field(default_factory=list)
+    """Participants that had joined again since the previous window (or the call's
+    start); the window measures their new session."""
+    settled: list[dict[str, Any]] | None = None
+    """``downlink-limit``: the pairs of the window without its first ``onset`` seconds
+    (the seconds before the SFU saw the link congested and it had drained)."""
+    onset: float = 0
 
 
 async def launcher(stack: contextlib.AsyncExitStack, tmp: Path) -> Launch:
@@ -567,27 +689,189 @@ async def serve_process(*flags: str) -> AsyncIterator[ServedProcess]:
 
 @contextlib.asynccontextmanager
 async def call(launch: Launch, tmp: Path, n: int, *flags: str, strict: bool = True,
-               process: bool = False) -> AsyncIterator[tuple[Any, list[Participant]]]:
+               process: bool = False, simulcast: bool = False,
+               camera: tuple[int, int] = (640, 480), tile_height: int | None = None,
+               camera_seconds: float = 4.0, camera_fps: int = MOVING_FPS,
+               ) -> AsyncIterator[tuple[Any, list[Participant]]]:
     """A server and `n` joined participants (A, B, C, …) who all decode each other (or,
-    not `strict`, who had 60 s to). `process`: the server runs as its own process."""
+    not `strict`, who had 60 s to). `process`: the server runs as its own process;
+    `simulcast`, `camera` (width, height), `tile_height`: see ``join`` and
+    ``open_participant``."""
     server = serve_process(*flags) if process else serve(*flags)
     async with server as srv:
-        parts = [await open_participant(launch, tmp, seed, NAMES[seed - 1])
+        parts = [await open_participant(launch, tmp, seed, NAMES[seed - 1], camera_seconds,
+                                        camera, camera_fps)
                  for seed in range(1, n + 1)]
         for p in parts:
-            await join(p, srv.http)
+            await join(p, srv.http, simulcast=simulcast, tile_height=tile_height)
         await everyone_receives(parts, strict=strict)
         await read_ports(parts)
         yield srv, parts
 
 
+def sfu_view(srv: Any, parts: Sequence[Participant]) -> dict[str, dict[str, Any]] | None:
+    """What the SFU thinks of each subscriber now, when it runs in this process
+    (``--in-process``; None otherwise): its downlink estimate (kbit/s, the REMB it
+    believes, sfu/allocator.py ``DownlinkBudget.known``), whether its link counts as
+    congested (loss), and the RID it forwards of each sender's video (None: one
+    encoding, or nothing; "paused" when paused for bandwidth)."""
+    sfu = getattr(srv, "sfu", None)
+    if sfu is None:
+        return None
+    names = {p.id: p.name for p in parts}
+    now = time.monotonic()
+    out: dict[str, dict[str, Any]] = {}
+    for pid, part in list(sfu.participants.items()):
+        if pid not in names:
+            continue
+        estimate = part.budget.known(now)
+        layers: dict[str, str | None] = {}
+        for slot in part.slots:
+            if slot.kind != "video" or slot.track is None or slot.publisher not in names:
+                continue
+            source = getattr(slot, "source", None)
+            layers[names[slot.publisher]] = ("paused" if not slot.fits
+                                             else getattr(source, "rid", None))
+        out[names[pid]] = {
+            "estimate_kbit": None if estimate is None else round(estimate / 1000),
+            "congested": part.budget.congested(now), "layers": layers,
+        }
+    return out
+
+
+async def watch_sfu(srv: Any, parts: Sequence[Participant], seconds: float,
+                    into: list[dict[str, dict[str, Any]]]) -> None:
+    """``sfu_view`` once a second into `into`, for `seconds` at most (bounded)."""
+    for _ in range(int(seconds) + 1):
+        view = sfu_view(srv, parts)
+        if view is None:
+            return
+        into.append(view)
+        await asyncio.sleep(1)
+
+
+def summarize_view(views: Sequence[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per subscriber over a window of ``sfu_view``s: the estimate's min / median / max
+    (kbit/s), the seconds its link counted as congested, and how often it was forwarded
+    each RID of each sender (``{sender: {rid: seconds}}``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted({n for v in views for n in v}):
+        seen = [v[name] for v in views if name in v]
+        est = [x["estimate_kbit"] for x in seen if x["estimate_kbit"] is not None]
+        layers: dict[str, dict[str, int]] = {}
+        for x in seen:
+            for sender, rid in x["layers"].items():
+                counts = layers.setdefault(sender, {})
+                counts[str(rid)] = counts.get(str(rid), 0) + 1
+        out[name] = {
+            "estimate_kbit": [min(est), round(statistics.median(est)), max(est)] if est else None,
+            "congested_s": sum(1 for x in seen if x["congested"]),
+            "layers": layers,
+        }
+    return out
+
+
+async def rejoins(parts: Sequence[Participant]) -> list[str]:
+    """The participants whose page has another id than at its join (it lost its media
+    and joined again); their ``id`` is updated (and their ports re-read by the caller's
+    next ``read_ports``)."""
+    out = []
+    for p in parts:
+        now = str((await snapshot(p)).get("id") or "")
+        if now and now != p.id:
+            out.append(p.name)
+            p.id = now
+    return out
+
+
+async def tiles_everywhere(parts: Sequence[Participant], height: int | None) -> None:
+    """``set_tiles`` on every page."""
+    for p in parts:
+        await set_tiles(p, height)
+
+
+async def heights_reach(
+    parts: Sequence[Participant], want: Callable[[int], bool], seconds: float = 30,
+) -> list[dict[str, Sample]]:
+    """Sample (bounded by `seconds`) until every viewer receives every other participant
+    at a frameHeight for which `want` holds and decodes it (frames in the last second);
+    the samples (the caller checks the last ones: this never raises)."""
+    def ok(samples: list[dict[str, Sample]]) -> bool:
+        if len(samples) < 2:
+            return False
+        last = windows(samples, parts, start=-2)
+        return all(want(w.frame_height) and w.frames_decoded > 0 for w in last)
+
+    return await record(parts, seconds, until=ok)
+
+
+def viewer_downlinks(
+    samples: Sequence[dict[str, Sample]], parts: Sequence[Participant],
+    pairs: Sequence[PairWindow],
+) -> dict[str, dict[str, Any]]:
+    """Per viewer: the video it received (kbit/s, the sum over senders of inbound-rtp
+    payload bytes) and its whole downlink (kbit/s, the sub PC's transport: every byte of
+    every packet) over the samples."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in parts:
+        first, last = samples[0][p.name].downlink, samples[-1][p.name].downlink
+        link = 0.0
+        if first and last and last["timestamp"] > first["timestamp"]:
+            link = ((last["bytesReceived"] - first["bytesReceived"]) * 8
+                    / (last["timestamp"] - first["timestamp"]))  # bits/ms = kbit/s
+        out[p.name] = {
+            "video_kbit": round(sum(w.kbit for w in pairs if w.viewer == p.name), 1),
+            "downlink_kbit": round(link, 1),
+        }
+    return out
+
+
+def thumbnail_ratios(
+    viewers: dict[str, dict[str, Any]], reference: dict[str, dict[str, Any]],
+    publishers: dict[str, dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """``thumbnails``: each viewer's window figures with what forwarding the top layers
+    would be. ``top_kbit``: the sum of the other publishers' top-layer bitrates (their
+    outbound-rtp of the top RID, payload bytes, in the reference window), to compare
+    with ``video_kbit`` (inbound-rtp payload bytes, the same measure); ``ref_downlink``:
+    the viewer's whole downlink in the reference window (top layers forwarded)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, v in viewers.items():
+        tops = [pub["top_kbit"] for who, pub in publishers.items() if who != name]
+        top = round(sum(tops), 1)
+        ref = reference[name]["downlink_kbit"]
+        out[name] = v | {
+            "top_kbit": top,
+            "ref_video_kbit": reference[name]["video_kbit"],
+            "ref_downlink_kbit": ref,
+            "video_ratio": round(v["video_kbit"] / top, 3) if top > 0 else None,
+            "downlink_ratio": round(v["downlink_kbit"] / ref, 3) if ref > 0 else None,
+        }
+    return out
+
+
 async def measure(opts: Options, launch: Launch, tmp: Path) -> list[Round]:
     rounds: list[Round] = []
+    thumbs = opts.case == "thumbnails"
     async with call(launch, tmp, opts.participants, strict=False,
-                    process=not opts.in_process) as (srv, parts):
+                    process=not opts.in_process, simulcast=opts.simulcast,
+                    camera=opts.camera, tile_height=opts.large,
+                    camera_fps=opts.camera_fps) as (srv, parts):
         for r in range(1, opts.rounds + 1):
             if r > 1:
+                if thumbs:
+                    await tiles_everywhere(parts, opts.large)
                 await asyncio.sleep(opts.settle)
+            # A page that lost its media before the window joined again with a new id
+            # and new PeerConnections: measure what it has now.
+            early = await rejoins(parts)
+            reference: list[dict[str, Sample]] | None = None
+            if thumbs:
+                # Large tiles: every camera on its top layer, then the reference window.
+                await heights_reach(parts, lambda h: h >= opts.large, seconds=45)
+                reference = await record(parts, opts.reference)
+                await tiles_everywhere(parts, opts.thumbnail)
+                await heights_reach(parts, lambda h: 0 < h <= opts.thumbnail, seconds=45)
             # Round 1: `call` waited for the call to come up (60 s at most). Later rounds:
             # the links were let go `settle` seconds ago; the window starts when everyone
             # decodes everyone again, or after 45 s more (the report says which).
@@ -597,11 +881,29 @@ async def measure(opts: Options, launch: Launch, tmp: Path) -> list[Round]:
             await read_ports(parts)  # an ICE restart would move them
             before = srv.counters()
             with apply_case(opts.case, parts, opts.loss, opts.kbit) as (target, shaping):
-                samples = await record(parts, opts.seconds)
+                views: list[dict[str, dict[str, Any]]] = []
+                watcher = asyncio.ensure_future(watch_sfu(srv, parts, opts.seconds, views))
+                try:
+                    samples = await record(parts, opts.seconds)
+                finally:
+                    watcher.cancel()
                 shaper = shaping.stats() if shaping is not None else None
             after = srv.counters()
+            rejoined = await rejoins(parts)
             pairs = windows(samples, parts)
             last = samples[-1]
+            publishers = {p.name: _publisher(samples if reference is None else reference,
+                                             p.name) for p in parts}
+            viewers = viewer_downlinks(samples, parts, pairs)
+            ref_pairs = settled = None
+            if opts.case == "downlink-limit" and len(samples) > opts.onset + 2:
+                settled = [asdict(w) | {"loss": round(w.loss, 4)}
+                           for w in windows(samples, parts, start=int(opts.onset))]
+            if reference is not None:
+                ref_windows = windows(reference, parts)
+                ref_pairs = [asdict(w) | {"loss": round(w.loss, 4)} for w in ref_windows]
+                viewers = thumbnail_ratios(
+                    viewers, viewer_downlinks(reference, parts, ref_windows), publishers)
             rounds.append(Round(
                 round=r, case=opts.case, target=target,
                 ports={p.name: dict(p.ports) for p in parts},
@@ -611,18 +913,48 @@ async def measure(opts: Options, launch: Launch, tmp: Path) -> list[Round]:
                 paused={p.name: {s.name: last[p.name].paused.get(s.id)
                                  for s in parts if s is not p} for p in parts},
                 sfu=counter_delta(before, after),
-                publishers={p.name: _publisher(samples, p.name) for p in parts},
+                publishers=publishers,
+                tile_height=opts.thumbnail if thumbs else opts.large,
+                viewers=viewers,
+                reference=ref_pairs,
+                rejoined=rejoined,
+                rejoined_before=early,
+                sfu_view=summarize_view(views) if views else None,
+                settled=settled,
+                onset=opts.onset if settled is not None else 0,
             ))
     return rounds
 
 
 def _publisher(samples: Sequence[dict[str, Sample]], name: str) -> dict[str, Any]:
-    """What a participant's own publisher PC sent over the window."""
+    """What a participant's own publisher PC sent over the samples' span: the camera's
+    encodings together, and per simulcast RID (``layers``: kbit/s, frame height, the
+    encoder's frames per second); ``top_kbit``: the top layer's kbit/s, the encoding
+    that carries the most bits (all of it for one encoding; its frameHeight can read 0
+    or less than the camera's while Chromium's CPU adaptation drops or shrinks it).
+    Payload bytes (outbound-rtp ``bytesSent``), as inbound-rtp's ``bytesReceived`` counts
+    them."""
     first, last = samples[0][name].outbound or {}, samples[-1][name].outbound or {}
     dt = samples[-1][name].t - samples[0][name].t
     sent = last.get("bytesSent", 0) - first.get("bytesSent", 0)
+    layers: dict[str, dict[str, Any]] = {}
+    for rid, end in samples[-1][name].layers.items():
+        start = samples[0][name].layers.get(rid, {})
+        span = (end.get("timestamp", 0) - start.get("timestamp", 0)) / 1000
+        if span <= 0:
+            continue
+        layers[rid] = {
+            "kbit": round((end["bytesSent"] - start.get("bytesSent", 0)) * 8 / span / 1000, 1),
+            "frame_height": end.get("frameHeight", 0),
+            "fps": round((end["framesEncoded"] - start.get("framesEncoded", 0)) / span, 1),
+            "quality_limitation": end.get("qualityLimitationReason"),
+        }
+    top = max(layers.values(), key=lambda x: x["kbit"], default=None)
+    kbit = round(sent * 8 / dt / 1000, 1) if dt > 0 else 0.0
     return {
-        "kbit": round(sent * 8 / dt / 1000, 1) if dt > 0 else 0.0,
+        "layers": layers,
+        "top_kbit": top["kbit"] if top is not None else kbit,
+        "kbit": kbit,
         "retransmitted": last.get("retransmittedPacketsSent", 0)
         - first.get("retransmittedPacketsSent", 0),
         "nacks_received": last.get("nackCount", 0) - first.get("nackCount", 0),
@@ -648,7 +980,27 @@ SFU_COUNTERS = (
     "upstream_nacks_sent", "upstream_nacked", "upstream_recovered", "upstream_late",
     "upstream_unrepaired", "rtx_received", "nack_misses", "keyframe_requests_upstream_loss",
     "bwe_pauses", "bwe_resumes", "probes_sent", "drop_rtx_budget",
+    "simulcast_switches_up", "simulcast_switches_down", "keyframe_requests_layer_switch",
 )
+
+
+def pair_rows(pairs: Sequence[dict[str, Any]]) -> list[str]:
+    """The per (viewer ← sender) table; height: the last frameHeight sampled, and the
+    lowest in the window when it differs."""
+    lines = ["| viewer ← sender | frames | median fps | freezes (s) | lost / received"
+             " | loss | kbit/s | height | paused |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for w in pairs:
+        low = w.get("min_height", 0)
+        height = f"{w['frame_height']}" + (f" (≥ {low})" if low and low != w["frame_height"]
+                                           else "")
+        lines.append(
+            f"| {w['viewer']} ← {w['sender']} | {w['frames_decoded']} | {w['median_fps']}"
+            f" | {w['freezes']} ({w['freeze_seconds']}) | {w['packets_lost']} /"
+            f" {w['packets_received']} | {100 * w.get('loss', 0):.1f} % | {w['kbit']}"
+            f" | {height} | {w['paused'] or ''} |"
+        )
+    return lines
 
 
 def table(rounds: Sequence[Round]) -> str:
@@ -661,23 +1013,58 @@ def table(rounds: Sequence[Round]) -> str:
             shaper = f"; shaper: {r.shaper['drops']} dropped"
         if not r.ready_at_start:
             shaper += " (not everyone decoded everyone when the window began)"
-        lines += [f"### {r.case}{where}, round {r.round}{shaper}", "",
-                  "| viewer ← sender | frames | median fps | freezes (s) | lost / received"
-                  " | kbit/s | height | paused |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|"]
-        for w in r.pairs:
-            lines.append(
-                f"| {w['viewer']} ← {w['sender']} | {w['frames_decoded']} | {w['median_fps']}"
-                f" | {w['freezes']} ({w['freeze_seconds']}) | {w['packets_lost']} /"
-                f" {w['packets_received']} | {w['kbit']} | {w['frame_height']}"
-                f" | {w['paused'] or ''} |"
-            )
-        pubs = ", ".join(f"{k} {v['kbit']} kbit/s ({v['frame_height']}p, "
-                         f"{v['retransmitted']} rtx)" for k, v in r.publishers.items())
+        if r.rejoined:
+            shaper += f" (**{', '.join(r.rejoined)} lost media and rejoined**: void)"
+        if r.rejoined_before:
+            shaper += f" ({', '.join(r.rejoined_before)} had rejoined before the window)"
+        tiles = f", tiles {r.tile_height} px" if r.tile_height else ""
+        lines += [f"### {r.case}{where}, round {r.round}{tiles}{shaper}", ""]
+        if r.reference is not None:
+            lines += ["Reference window (tiles as tall as the camera):", "",
+                      *pair_rows(r.reference), "", "The window:", ""]
+        lines += pair_rows(r.pairs)
+        if r.settled is not None:
+            lines += ["", f"The same window without its first {r.onset:g} s:", "",
+                      *pair_rows(r.settled)]
+        pubs = ", ".join(
+            f"{k} {v['kbit']} kbit/s ({v['frame_height']}p, {v['retransmitted']} rtx"
+            + "".join(f"; {rid} {x['kbit']} kbit/s {x['frame_height']}p {x['fps']} fps"
+                      for rid, x in v.get("layers", {}).items())
+            + ")" for k, v in r.publishers.items())
         sfu = ", ".join(f"{k} {r.sfu[k]}" for k in SFU_COUNTERS if k in r.sfu)
-        lines += ["", f"publishers: {pubs}", f"SFU: {sfu or '(none of the loss/budget counters)'}"
+        lines += ["", f"publishers{' (reference window)' if r.reference else ''}: {pubs}",
+                  f"SFU: {sfu or '(none of the loss/budget counters)'}"
                   f"; forwarded {r.sfu.get('forwarded_packets', 0)} packets", ""]
+        if r.sfu_view:
+            lines += ["| subscriber | SFU's estimate kbit/s (min / median / max) | congested s"
+                      " | layers forwarded (seconds) |", "|---|---|---:|---|"]
+            for name, v in r.sfu_view.items():
+                est = v["estimate_kbit"]
+                layers = "; ".join(
+                    f"{sender}: " + ", ".join(f"{rid} {n}" for rid, n in sorted(counts.items()))
+                    for sender, counts in sorted(v["layers"].items()))
+                lines.append(f"| {name} | {' / '.join(map(str, est)) if est else '-'}"
+                             f" | {v['congested_s']} | {layers} |")
+            lines.append("")
+        if r.viewers:
+            ratios = r.reference is not None
+            lines += ["| viewer | video received kbit/s | whole downlink kbit/s"
+                      + (" | others' top layers kbit/s | video / top layers"
+                         " | reference downlink kbit/s | downlink / reference |"
+                         if ratios else " |"),
+                      "|---|---:|---:" + ("|---:|---:|---:|---:|" if ratios else "|")]
+            for name, v in r.viewers.items():
+                row = f"| {name} | {v['video_kbit']} | {v['downlink_kbit']}"
+                if ratios:
+                    row += (f" | {v['top_kbit']} | {_pct(v['video_ratio'])}"
+                            f" | {v['ref_downlink_kbit']} | {_pct(v['downlink_ratio'])}")
+                lines.append(row + " |")
+            lines.append("")
     return "\n".join(lines)
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f} %"
 
 
 # ------------------------------------------------------------------------------- CLI
@@ -695,6 +1082,19 @@ def parse(argv: Sequence[str]) -> Options:
     ap.add_argument("--json", help="write the report here")
     ap.add_argument("--in-process", action="store_true",
                     help="run the server in this process (as the tests do), not its own")
+    ap.add_argument("--simulcast", action="store_true",
+                    help="pages publish simulcast layers (?simulcast=1), not one encoding")
+    ap.add_argument("--camera", metavar="WxH",
+                    help="fake camera size (default 640x480; with --simulcast 960x540, the"
+                    " smallest from which Chromium sends three layers)")
+    ap.add_argument("--camera-fps", type=int, default=MOVING_FPS,
+                    help=f"fake camera frame rate (default {MOVING_FPS})")
+    ap.add_argument("--thumbnail", type=int, default=180,
+                    help="thumbnails: the tiles' height in the window, px")
+    ap.add_argument("--reference", type=float, default=20,
+                    help="thumbnails: the reference window with large tiles, seconds")
+    ap.add_argument("--onset", type=float, default=15,
+                    help="downlink-limit: also report the window without its first seconds")
     a = ap.parse_args(argv)
     if not 2 <= a.participants <= len(NAMES):
         ap.error(f"--participants is 2…{len(NAMES)}")
@@ -702,8 +1102,24 @@ def parse(argv: Sequence[str]) -> Options:
         ap.error("downlink-limit shapes participant C: --participants 3 or more")
     if not 0 <= a.loss <= 1 or a.kbit < 8 or a.seconds < 2 or not 1 <= a.rounds <= 20:
         ap.error("--loss is 0…1, --kbit ≥ 8, --seconds ≥ 2, --rounds 1…20")
+    camera = a.camera or ("960x540" if a.simulcast else "640x480")
+    try:
+        width, height = (int(x) for x in camera.lower().split("x"))
+    except ValueError:
+        ap.error(f"--camera {camera!r} is not WxH")
+    if not (64 <= width <= 3840 and 64 <= height <= 2160 and width % 2 == 0
+            and height % 2 == 0):
+        ap.error("--camera is 64x64…3840x2160, even sizes (4:2:0)")
+    if not 1 <= a.camera_fps <= 60:
+        ap.error("--camera-fps is 1…60")
+    if a.case == "thumbnails" and not a.simulcast:
+        ap.error("thumbnails compares simulcast layers: add --simulcast")
+    if not 16 <= a.thumbnail < height or a.reference < 2 or a.onset < 0:
+        ap.error("--thumbnail is 16 px … below the camera's height, --reference ≥ 2,"
+                 " --onset ≥ 0")
     return Options(a.case, a.seconds, a.rounds, a.participants, a.loss, a.kbit, a.settle,
-                   a.json, a.in_process)
+                   a.json, a.in_process, a.simulcast, (width, height), a.camera_fps,
+                   a.thumbnail, a.reference, a.onset)
 
 
 def reexec_in_private_net(argv: Sequence[str]) -> int | None:

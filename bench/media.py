@@ -15,6 +15,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from sfu.vp8 import build_descriptor
+
 MAGIC = b"\xb5\xe4\xc7\x01"
 PROBE = struct.Struct("!4sIIQ")  # magic, stream id, stream sequence, send time (ns)
 PROBE_AFTER = struct.Struct("!IIQ")  # the same, after the magic
@@ -24,18 +26,22 @@ OPUS_TOC = b"\x78"  # RFC 6716 §3.1: config 15 (SILK/CELT hybrid FB 20 ms), mon
 FILLER = bytes(range(256)) * 8
 
 
-def vp8_descriptor(start: bool, picture_id: int) -> bytes:
-    """RFC 7741 §4.2: X=1, S, PID=0; I=1 with a 15-bit PictureID (M=1)."""
-    return bytes([0x90 if start else 0x80, 0x80, 0x80 | ((picture_id >> 8) & 0x7F),
-                  picture_id & 0xFF])
+def vp8_descriptor(start: bool, picture_id: int, tl0_pic_idx: int | None = None,
+                   tid: int | None = None) -> bytes:
+    """RFC 7741 §4.2: X=1, S, PID=0; I=1 with a 15-bit PictureID (M=1); for a temporally
+    layered stream (simulcast L1T3) also L=1 with TL0PICIDX and T=1 with TID (Y=1 on
+    TID 0, as libwebrtc sets it; KEYIDX 0): ``sfu.vp8.build_descriptor``."""
+    return build_descriptor(start=start, picture_id=picture_id, tl0_pic_idx=tl0_pic_idx,
+                            tid=tid)
 
 
-def vp8_clear_header(key: bool, size: int) -> bytes:
-    """RFC 6386 §9.1 frame tag (+ start code and dimensions on key frames)."""
+def vp8_clear_header(key: bool, size: int, width: int = 640, height: int = 360) -> bytes:
+    """RFC 6386 §9.1 frame tag (+ start code and 14-bit dimensions on key frames: an SFU
+    that picks simulcast layers by height reads them there)."""
     tag = ((size & 0x7FFFF) << 5) | (1 << 4) | (0 if key else 1)  # size | show_frame | P
     head = struct.pack("<I", tag)[:3]
     if key:
-        head += b"\x9d\x01\x2a" + struct.pack("<HH", 640, 360)
+        head += b"\x9d\x01\x2a" + struct.pack("<HH", width & 0x3FFF, height & 0x3FFF)
     return head
 
 
@@ -47,11 +53,17 @@ def rtp_header(pt: int, seq: int, ts: int, ssrc: int, marker: bool, ext: bytes) 
 
 @dataclass
 class StreamSpec:
-    """One outgoing stream: rates only (the RTP parameters come from negotiation)."""
+    """One outgoing stream: rates only (the RTP parameters come from negotiation).
+
+    A simulcast layer (RFC 8853) has its ``rid`` (RFC 8851), its picture size (written
+    into its key frames' clear header) and L1T3 VP8 descriptors (bench/gen.py)."""
 
     kind: str  # "audio" | "video"
     bitrate: int  # bit/s of media payload (video); audio: bytes per packet are fixed
     rate: float  # frames per second (video) or packets per second (audio)
+    rid: str | None = None  # a simulcast layer's RTP stream id; None: no simulcast
+    width: int = 640
+    height: int = 360
 
     def frame_bytes(self) -> int:
         if self.kind == "audio":
@@ -67,9 +79,10 @@ class StreamSpec:
         return self.rate * self.packets_per_frame()
 
 
-def frame_payloads(spec: StreamSpec, key: bool, picture_id: int, probe: list[bytes]) -> list[
-        bytes]:
-    """RTP payloads of one frame; ``probe[i]`` is the 20-byte probe for packet ``i``."""
+def frame_payloads(spec: StreamSpec, key: bool, picture_id: int, probe: list[bytes],
+                   tl0_pic_idx: int | None = None, tid: int | None = None) -> list[bytes]:
+    """RTP payloads of one frame; ``probe[i]`` is the 20-byte probe for packet ``i``;
+    ``tl0_pic_idx`` and ``tid``: the temporal-layer fields of every packet's descriptor."""
     if spec.kind == "audio":
         return [OPUS_TOC + probe[0] + FILLER[: spec.frame_bytes() - 1 - PROBE.size]]
     size = spec.frame_bytes()
@@ -78,9 +91,9 @@ def frame_payloads(spec: StreamSpec, key: bool, picture_id: int, probe: list[byt
     out = []
     for i in range(n):
         chunk = min(per, size - i * per)
-        head = vp8_descriptor(i == 0, picture_id)
+        head = vp8_descriptor(i == 0, picture_id, tl0_pic_idx, tid)
         if i == 0:
-            head += vp8_clear_header(key, size)
+            head += vp8_clear_header(key, size, spec.width, spec.height)
         body = probe[i] + FILLER[: max(0, chunk - PROBE.size)]
         out.append(head + body)
     return out

@@ -7,7 +7,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from .scenarios import build
+from .media import StreamSpec
+from .scenarios import LAYERS, Member, build
 
 UPLINK = 10_000_000  # bit/s: the uplink a mesh participant is assumed to have
 # bytes on the wire per packet besides the media payload: IPv4 20 + UDP 8 + RTP 12
@@ -262,6 +263,31 @@ def uplink_text(results: list[dict[str, Any]]) -> str:
                       "SFU = the server's upstream counters):", *lines])
 
 
+def layers_text(results: list[dict[str, Any]]) -> str:
+    """simulcast: per result and layer, the packets the subscribers that asked for it
+    received of those expected, and the packets of it that reached subscribers that had
+    asked for another layer (sums over the windows). Empty without layers."""
+    order = {rid: k for k, (rid, *_) in enumerate(LAYERS)}
+    lines = []
+    for r in results:
+        layers = r.get("layers")
+        if not layers:
+            continue
+        cells = []
+        for rid in sorted(layers, key=lambda x: order.get(x, len(order))):
+            row = layers[rid]
+            share = row["received"] / row["expected"] if row["expected"] else None
+            cells.append(f"{rid} {row['received']}/{row['expected']} "
+                         f"({_fmt(None if share is None else 100 * share, '.2f')} %), "
+                         f"wrong {row['wrong']}")
+        lines.append(f"  {label(r)} N={r['participants']}: " + "; ".join(cells))
+    if not lines:
+        return ""
+    return "\n".join(["simulcast layers (received by the subscribers that asked for the "
+                      "layer / expected; wrong = reached a subscriber that asked for "
+                      "another layer):", *lines])
+
+
 def setup_text(results: list[dict[str, Any]]) -> str:
     """The join storm's figures (joinstorm) and the sub offers the set-up cost (sealroom);
     empty when no result has them."""
@@ -316,19 +342,32 @@ def workers_text(results: list[dict[str, Any]]) -> str:
     return "\n".join(["per SFU worker:", *lines])
 
 
+def _wire_bps(specs: list[StreamSpec]) -> float:
+    return sum(spec.frame_bytes() * 8 * spec.rate + PACKET_OVERHEAD * 8 * spec.packet_rate()
+               for spec in specs)
+
+
+def _uploads(m: Member) -> tuple[float, float]:
+    """(to an SFU, per receiver in a mesh) in bit/s on the wire: an SFU gets one copy of
+    every stream (all simulcast layers); a mesh peer sends each receiver one encoding
+    (of a simulcast camera, the top layer)."""
+    specs = [spec for _, spec in m.streams()]
+    per_receiver = [spec for spec in specs if spec.rid is None] + m.layers[-1:]
+    return _wire_bps(specs), _wire_bps(per_receiver)
+
+
 def mesh(scenario: str, sizes: list[int]) -> list[dict[str, Any]]:
     """Per-client upload in a full mesh vs through an SFU, and where 10 Mbit/s runs out."""
     out = []
     for n in sizes:
         s = build(scenario, n)
-        per_copy = 0.0  # bit/s one publisher sends for one receiver
+        sfu_up = per_copy = 0.0  # bit/s one publisher sends: to the SFU, per mesh receiver
         for m in s.members:
-            bps = sum((spec.frame_bytes() * 8 * spec.rate
-                       + PACKET_OVERHEAD * 8 * spec.packet_rate()) for _, spec in m.streams())
-            per_copy = max(per_copy, bps)
+            to_sfu, copy = _uploads(m)
+            sfu_up, per_copy = max(sfu_up, to_sfu), max(per_copy, copy)
         receivers = n - 1
         mesh_up = per_copy * receivers
-        out.append({"participants": n, "sfu_upload_bps": per_copy, "mesh_upload_bps": mesh_up,
+        out.append({"participants": n, "sfu_upload_bps": sfu_up, "mesh_upload_bps": mesh_up,
                     "mesh_fits_10mbps": mesh_up <= UPLINK})
     return out
 
@@ -336,9 +375,7 @@ def mesh(scenario: str, sizes: list[int]) -> list[dict[str, Any]]:
 def mesh_limit(scenario: str) -> int | None:
     """Largest room a full mesh carries on a 10 Mbit/s uplink (publisher's upload)."""
     s = build(scenario, 2)
-    per_copy = max(sum(spec.frame_bytes() * 8 * spec.rate
-                       + PACKET_OVERHEAD * 8 * spec.packet_rate() for _, spec in m.streams())
-                   for m in s.members)
+    per_copy = max(_uploads(m)[1] for m in s.members)
     if per_copy <= 0:
         return None
     return int(UPLINK // per_copy) + 1

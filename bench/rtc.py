@@ -14,14 +14,41 @@ from typing import Any
 
 from aiortc import RTCRtpSender, RTCSessionDescription
 
+from peers.mediabot import REPAIRED_RID_EXT_ID, RID_EXT_ID
 from sfu.ice import IcePolicy
 from sfu.peer import RawPeer, negotiated
 from sfu.rtp import build_extensions
+from sfu.simulcast import URI_REPAIRED_RID, URI_RID
 
 from .gen import Participant, Tally, take_over
 from .scenarios import level_byte
 
 CODECS = {"audio": "opus", "video": "vp8"}
+
+
+def simulcast_offer(sdp: str, rids: list[str]) -> str:
+    """aiortc's offer with its video m-section made simulcast as Chromium's is: the RID
+    and repaired-RID header extensions (RFC 8852 §3.1, §3.2), ``a=rid:<id> send`` per layer
+    (RFC 8851 §4), ``a=simulcast:send`` in ``rids``' order, lowest first (RFC 8853 §5.1),
+    and no ``a=ssrc`` (the SSRCs are learned from the RID extension). The same edit as
+    ``peers.mediabot.SimulcastBot.munge_offer``, for any list of layers."""
+    out: list[str] = []
+    video = False
+    tail = [f"a=rid:{rid} send" for rid in rids] + ["a=simulcast:send " + ";".join(rids)]
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            if video:
+                out.extend(tail)
+            video = line.startswith("m=video")
+        if video and line.startswith(("a=ssrc:", "a=ssrc-group:")):
+            continue
+        out.append(line)
+        if video and line.startswith("a=mid:"):
+            out.append(f"a=extmap:{RID_EXT_ID} {URI_RID}")
+            out.append(f"a=extmap:{REPAIRED_RID_EXT_ID} {URI_REPAIRED_RID}")
+    if video:
+        out.extend(tail)
+    return "\r\n".join(out) + "\r\n"
 
 
 async def _drop(data: bytes) -> None:
@@ -42,6 +69,7 @@ class Peers:
         self.pub_taken = False
         self.rr_ssrc = 0x5EA1 + part.index
         self.sub_offers = 0  # sub offers answered
+        self.constrained: set[str] = set()  # sub MIDs given sfu-video-constraints (simulcast)
         self.errors: list[tuple[str, str]] = []  # (id, message) of each sfu-error
         # time.monotonic() of: the join, both transports up and taken over, the first
         # forwarded packet heard (joinstorm, bench/sealroom_client.py)
@@ -51,19 +79,22 @@ class Peers:
 
     async def pub_offer(self) -> str:
         pc = self.pub.pc
-        for _, spec in self.part.member.streams():
-            t = pc.addTransceiver(spec.kind, direction="sendonly")
-            caps = RTCRtpSender.getCapabilities(spec.kind).codecs
+        # one m-line per kind; a simulcast member's layers share the video one
+        kinds = list(dict.fromkeys(spec.kind for _, spec in self.part.member.streams()))
+        for kind in kinds:
+            t = pc.addTransceiver(kind, direction="sendonly")
+            caps = RTCRtpSender.getCapabilities(kind).codecs
             # with video/rtx among the preferences aiortc's offer carries an rtx payload
             # type (apt = VP8's) and a=ssrc-group:FID <media> <rtx> (RFC 5576 §4.2): what
             # the server needs to map our retransmissions (--uplink-loss) to the stream
             t.setCodecPreferences([c for c in caps if c.mimeType.lower() in
-                                   (f"{spec.kind}/{CODECS[spec.kind]}", f"{spec.kind}/rtx")])
+                                   (f"{kind}/{CODECS[kind]}", f"{kind}/rtx")])
         self.pub.adopt()
         await pc.setLocalDescription(await pc.createOffer())
         self.pub.adopt()
         sdp: str = pc.localDescription.sdp
-        return sdp
+        rids = [spec.rid for spec in self.part.member.layers if spec.rid is not None]
+        return simulcast_offer(sdp, rids) if rids else sdp
 
     async def pub_answer(self, sdp: str) -> None:
         async with self.lock:
@@ -76,6 +107,13 @@ class Peers:
                     if s.spec.kind != n.kind:
                         continue
                     s.pt = n.payload_types[CODECS[n.kind]]
+                    if s.layered:
+                        # each layer keeps its own random SSRC (the offer announced none);
+                        # MID and RID until a report block names it (OutStream.acknowledge)
+                        if n.mid_id is not None and s.spec.rid is not None:
+                            s.ext = build_extensions([(n.mid_id, n.mid.encode()),
+                                                      (RID_EXT_ID, s.spec.rid.encode())])
+                        continue
                     s.ssrc = n.ssrc
                     if s.uplink is not None:
                         # RTX if the answer kept the offer's rtx (RFC 4588 §8.1: apt = the

@@ -281,6 +281,10 @@ def supports(system: str, scenario: str, rooms: int = 1, workers: int = 0,
         return False
     if uplink_loss > 0 and system == "mediarelay":
         return False
+    if scenario == "simulcast":
+        # layer selection is an SFU feature (the reflector sends everything everywhere,
+        # mediarelay takes no simulcast); the generator answers no NACK of a layer
+        return system in (*MULTI, "janus") and uplink_loss == 0
     return scenario not in LAST_N or system in MULTI
 
 
@@ -463,7 +467,7 @@ def uplink_window(m: dict[str, Any], scenario: Scenario, reports: list[dict[str,
         cap = withheld.get(sid, 0)
         recovered += min(count, cap)
         duplicates += max(0, count - cap)
-    sent_video = sum(c for sid, c in m["sent"].items() if sid % 2)
+    sent_video = sum(c for sid, c in m["sent"].items() if scenario.is_video(sid))
     totals: dict[str, int] = {}
     for r in reports:
         for k, v in (r.get("uplink") or {}).items():
@@ -485,6 +489,32 @@ def uplink_window(m: dict[str, Any], scenario: Scenario, reports: list[dict[str,
         "server": {k: int(c1.get(k, 0)) - int(c0.get(k, 0)) for k in UPSTREAM_COUNTERS}
         if has else None,
     }
+
+
+def layers_window(m: dict[str, Any], scenario: Scenario) -> dict[str, dict[str, int]] | None:
+    """simulcast: per layer (by RID), over one window, ``expected`` = packets sent on it ×
+    the subscribers that asked for it, ``received`` = packets of it those subscribers got,
+    ``wrong`` = packets of it that reached a subscriber that asked for another layer of
+    that publisher (every system should forward each subscriber exactly the layer asked
+    for; a switch still in progress shows here). None for a scenario without layers."""
+    out: dict[str, dict[str, int]] = {}
+    for sid, count in m["sent"].items():
+        spec = scenario.layer(sid)
+        if spec is not None and spec.rid is not None:
+            row = out.setdefault(spec.rid, {"expected": 0, "received": 0, "wrong": 0})
+            row["expected"] += count * len(scenario.receivers(sid))
+    if not out:
+        return None
+    for key, count in m["pairs"].items():
+        sid = key & 0xFFFF
+        if sid >= scenario.withheld_base:
+            continue
+        spec = scenario.layer(sid)
+        if spec is None or spec.rid is None:
+            continue
+        row = out.setdefault(spec.rid, {"expected": 0, "received": 0, "wrong": 0})
+        row["received" if (key >> 16) in scenario.receivers(sid) else "wrong"] += count
+    return out
 
 
 def gen_core_load(server: Server, gen_core: int | None, gen: float,
@@ -597,6 +627,10 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
         "srtp_errors": sum(r.get("srtp_errors", 0) for r in reports),
         "gen_send_errors": sum(r.get("send_errors", 0) for r in reports),
         "unknown_packets": sum(r.get("unknown", 0) for r in reports),
+        "layers": layers_window(m, scenario),
+        # simulcast: [layers whose SSRC the server's reports named by now, layers]
+        "layers_acked": [sum(r["layers_acked"][k] for r in reports) for k in (0, 1)]
+        if any("layers_acked" in r for r in reports) else None,
         "server_pauses": (stops := pauses(c0, c1)),
         # how often the server's loop stopped ≥ 5 ms (sealroom only: sfu/pauses.py)
         "server_stops_5ms": None if stops is None else stops.get("loop_lag_ge_5ms", 0),
@@ -641,6 +675,14 @@ def summarize(windows: list[dict[str, Any]]) -> dict[str, Any]:
     out["p99_calm_ms"] = median([w.get("p99_ms") for w in calm])
     if any(w.get("server_stops_5ms") is not None for w in windows):
         out["server_stops_5ms"] = sum(w.get("server_stops_5ms") or 0 for w in windows)
+    if any(w.get("layers") for w in windows):  # simulcast: sums over the windows
+        layers: dict[str, dict[str, int]] = {}
+        for w in windows:
+            for rid, row in (w.get("layers") or {}).items():
+                total = layers.setdefault(rid, {"expected": 0, "received": 0, "wrong": 0})
+                for k, v in row.items():
+                    total[k] += v
+        out["layers"] = layers
     if any(w.get("uplink") for w in windows):
         out["uplink"] = uplink_summary([w["uplink"] for w in windows if w.get("uplink")])
         out["residual_loss"] = median([w.get("residual_loss") for w in windows])

@@ -15,6 +15,15 @@ all scenarios share one x-axis:
   room of browsers opening one link at once would (bench/sealroom_client.py); the
   storm's figures (time until all are connected, join → first forwarded packet, failures,
   sub offers per participant) come before the usual windows. sealroom only.
+* ``simulcast``: ``meeting`` with every participant's video sent as three simulcast
+  layers (:data:`LAYERS`: ``q`` 320×180 at 150 kbit/s, ``h`` 640×360 at 500 kbit/s (the
+  meeting's video), ``f`` 1280×720 at 1 Mbit/s, all 30 fps, L1T3: 30, 60 and 120 packets/s)
+  + Opus. Every subscriber shows one publisher large, one medium and the rest as
+  thumbnails (:meth:`Scenario.layer_for`): the member after it in the room (in index
+  order, round) in the top layer, the next one in the middle layer, everyone else in the
+  lowest, so every layer of every publisher has a receiver. Systems are told so per
+  subscriber (sealroom: ``sfu-video-constraints`` with the layer's height; Janus:
+  ``configure`` with ``substream``), and the receivers count what they got per layer.
 
 Audio levels (RFC 6464 §3, the ``ssrc-audio-level`` extension every audio packet carries):
 in ``meeting``, ``broadcast`` and ``audio`` everyone speaks at one level (:data:`SPEAKING`,
@@ -25,9 +34,10 @@ Rooms: ``rooms`` independent copies of the scenario, each its own room
 (:meth:`Scenario.room_name`); participant indices continue across rooms (room ``k`` holds
 ``k·N … k·N + N − 1``), and a stream is only received inside its room.
 
-Stream ids: participant ``i`` sends audio as ``2i`` and video as ``2i + 1``; the packets
-a generator withholds under ``--uplink-loss`` carry ``sid + 2 · total`` in their probes
-(:attr:`Scenario.withheld_base`).
+Stream ids: participant ``i`` sends audio as ``S·i`` and video as ``S·i + 1`` (simulcast:
+layer ``k`` as ``S·i + 1 + k``), where ``S`` (:attr:`Scenario.stride`) is 2, or 4 in
+``simulcast``; the packets a generator withholds under ``--uplink-loss`` carry
+``sid + S · total`` in their probes (:attr:`Scenario.withheld_base`).
 """
 
 from __future__ import annotations
@@ -38,9 +48,15 @@ from sfu.config import SfuConfig
 
 from .media import StreamSpec
 
-NAMES = ("meeting", "broadcast", "audio", "lastn", "joinstorm")
+NAMES = ("meeting", "broadcast", "audio", "lastn", "joinstorm", "simulcast")
 LAST_N = ("lastn", "joinstorm")  # the scenarios that turn the SFU's last-N on
 AUDIO_PPS = 50.0
+# simulcast: (rid, width, height, bit/s) of each layer, lowest first (the order of the
+# offer's a=simulcast list, docs/SFU.md "Simulcast"), all at VIDEO_FPS. 1 Mbit/s for 720p
+# is below Chromium's target (2.5) and above its minimum (0.6): the top layer is twice the
+# meeting's packets, the middle one the meeting's video, the lowest half of it.
+LAYERS = (("q", 320, 180, 150_000), ("h", 640, 360, 500_000), ("f", 1280, 720, 1_000_000))
+VIDEO_FPS = 30.0
 # RFC 6464 §3 levels in -dBov (0 loudest … 127 digital silence)
 SILENCE = 127  # the SFU drops these audio packets instead of forwarding them
 SPEAKING = 40  # meeting/broadcast/audio: everyone, at one level (ties: first joined wins)
@@ -65,6 +81,8 @@ class Member:
     video: StreamSpec | None = None
     level: int = SILENCE  # RFC 6464 level of every audio packet it sends
     room: int = 0
+    layers: list[StreamSpec] = field(default_factory=list)  # simulcast video, lowest first
+    stride: int = 2  # stream ids per member (Scenario.stride)
 
     @property
     def silent(self) -> bool:
@@ -72,14 +90,16 @@ class Member:
 
     @property
     def publishes(self) -> bool:
-        return self.audio is not None or self.video is not None
+        return self.audio is not None or self.video is not None or bool(self.layers)
 
     def streams(self) -> list[tuple[int, StreamSpec]]:
         out: list[tuple[int, StreamSpec]] = []
+        base = self.stride * self.index
         if self.audio is not None:
-            out.append((2 * self.index, self.audio))
+            out.append((base, self.audio))
         if self.video is not None:
-            out.append((2 * self.index + 1, self.video))
+            out.append((base + 1, self.video))
+        out += [(base + 1 + k, spec) for k, spec in enumerate(self.layers)]
         return out
 
 
@@ -90,6 +110,7 @@ class Scenario:
     members: list[Member] = field(default_factory=list)
     last_n: int = 0
     rooms: int = 1
+    stride: int = 2  # stream ids per member: audio, video (simulcast: audio + 3 layers)
     _receivers: dict[int, list[int]] = field(default_factory=dict, repr=False)
     _sources: dict[int, set[int]] = field(default_factory=dict, repr=False)
     _pairs: set[int] | None = field(default=None, repr=False)
@@ -113,7 +134,33 @@ class Scenario:
         retransmitted on the SFU's NACK, is told from the packets sent the first time
         although the SFU rewrote its SSRC and sequence number.
         """
-        return 2 * self.total
+        return self.stride * self.total
+
+    def member_of(self, sid: int) -> Member:
+        """The member that sends stream ``sid``."""
+        return self.members[sid // self.stride]
+
+    def is_video(self, sid: int) -> bool:
+        return sid % self.stride != 0
+
+    def layer(self, sid: int) -> StreamSpec | None:
+        """The simulcast layer stream ``sid`` is, or None if it is no layer."""
+        layers = self.member_of(sid).layers
+        k = sid % self.stride - 1
+        return layers[k] if 0 <= k < len(layers) else None
+
+    def layer_for(self, receiver: int, publisher: int) -> int:
+        """simulcast: the layer index ``receiver`` asks of ``publisher`` (0 = lowest).
+
+        The mix of a speaker view: the next member in the room (room index + 1, round) is
+        shown large (top layer), the one after it medium (the layer below), every other
+        one as a thumbnail (lowest layer). So each publisher has one large viewer, one
+        medium viewer and N − 3 thumbnail viewers.
+        """
+        layers = len(self.members[publisher].layers)
+        n = self.participants
+        step = (publisher % n - receiver % n) % n  # 1 … N − 1 within a room
+        return max(0, layers - step) if layers else 0
 
     def withheld_sid(self, probe_sid: int) -> int | None:
         """The stream a probe stream id is a withheld packet of, or None if it is not."""
@@ -166,10 +213,13 @@ class Scenario:
         return cached
 
     def _compute_receivers(self, sid: int) -> list[int]:
-        src = self.members[sid // 2]
+        src = self.member_of(sid)
         others = [m.index for m in self.room_members(src.room) if m.index != src.index]
-        if sid % 2 == 0:
+        if not self.is_video(sid):
             return [] if src.silent else others
+        if src.layers:  # simulcast: each subscriber gets the one layer it asked for
+            k = sid % self.stride - 1
+            return [i for i in others if self.layer_for(i, src.index) == k]
         if self.last_n <= 0:
             return others
         with_video = {m.index for m in self.room_members(src.room) if m.video is not None}
@@ -219,10 +269,11 @@ def build(name: str, participants: int, last_n: int = 4, rooms: int = 1) -> Scen
         raise ValueError("a scenario needs at least 2 participants")
     if rooms < 1:
         raise ValueError("at least one room")
-    s = Scenario(name, participants, rooms=rooms)
+    s = Scenario(name, participants, rooms=rooms, stride=4 if name == "simulcast" else 2)
     for k in range(rooms):
         for j in range(participants):
             s.members.append(_member(name, k * participants + j, j, k))
+            s.members[-1].stride = s.stride
     if name in LAST_N:
         s.last_n = last_n
     return s
@@ -237,7 +288,10 @@ def _member(name: str, index: int, i: int, room: int) -> Member:
         m.level = SPEAKING
     if name in ("meeting", *LAST_N):
         m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
-        m.video = StreamSpec("video", 500_000, 30.0)
+        m.video = StreamSpec("video", 500_000, VIDEO_FPS)
+    elif name == "simulcast":
+        m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
+        m.layers = [StreamSpec("video", bps, VIDEO_FPS, rid, w, h) for rid, w, h, bps in LAYERS]
     elif name == "broadcast" and i == 0:
         m.audio = StreamSpec("audio", 32_000, AUDIO_PPS)
         m.video = StreamSpec("video", 1_500_000, 30.0)

@@ -198,6 +198,7 @@ class SealroomClient:
                     answer = await peers.sub_offer(msg["sdp"])
                 self._send({"op": "msg", "pid": peers.part.pid,
                             "msg": {"type": "sfu-answer", "pc": "sub", "sdp": answer}})
+                self._constrain(peers, msg.get("tracks"))
             elif kind == "sfu-error":
                 # the id and the message: "transport-failed" alone does not tell an ICE/DTLS
                 # timeout from the idle clock (docs/SFU.md "Error ids")
@@ -206,6 +207,29 @@ class SealroomClient:
                                msg.get("message"))
         except Exception:
             logger.exception("%s: handling %s", peers.part.pid, kind)
+
+    def _constrain(self, peers: Peers, tracks: Any) -> None:
+        """simulcast: for each video MID new in this sub offer, the tile height this
+        subscriber shows its publisher at (``sfu-video-constraints``, docs/SFU.md), the
+        height of the layer the scenario has it ask for (Scenario.layer_for). Sent after
+        the answer, on the same ordered channel: the SFU knows the MID by then."""
+        if not isinstance(tracks, list):
+            return
+        for t in tracks:
+            if not isinstance(t, dict) or t.get("kind") != "video":
+                continue
+            mid, who = t.get("mid"), str(t.get("participant"))
+            if not isinstance(mid, str) or mid in peers.constrained or not who[1:].isdigit():
+                continue
+            publisher = self.scenario.members[int(who[1:])]
+            if not publisher.layers:
+                continue
+            layer = publisher.layers[self.scenario.layer_for(peers.part.index,
+                                                             publisher.index)]
+            peers.constrained.add(mid)
+            self._send({"op": "msg", "pid": peers.part.pid,
+                        "msg": {"type": "sfu-video-constraints", "mid": mid,
+                                "height": layer.height}})
 
     async def close(self) -> None:
         if self._writer is not None:

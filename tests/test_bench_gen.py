@@ -3,6 +3,7 @@ reports. Its compiled receive path has tests of its own (test_bench_receive.py).
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from typing import Any
@@ -300,3 +301,90 @@ def test_rtx_packet_rfc4588() -> None:
     for bad in (b"\x80" * 11, bytes([0xA0]) + plain[1:], bytes([0x90]) + plain[1:12]):
         with pytest.raises(ValueError):
             rtx_packet(bad, 97, 1, 1)
+
+
+# --- simulcast layers -----------------------------------------------------------------------
+
+
+def _layers() -> tuple[Any, list[OutStream], list[list[bytes]]]:
+    """Participant 0 of a simulcast room: its three layer streams, each sending into its
+    own list, their MID+RID extension set as bench/rtc.py sets it."""
+    from bench.gen import Participant
+    from bench.scenarios import build
+
+    scenario = build("simulcast", 3)
+    me = Participant(scenario.members[0], Tally(scenario.total, scenario.withheld_base))
+    layers = [s for s in me.streams if s.spec.kind == "video"]
+    sent: list[list[bytes]] = [[] for _ in layers]
+    for s, out in zip(layers, sent, strict=True):
+        s.send = out.append
+        s.ext = b"\xbe\xde\x00\x01\x10\x31" + bytes([0xC0 | 0, ord(s.spec.rid or "?")])
+    return me, layers, sent
+
+
+def test_a_layer_sends_l1t3_descriptors_and_its_picture_size() -> None:
+    """RFC 7741 §4.2 with TL0PICIDX and TID (0, 2, 1, 2, …, TL0PICIDX counting TID 0),
+    a key frame first with the layer's own width and height (RFC 6386 §9.1)."""
+    from sfu.vp8 import Vp8Descriptor
+
+    _, layers, sent = _layers()
+    assert [s.layered for s in layers] == [True] * 3 and len({s.ssrc for s in layers}) == 3
+    for s, out in zip(layers, sent, strict=True):
+        for _ in range(6):
+            s.fire(time.monotonic(), time.monotonic())
+        assert len(out) == 6 * s.spec.packets_per_frame()
+        firsts = [p for p in out if Vp8Descriptor.parse(p[20:]).start_of_partition]
+        assert len(firsts) == 6
+        ds = [Vp8Descriptor.parse(p[20:]) for p in firsts]
+        assert [d.tid for d in ds] == [0, 2, 1, 2, 0, 2]
+        tl0 = [d.tl0_pic_idx for d in ds]
+        assert tl0[1:4] == [tl0[0]] * 3 and tl0[4] == (tl0[0] + 1) & 0xFF
+        pics = [d.picture_id for d in ds]
+        assert [(b - a) & 0x7FFF for a, b in itertools.pairwise(pics)] == [1] * 5
+        key = firsts[0][20 + ds[0].size :]
+        assert key[0] & 0x01 == 0 and key[3:6] == b"\x9d\x01\x2a"  # a key frame
+        assert int.from_bytes(key[6:8], "little") == s.spec.width
+        assert int.from_bytes(key[8:10], "little") == s.spec.height
+        assert all(firsts[k][20 + ds[k].size] & 0x01 for k in range(1, 6))  # then deltas
+        assert all(p[12:20] == s.ext for p in out)  # MID + RID on every packet so far
+
+
+def test_a_layer_keeps_mid_and_rid_until_a_report_names_it() -> None:
+    from sfu import rtcp
+
+    me, layers, sent = _layers()
+    q, h, f = layers
+    me.on_pub_rtcp(bytes(rtcp.ReceiverReport(9, [rtcp.ReportBlock(q.ssrc),
+                                                  rtcp.ReportBlock(0x1234)])))
+    for s in layers:
+        s.fire(time.monotonic(), time.monotonic())
+    assert sent[0][-1][0] == 0x80 and sent[0][-1][12] == 0x90  # no extension: descriptor
+    assert sent[1][-1][0] == 0x90 and sent[2][-1][0] == 0x90  # still MID + RID
+    me.on_pub_rtcp(bytes(rtcp.ReceiverReport(9, [rtcp.ReportBlock(f.ssrc)])))
+    f.fire(time.monotonic(), time.monotonic())
+    assert sent[2][-1][0] == 0x80 and h.ext != b"" and h.acked is False
+
+
+def test_a_pli_for_one_layer_makes_a_key_frame_on_that_layer_only() -> None:
+    me, layers, sent = _layers()
+    for s in layers:  # the first frames are key frames
+        s.fire(time.monotonic(), time.monotonic())
+
+    def keys() -> list[bool]:
+        for out in sent:
+            out.clear()
+        for s in layers:
+            s.fire(time.monotonic(), time.monotonic())
+        return [b"\x9d\x01\x2a" in out[0] for out in sent]
+
+    assert keys() == [False, False, False]
+    h = layers[1]
+    me.on_pub_rtcp(bytes([0x81, 206, 0, 2]) + (1).to_bytes(4, "big") + h.ssrc.to_bytes(4, "big"))
+    assert keys() == [False, True, False]
+    fir = bytes([0x84, 206, 0, 4]) + (1).to_bytes(4, "big") + bytes(4) + \
+        layers[2].ssrc.to_bytes(4, "big") + bytes([7, 0, 0, 0])  # RFC 5104 §4.3.1
+    me.on_pub_rtcp(fir)
+    assert keys() == [False, False, True]
+    # a PLI for an SSRC that is none of the layers makes no key frame (one of audio's)
+    me.on_pub_rtcp(bytes([0x81, 206, 0, 2]) + (1).to_bytes(4, "big") + (5).to_bytes(4, "big"))
+    assert keys() == [False, False, False] and me.tally.plis == 3

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from bench import report, run
 
 
@@ -130,3 +132,41 @@ def test_report_shows_uplink_loss() -> None:
     md = report.markdown({"results": [r]})
     assert "| sealroom | 3 | 3 | 180 | 8 | 4 | 5 | 8 | 8 | 2 | 50.0 | 1.23 | rtx |" in md
     assert report.uplink_text([{"system": "x", "participants": 2}]) == ""
+
+
+def test_mesh_of_a_simulcast_camera_sends_each_peer_its_top_layer() -> None:
+    """A mesh peer gets one encoding (the top layer, + audio); the SFU gets all three."""
+    from bench.scenarios import build
+
+    one = build("simulcast", 2).members[0]
+    audio, q, h, f = (spec for _, spec in one.streams())
+    (row,) = report.mesh("simulcast", [5])
+    assert row["sfu_upload_bps"] == pytest.approx(report._wire_bps([audio, q, h, f]))
+    assert row["mesh_upload_bps"] == pytest.approx(4 * report._wire_bps([audio, f]))
+    # the meeting's figures are what they were: one copy of everything per receiver
+    (meeting,) = report.mesh("meeting", [5])
+    assert meeting["mesh_upload_bps"] == pytest.approx(4 * meeting["sfu_upload_bps"])
+    assert report.mesh_limit("simulcast") == int(10e6 // report._wire_bps([audio, f])) + 1
+
+
+def test_layers_window_counts_each_layer_by_who_asked_for_it() -> None:
+    """simulcast: a layer's packets count as received only at the subscribers that asked
+    for that layer; anywhere else they are "wrong" (the SFU selected badly)."""
+    from bench.scenarios import build
+
+    s = build("simulcast", 4)
+    q0, h0, f0 = 1, 2, 3  # member 0's layer stream ids
+    assert (s.receivers(q0), s.receivers(h0), s.receivers(f0)) == ([1], [2], [3])
+    m = {"sent": {0: 10, q0: 30, h0: 60, f0: 120},
+         "pairs": {(1 << 16) | q0: 30, (2 << 16) | h0: 58, (3 << 16) | f0: 120,
+                   (1 << 16) | f0: 5,  # receiver 1 asked for member 0's lowest layer
+                   (1 << 16) | 0: 10, (1 << 16) | (s.withheld_base + q0): 3}}
+    assert run.layers_window(m, s) == {"q": {"expected": 30, "received": 30, "wrong": 0},
+                                       "h": {"expected": 60, "received": 58, "wrong": 0},
+                                       "f": {"expected": 120, "received": 120, "wrong": 5}}
+    assert run.layers_window({"sent": {0: 10, 1: 60}, "pairs": {}}, build("meeting", 3)) is None
+    text = report.layers_text([{"system": "janus", "participants": 4,
+                                "layers": run.layers_window(m, s)}])
+    assert "janus N=4: q 30/30 (100.00 %), wrong 0; h 58/60 (96.67 %), wrong 0; " \
+        "f 120/120 (100.00 %), wrong 5" in text
+    assert report.layers_text([{"system": "sealroom", "participants": 4}]) == ""

@@ -195,3 +195,44 @@ def test_smoke_joinstorm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert r["forwarded_pps"] > 0
     out = capsys.readouterr().out
     assert "joining within 0.5 s: 5/5 connected" in out and "sub offers per participant" in out
+
+
+def test_smoke_simulcast(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--scenario simulcast: every publisher sends three layers + audio; sealroom (by
+    sfu-video-constraints) and Janus VideoRoom (by configure substream) forward each
+    subscriber the layer it asked for, counted per layer; the reflector cannot select."""
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--systems", "sealroom,reflector,janus", "--scenario",
+                              "simulcast", "--participants", "4", "--quick",
+                              "--out", str(tmp_path)])
+    before = _children()
+    assert cli.run(args) == 0
+    assert _children() <= before
+
+    doc = json.loads((tmp_path / "bench-simulcast.json").read_text())
+    assert doc["systems"] == ["sealroom", "janus"]  # the reflector sends every layer
+    results = {r["system"]: r for r in doc["results"]}
+    for r in results.values():
+        assert "error" not in r, r.get("error")
+        assert r["missing_streams"] == 0  # every subscriber heard the layer it asked for
+        # per subscriber: 3 audio × 50 + one top (120) + one middle (60) + one lowest (30)
+        # packets/s at most (a generator starved by other load sends fewer)
+        assert 0 < r["offered_pps"] <= 1.05 * 4 * (3 * 50 + 120 + 60 + 30)
+        layers = r["layers"]
+        assert set(layers) == {"q", "h", "f"} and layers == r["windows"][0]["layers"]
+        for rid, row in layers.items():
+            assert row["expected"] > 0 and row["received"] >= 0.5 * row["expected"], \
+                (r["system"], rid, row)
+            # a layer reaching a subscriber that asked for another one: the selection failed
+            assert row["wrong"] <= 0.02 * row["received"], (r["system"], rid, row)
+    counters = results["sealroom"]["server_counters"]
+    assert counters["video_constraints"] == 4 * 3  # one per (subscriber, publisher)
+    assert counters["simulcast_ssrcs_bound"] == 4 * 3  # every layer bound by its RID
+    # every slot starts on the lowest layer: the large and the medium tile switched up
+    assert counters["simulcast_switches_up"] >= 4 * 2
+    assert results["sealroom"]["setup"]["errors"] == {}
+    # sealroom sends a report block for every layer: each stopped sending MID + RID
+    assert results["sealroom"]["windows"][0]["layers_acked"] == [12, 12]
+    out = capsys.readouterr().out
+    assert "simulcast layers" in out and "janus N=4: q " in out

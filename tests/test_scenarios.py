@@ -177,3 +177,61 @@ def test_room_sizes_up_to_100() -> None:
             cli._sizes(bad)
     assert build("lastn", 100, last_n=6).offered_packets_per_second() == pytest.approx(
         100 * 6 * 60 + 99 * 50)
+
+
+def test_simulcast_three_layers_per_publisher_and_audio() -> None:
+    """simulcast: audio + three L1T3 layers per member, stream ids 4i … 4i + 3, the layers
+    lowest first at 30, 60 and 120 packets/s, with the picture size of each."""
+    s = build("simulcast", 6)
+    assert s.stride == 4 and s.withheld_base == 24
+    for m in s.members:
+        streams = m.streams()
+        assert [sid for sid, _ in streams] == [4 * m.index + k for k in range(4)]
+        audio, *layers = (spec for _, spec in streams)
+        assert audio.kind == "audio" and audio.rid is None and m.video is None
+        assert [(x.rid, x.width, x.height, x.packet_rate()) for x in layers] == [
+            ("q", 320, 180, 30.0), ("h", 640, 360, 60.0), ("f", 1280, 720, 120.0)]
+        assert [s.layer(sid) for sid, _ in streams] == [None, *layers]
+        assert [s.is_video(sid) for sid, _ in streams] == [False, True, True, True]
+        assert all(s.member_of(sid) is m for sid, _ in streams)
+    # the middle layer is the meeting's video
+    meeting_video = build("meeting", 2).members[0].video
+    assert meeting_video is not None
+    assert s.members[0].layers[1].packet_rate() == meeting_video.packet_rate()
+
+
+def test_simulcast_mix_one_large_one_medium_the_rest_thumbnails() -> None:
+    """Each subscriber gets the next member's top layer, the one after's middle layer and
+    everyone else's lowest; each publisher thus has one receiver of its top layer, one of
+    its middle layer and N − 3 of its lowest; audio goes to everyone."""
+    n = 7
+    s = build("simulcast", n)
+    for r in range(n):
+        asked = {p: s.layer_for(r, p) for p in range(n) if p != r}
+        assert asked[(r + 1) % n] == 2 and asked[(r + 2) % n] == 1
+        assert sorted(asked.values()) == [0] * (n - 3) + [1, 2]
+        # what r expects: every other member's audio and exactly the layer it asked for
+        assert s.expected_sources(r) == {4 * p for p in asked} | {
+            4 * p + 1 + k for p, k in asked.items()}
+    for p in range(n):
+        assert s.receivers(4 * p) == [i for i in range(n) if i != p]
+        assert len(s.receivers(4 * p + 3)) == 1 and len(s.receivers(4 * p + 2)) == 1
+        assert len(s.receivers(4 * p + 1)) == n - 3
+    # 20 subscribers: 19 × 50 audio + 120 (large) + 60 (medium) + 17 × 30 (thumbnails)
+    assert build("simulcast", 20).offered_packets_per_second() == pytest.approx(
+        20 * (19 * 50 + 120 + 60 + 17 * 30))
+    # rooms stay independent: the mix is within each room
+    two = build("simulcast", 4, rooms=2)
+    assert two.receivers(4 * 5 + 3) == [4]  # member 5 (room 1, second) large for member 4
+    assert all(two.members[r].room == 1 for sid in range(16, 32) for r in two.receivers(sid))
+    # two members: only the large tile
+    assert build("simulcast", 2).expected_sources(0) == {4, 4 + 3}
+
+
+def test_simulcast_runs_on_sfus_that_select_layers() -> None:
+    assert run.supports("sealroom", "simulcast") and run.supports("janus", "simulcast")
+    assert run.supports("sealroom", "simulcast", rooms=2, workers=2)
+    assert not run.supports("reflector", "simulcast")  # no layer selection
+    assert not run.supports("mediarelay", "simulcast")
+    assert not run.supports("sealroom", "simulcast", uplink_loss=0.03)  # no layer NACKs
+    assert cli.DEFAULT_SIZES["simulcast"] == "20"

@@ -27,6 +27,7 @@ import numpy as np
 from e2ee.mediakeys import DEBOUNCE, SWITCH_TIMEOUT, KeyManager
 from e2ee.sframe import FrameDecryptor, FrameEncryptor, FrameRejected, Kind, SendKey
 from peers.client import SignalingClient
+from peers.files import ReceivedFile, hand, reaction, receive_file
 from peers.mediabot import MediaBot, Received
 from sfu.ice import IcePolicy
 from sfu.vp8 import Vp8Descriptor
@@ -150,6 +151,22 @@ class E2eeBot:
         await client.set_media_handler(media.on_message)
         await keys.start()
         await media.publish()
+
+    # -- hands, reactions, files (peers/files.py; PROTOCOL.md "Hands and reactions", "Files") --
+
+    async def raise_hand(self, raised: bool = True) -> None:
+        assert self.client is not None
+        await self.client.seal("*", hand(raised))
+
+    async def react(self, emoji: str) -> None:
+        assert self.client is not None
+        await self.client.seal("*", reaction(emoji))
+
+    async def receive_file(self, timeout: float = 30.0) -> ReceivedFile:
+        """The next file sent to this bot (or to everyone), checked as the page checks it.
+        The key manager reads the inbox, so the transfer reads what it passes on."""
+        assert self.client is not None and self.keys is not None
+        return await receive_file(self.client, self.keys.other, timeout=timeout)
 
     # -- frame sources (MediaBot hooks) -------------------------------------------------------
 

@@ -144,6 +144,9 @@ class MediaBot(SfuPeer):
         # a REMB (bits/s) to send with every RR on the sub PC, as a browser's receive-side
         # estimator does (None: no REMB)
         self.send_remb: int | None = None
+        # more fields of the first pub offer's message (e.g. {"screen": "1"}: its video is a
+        # screen share, docs/SFU.md "Screen sharing")
+        self.offer_fields: dict[str, Any] = {}
 
     # --- signaling ----------------------------------------------------------------------
 
@@ -175,8 +178,18 @@ class MediaBot(SfuPeer):
         await pc.setLocalDescription(await pc.createOffer())
         self.pub.adopt()
         self.offer_sdp = self.munge_offer(pc.localDescription.sdp)
-        await self._emit({"type": "sfu-offer", "pc": "pub", "sdp": self.offer_sdp})
+        await self._emit({"type": "sfu-offer", "pc": "pub", "sdp": self.offer_sdp,
+                          **self.offer_fields})
         self._media = asyncio.ensure_future(self._send_media())
+
+    async def reoffer(self, **fields: Any) -> None:
+        """Offer the pub PC again as it is now (e.g. a transceiver made inactive), with
+        ``fields`` in the message (e.g. ``screen``); the SFU's answer is applied as any."""
+        pc = self.pub.pc
+        await pc.setLocalDescription(await pc.createOffer())
+        self.pub.adopt()
+        self.offer_sdp = self.munge_offer(pc.localDescription.sdp)
+        await self._emit({"type": "sfu-offer", "pc": "pub", "sdp": self.offer_sdp, **fields})
 
     def munge_offer(self, sdp: str) -> str:
         """The pub offer as sent (a subclass edits aiortc's offer here)."""

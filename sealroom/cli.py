@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="each participant receives video from at most N publishers; 0 = all [%(default)s]",
     )
     a(
+        "--max-screens",
+        type=int,
+        default=_env("max-screens", 1, int),
+        help="screen shares at once per room; a share beyond it is refused with "
+        "screen-limit [%(default)s]",
+    )
+    a(
         "--no-dynacast",
         action="store_true",
         default=_env("no-dynacast", False, _flag),
@@ -269,6 +276,7 @@ def sfu_config_from_args(args: argparse.Namespace) -> SfuConfig:
         port_max=args.media_ports[1],
         last_n=args.last_n,
         dynacast=not args.no_dynacast,
+        max_screens=max(0, args.max_screens),
         send_batching=not args.no_send_batching,
     )
 

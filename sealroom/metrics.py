@@ -118,6 +118,14 @@ SFU_COUNTERS = {
     "keyframe_requests_layer_switch": ("sfu_keyframe_requests_layer_switch",
                                        "key frame requests for a pending layer switch"),
     "video_constraints": ("sfu_video_constraints", "sfu-video-constraints messages applied"),
+    "temporal_dropped": ("sfu_temporal_dropped", "packets of a forwarded layer not sent to a "
+                         "subscriber for their VP8 temporal layer (TID above its target)"),
+    "temporal_padding": ("sfu_temporal_padding", "padding packets sent in the place of a "
+                         "late packet (or its NACK) of a picture the TID filter dropped"),
+    "temporal_switches_down": ("sfu_temporal_switches_down",
+                               "temporal targets lowered for a subscriber's slot"),
+    "temporal_switches_up": ("sfu_temporal_switches_up",
+                             "temporal targets raised (or back to all layers)"),
     "srtp_forgotten": ("sfu_srtp_forgotten", "libsrtp contexts removed for SSRCs the SFU "
                        "does not forward (docs/SFU.md \"Ingress limit\")"),
     "joins": ("sfu_joins", "media sessions started"),

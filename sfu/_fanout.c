@@ -39,6 +39,12 @@
 #define BUFFER 1500          /* bytes; the Python path's limit too (sfu/srtp.py) */
 #define MAX_TRAILER (16 + 128) /* SRTP_MAX_TRAILER_LEN: auth tag + MKI room */
 #define SENT_MAP 512         /* out seq % 512 -> (out seq << 16 | in seq), for NACK */
+/* The drop log: the publisher packets a started run dropped (lane_drop), newest last, so
+ * that a late packet and a NACK still find their offsets (sfu/track.py drop_shift). */
+#define DROP_LOG 256
+#define LOG_HAS_PID ((uint64_t)1 << 31) /* entry: seq | PictureID << 16 | these flags */
+#define LOG_NEW_PICTURE ((uint64_t)1 << 32)
+#define TID_ALL 255 /* Lane.max_tid: no temporal filtering (the default) */
 #define MAX_EXT (4 + 18 + 2 + 4 + 3) /* 0xBEDE head + MID (<= 16) + level + ast + pad */
 /* A run: the packets for one peer staged for one UDP GSO send (udp(7), UDP_SEGMENT).
  * The kernel takes at most 64 segments (UDP_MAX_SEGMENTS) and 64 KiB per send. */
@@ -494,6 +500,14 @@ typedef struct {
     uint8_t bare[MAX_EXT]; /* the block when neither level nor abs-send-time is kept */
     int bare_len;
     int64_t sent_map[SENT_MAP];
+    /* Temporal layers (RFC 7741 §4.2 TID; docs/SFU.md "Simulcast"): drop pictures whose
+     * TID is above max_tid (TID_ALL: filter nothing); go up only at a layer sync (Y) or a
+     * key frame. One decision per picture, at its first packet (max_pic, pic_drop). */
+    int max_tid, tid_cur, max_pic;
+    char pic_drop;
+    unsigned int dropped, pictures_dropped; /* in this run: every lane_drop, pictures */
+    unsigned long long temporal_dropped;    /* packets dropped for their TID, ever */
+    uint64_t drop_log[DROP_LOG];            /* index: dropped % DROP_LOG */
 } Lane;
 
 /* RFC 8285 §4.2: "0xBEDE", length in 32-bit words, then the elements, zero-padded.
@@ -553,13 +567,102 @@ static inline void vp8_rewrite(const Lane *l, uint8_t *p, Py_ssize_t n) {
         p[pos] = (uint8_t)(p[pos] + l->tl0_offset);
 }
 
-/* Slot.skip: dropping an in-order packet shifts later ones down by one (no hole). */
-static inline void lane_skip(Lane *l, uint16_t seq) {
+/* Slot.skip: dropping an in-order packet shifts later ones down by one (no hole), and
+ * the drop log remembers where, with ``flags`` (LOG_HAS_PID | PictureID << 16 ...). */
+static inline void lane_drop(Lane *l, uint16_t seq, uint64_t flags) {
     const uint16_t ahead = (uint16_t)(seq - l->last_in_seq);
     if (l->started && ahead != 0 && ahead < 0x8000) {
         l->last_in_seq = seq;
         l->seq_offset = (uint16_t)(l->seq_offset + 1);
+        l->drop_log[l->dropped % DROP_LOG] = seq | flags;
+        l->dropped++;
     }
+}
+
+static inline void lane_skip(Lane *l, uint16_t seq) { lane_drop(l, seq, 0); }
+
+/* What the temporal filter reads of a VP8 payload descriptor (RFC 7741 §4.2): only a
+ * descriptor with PictureID, TL0PICIDX and TID (I, L, T) is filtered (ok), as mediasoup's
+ * VP8 EncodingContext does; a key frame is §4.3's (S=1, PID=0, P=0, the start code). */
+typedef struct {
+    int ok, pid, mask, tid, y, key;
+} Vp8Info;
+
+static void vp8_info(const uint8_t *p, Py_ssize_t n, Vp8Info *v) {
+    v->ok = 0;
+    if (n < 3 || !(p[0] & 0x80) || (p[1] & 0xE0) != 0xE0)
+        return;
+    Py_ssize_t pos;
+    if (p[2] & 0x80) { /* M: 15-bit PictureID */
+        if (n < 4)
+            return;
+        v->pid = ((p[2] & 0x7F) << 8) | p[3];
+        v->mask = 0x7FFF;
+        pos = 4;
+    } else {
+        v->pid = p[2];
+        v->mask = 0x7F;
+        pos = 3;
+    }
+    pos++; /* TL0PICIDX */
+    if (pos >= n)
+        return;
+    v->tid = p[pos] >> 6; /* |TID|Y| KEYIDX | */
+    v->y = (p[pos] >> 5) & 1;
+    pos++;
+    v->key = (p[0] & 0x17) == 0x10 && n >= pos + 6 && !(p[pos] & 0x01) &&
+             p[pos + 3] == 0x9d && p[pos + 4] == 0x01 && p[pos + 5] == 0x2a;
+    v->ok = 1;
+}
+
+/* The temporal filter for an in-order packet ``seq`` (newer than last_in_seq) of a
+ * filtering lane: 1 if it is dropped (and lane_drop'ped), 0 if it goes out. mediasoup's
+ * VP8 EncodingContext rule: a new picture is dropped if its TID is above max_tid, or
+ * above the layer forwarded so far (tid_cur) without the layer sync bit Y; a key frame
+ * syncs every layer; the first picture a run (or the filter) sees is always kept. */
+static int lane_temporal(Lane *l, const uint8_t *payload, Py_ssize_t plen, uint16_t seq) {
+    Vp8Info v;
+    vp8_info(payload, plen, &v);
+    if (!v.ok)
+        return 0;
+    if (v.key && l->max_tid > 2 && l->max_tid != TID_ALL) {
+        l->max_tid = TID_ALL; /* back to "all" once a key frame synced every layer */
+        l->max_pic = -1;
+        return 0;
+    }
+    uint64_t flags = LOG_HAS_PID | ((uint64_t)v.pid << 16);
+    if (l->max_pic >= 0) {
+        const int ahead = (v.pid - l->max_pic) & v.mask;
+        if (ahead == 0) { /* another packet of the picture decided last */
+            if (!l->pic_drop)
+                return 0;
+            lane_drop(l, seq, flags);
+            l->temporal_dropped++;
+            return 1;
+        }
+        if (ahead > v.mask / 2)
+            return 0; /* an older picture: it was decided already, it goes out */
+    }
+    const int drop = l->max_pic >= 0 && !v.key &&
+                     (v.tid > l->max_tid || (v.tid > l->tid_cur && !v.y));
+    l->max_pic = v.pid;
+    l->pic_drop = (char)drop;
+    if (drop) {
+        lane_drop(l, seq, flags | LOG_NEW_PICTURE);
+        /* later pictures close the gap: libwebrtc's VP8 reference finder waits for every
+         * PictureID in between (RtpVp8RefFinder), so a hole would stall the decoder */
+        l->picture_offset = (l->picture_offset - 1) & 0x7FFF;
+        l->pictures_dropped++;
+        l->temporal_dropped++;
+        return 1;
+    }
+    if (v.key)
+        l->tid_cur = TID_ALL;
+    if (v.tid > l->tid_cur)
+        l->tid_cur = v.tid;
+    else if (l->tid_cur > l->max_tid)
+        l->tid_cur = l->max_tid;
+    return 0;
 }
 
 /* The NACK map: which publisher packet went out as out_seq (Slot.retransmit reads it). */
@@ -581,6 +684,8 @@ static int Lane_init(Lane *l, PyObject *args, PyObject *kw) {
     l->active = 1;
     l->pt = -1;
     l->level_head = l->ast_head = -1;
+    l->max_tid = l->tid_cur = TID_ALL;
+    l->max_pic = -1;
     for (int i = 0; i < SENT_MAP; i++)
         l->sent_map[i] = -1;
     return 0;
@@ -694,7 +799,81 @@ static PyObject *Lane_skip(Lane *l, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Lane_temporal(Lane *l, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer payload;
+    if (nargs != 2 || PyObject_GetBuffer(args[0], &payload, PyBUF_SIMPLE) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "temporal(payload, seq)");
+        return NULL;
+    }
+    const long seq = PyLong_AsLong(args[1]);
+    int drop = 0;
+    if (!(seq == -1 && PyErr_Occurred()) && l->max_tid != TID_ALL)
+        drop = lane_temporal(l, payload.buf, payload.len, (uint16_t)seq);
+    PyBuffer_Release(&payload);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(drop);
+}
+
+static PyObject *Lane_set_max_tid(Lane *l, PyObject *arg) {
+    const long tid = PyLong_AsLong(arg);
+    if (tid == -1 && PyErr_Occurred())
+        return NULL;
+    if (tid < 0 || (tid > 3 && tid != TID_ALL)) {
+        PyErr_SetString(PyExc_ValueError, "max_tid: 0..3, or 255 for all");
+        return NULL;
+    }
+    if (tid == TID_ALL) {
+        if (l->max_tid != TID_ALL)
+            l->max_tid = 3; /* every layer, from the next sync point on */
+    } else {
+        if (l->max_tid == TID_ALL) { /* unfiltered until now: every layer went out */
+            l->tid_cur = TID_ALL;
+            l->max_pic = -1;
+        }
+        l->max_tid = (int)tid;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lane_begin_run(Lane *l, PyObject *unused) {
+    if (l->max_tid == 3)
+        l->max_tid = TID_ALL; /* "all" was waiting for a sync point: a run starts at one */
+    l->dropped = l->pictures_dropped = 0;
+    l->max_pic = -1;
+    l->tid_cur = TID_ALL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Lane_drop_log(Lane *l, PyObject *unused) {
+    const unsigned int n = l->dropped < DROP_LOG ? l->dropped : DROP_LOG;
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (unsigned int i = 0; i < n; i++) {
+        PyObject *e = PyLong_FromUnsignedLongLong(l->drop_log[(l->dropped - n + i) % DROP_LOG]);
+        if (e == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, e);
+    }
+    return out;
+}
+
 static PyMethodDef Lane_methods[] = {
+    {"temporal", (PyCFunction)(void (*)(void))Lane_temporal, METH_FASTCALL,
+     "temporal(payload, seq) -> bool: the temporal filter for in-order packet seq\n"
+     "(newer than last_in_seq); True: dropped, and skipped as skip() does."},
+    {"set_max_tid", (PyCFunction)Lane_set_max_tid, METH_O,
+     "set_max_tid(tid): forward TIDs up to tid (0..3), or all (255) from a sync point."},
+    {"begin_run", (PyCFunction)Lane_begin_run, METH_NOARGS,
+     "begin_run(): a run starts (at a key frame): empty the drop log, forget the\n"
+     "temporal state; a pending step up to all layers is done."},
+    {"drop_log", (PyCFunction)Lane_drop_log, METH_NOARGS,
+     "drop_log() -> list[int]: the run's last drops, oldest first (seq | PictureID << 16\n"
+     "| has-PictureID << 31 | new-picture << 32)."},
     {"skip", (PyCFunction)Lane_skip, METH_O,
      "skip(seq): publisher packet seq is not sent here; later ones close the gap."},
     {"set_ext", (PyCFunction)Lane_set_ext, METH_VARARGS, Lane_set_ext_doc},
@@ -727,6 +906,15 @@ static PyMemberDef Lane_members[] = {
     {"picture_offset", T_INT, offsetof(Lane, picture_offset), 0,
      "Added to the PictureID, mod 2^15 (2^7 for a 7-bit one)."},
     {"tl0_offset", T_INT, offsetof(Lane, tl0_offset), 0, "Added to TL0PICIDX, mod 2^8."},
+    {"max_tid", T_INT, offsetof(Lane, max_tid), READONLY,
+     "Highest TID forwarded (255: all, no filter; set_max_tid sets it)."},
+    {"tid_cur", T_INT, offsetof(Lane, tid_cur), READONLY,
+     "Highest TID forwarded since the last sync point (255: all)."},
+    {"dropped", T_UINT, offsetof(Lane, dropped), READONLY, "Packets skipped in this run."},
+    {"pictures_dropped", T_UINT, offsetof(Lane, pictures_dropped), READONLY,
+     "Pictures the temporal filter dropped in this run."},
+    {"temporal_dropped", T_ULONGLONG, offsetof(Lane, temporal_dropped), READONLY,
+     "Packets the temporal filter dropped, ever."},
     {"packets", T_ULONGLONG, offsetof(Lane, packets), 0, "Packets sent (for our SR)."},
     {"octets", T_ULONGLONG, offsetof(Lane, octets), 0, "Payload octets sent."},
     {NULL, 0, 0, 0, NULL},
@@ -776,7 +964,7 @@ static PyObject *skip(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 PyDoc_STRVAR(fanout_doc,
 "fanout(lanes, data, start, end, level, ast, now, batch=None)\n"
-"    -> (sent, octets, failed, paused, slow)\n\n"
+"    -> (sent, octets, failed, paused, slow, temporal)\n\n"
 "Rewrite, protect and send the publisher packet ``data`` (plaintext RTP, payload\n"
 "data[start:end]) for every lane in the common case. ``level``/``ast`` are the audio\n"
 "level and abs-send-time values kept (bytes or None), ``now`` is time.monotonic().\n"
@@ -784,7 +972,8 @@ PyDoc_STRVAR(fanout_doc,
 "without, it is sent at once. Returns packets sent (or staged), their total unprotected\n"
 "length, packets lost (SRTP or socket failed; with a batch, a run this call had to send\n"
 "early), lanes paused by last-N (skipped, as Slot.forward does), and the indexes of\n"
-"lanes left to Slot.forward (or None).");
+"lanes left to Slot.forward (or None), and packets the temporal filter dropped\n"
+"(Lane.set_max_tid).");
 
 static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 7 && nargs != 8) {
@@ -827,7 +1016,7 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
     const uint8_t *payload = d + start;
 
     Py_ssize_t count = PyList_GET_SIZE(lanes);
-    unsigned long long sent = 0, octets = 0, failed = 0, paused = 0;
+    unsigned long long sent = 0, octets = 0, failed = 0, paused = 0, temporal = 0;
     PyObject *slow = NULL;
     uint8_t stack_buf[BUFFER];
     uint8_t ext_buf[MAX_EXT];
@@ -866,6 +1055,12 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
         const int newer = ahead != 0 && ahead < 0x8000;
         if (!newer && seq != l->resume_seq && (uint16_t)(seq - l->resume_seq) >= 0x8000)
             goto slow_path; /* reordered from before this run: Slot.forward drops it */
+        if (!newer && l->dropped)
+            goto slow_path; /* late, after drops: Slot.forward finds its offsets in the log */
+        if (newer && l->max_tid != TID_ALL && lane_temporal(l, payload, plen, seq)) {
+            temporal++;
+            continue;
+        }
         if (newer)
             l->last_in_seq = seq;
         const uint16_t out_seq = (uint16_t)(seq - l->seq_offset);
@@ -960,7 +1155,7 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
     }
     if (slow == NULL)
         slow = Py_NewRef(Py_None);
-    return Py_BuildValue("(KKKKN)", sent, octets, failed, paused, slow);
+    return Py_BuildValue("(KKKKNK)", sent, octets, failed, paused, slow, temporal);
 }
 
 static PyMethodDef module_methods[] = {

@@ -92,12 +92,36 @@ class Video:
     """One video stream a subscriber could receive, as ``plan`` sees it."""
 
     key: object  # the caller's handle (a Slot)
-    rate: int  # bits/s its publisher sends (simulcast: its lowest selectable layer)
+    rate: int  # bits/s its publisher sends (simulcast: its cheapest step)
     active: bool  # forwarded now (False: paused for bandwidth)
-    # simulcast: the rate of each layer it may get (size allowed, sent lately), lowest
-    # first, and the one it forwards now (an index into ``layers``, -1: none of them)
+    # simulcast: the rate of each step it may get (``ladder``: the lowest layer's lower
+    # temporal layers, then the layers of a size allowed and sent lately), cheapest first,
+    # and the one it forwards now (an index into ``layers``, -1: none of them)
     layers: tuple[int, ...] = ()
     current: int = -1
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rung of a simulcast video's ladder (``ladder``): forward layer ``layer`` (an
+    index into the layers it may get) up to temporal layer ``tid`` (None: all), at
+    ``rate`` bits/s."""
+
+    layer: int
+    tid: int | None
+    rate: int
+
+
+def ladder(layer_rates: Sequence[int], temporal_rates: Sequence[int]) -> list[Step]:
+    """The steps a simulcast video can be given, cheapest first (docs/SFU.md "Simulcast"):
+    the lowest layer with only its lower temporal layers (``temporal_rates``: its rate at
+    TID <= 0, <= 1, ... as ``PublishedTrack.measure`` found them, each below its full
+    rate), then every layer with all of them. L1T3 gives, below the lowest layer, that
+    layer at TID <= 1 (about half its rate) and at TID 0 (about a quarter) before the
+    video is paused; between two spatial layers the step is the whole layer."""
+    steps = [Step(0, t, r) for t, r in enumerate(temporal_rates)
+             if layer_rates and 0 < r < layer_rates[0]]
+    return steps + [Step(i, None, r) for i, r in enumerate(layer_rates)]
 
 
 class DownlinkBudget:
@@ -211,9 +235,9 @@ class DownlinkBudget:
 
     def choose_layers(self, videos: Sequence[Video], allowed: set[int],
                       now: float) -> dict[int, int]:
-        """Which layer each allowed simulcast video gets (an index into its ``layers``).
+        """Which step each allowed simulcast video gets (an index into its ``layers``).
 
-        ``plan`` counted every simulcast video at its lowest layer; what the estimate has
+        ``plan`` counted every simulcast video at its cheapest step; what the estimate has
         left after it goes, in the same priority order, to upgrades: each video gets
         the highest layer whose extra rate fits (LiveKit's allocator likewise first
         gives every stream its lowest layer, then upgrades by priority). Going above the

@@ -27,6 +27,7 @@ class SfuConfig:
     max_sub_pps: int = 500
     # dynacast (docs/SFU.md "Dynacast"): tell a simulcast publisher to stop encoding the
     # layers no subscriber needs, once unneeded this long (s); needed ones resume at once
+    max_screens: int = 1  # screen shares at once per room (docs/SFU.md "Screen sharing")
     dynacast: bool = True
     dynacast_pause_delay: float = 5.0
     rtcp_interval: float = 1.0  # receiver reports + REMB to publishers, seconds

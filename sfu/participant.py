@@ -22,7 +22,7 @@ from aiortc.exceptions import InvalidStateError
 from aiortc.sdp import SessionDescription
 
 from . import rtcp
-from .allocator import DownlinkBudget, Video
+from .allocator import DownlinkBudget, Video, ladder
 from .dynacast import Dynacast, needed
 from .errors import SfuError
 from .pacer import FACTOR as PACING_FACTOR
@@ -72,6 +72,10 @@ class Participant:
         self._simulcast: dict[str, SimulcastOffer] = {}
         # per simulcast MID: the layers this publisher was last told to send (sfu/dynacast.py)
         self._dynacast: dict[str, Dynacast] = {}
+        # the pub MID that carries a screen share ("Screen sharing"), or None
+        self.screen_mid: str | None = None
+        self._screen_changed = False  # screen_mid changed by the last pub offer
+        self._offered_screens: frozenset[str] = frozenset()  # sub MIDs last offered as screens
         self._pub_answer = ""  # the pub answer as sent: aiortc's, completed for simulcast
         self.slots: list[Slot] = []
         self._slot_by_ssrc: dict[int, Slot] = {}
@@ -138,7 +142,9 @@ class Participant:
 
     # --- pub: the participant publishes -------------------------------------------------
 
-    async def on_pub_offer(self, sdp: str) -> None:
+    async def on_pub_offer(self, sdp: str, screen: str | None = None) -> None:
+        """A pub offer (or re-offer); ``screen``: the MID of its screen share, if any
+        (docs/SFU.md "Screen sharing")."""
         sfu = self.sfu
         sfu.pubs_waiting += 1
         sfu.pubs_idle.clear()
@@ -146,7 +152,7 @@ class Participant:
             async with sfu.sdp_lock:
                 if self.closed:  # left while waiting for its turn: nobody to answer
                     return
-                new = await self._answer_pub(sdp)
+                new, removed = await self._answer_pub(sdp, screen)
         finally:
             sfu.pubs_waiting -= 1
             if not sfu.pubs_waiting:
@@ -154,16 +160,53 @@ class Participant:
         await self.send({"type": "sfu-answer", "pc": "pub", "sdp": self._pub_answer})
         if self.negotiated_at is None:
             self.negotiated_at = time.monotonic()
-        if new:
-            logger.info("%s publishes %s", self.pid, [t.kind for t in new])
+        screen_changed, self._screen_changed = self._screen_changed, False
+        if new or removed or screen_changed:
+            logger.info("%s publishes %s%s", self.pid, [t.kind for t in new],
+                        f", stopped {len(removed)}" if removed else "")
             await self.room.tracks_changed(exclude=self)
 
-    async def _answer_pub(self, sdp: str) -> list[PublishedTrack]:
-        """Apply a pub offer and make the answer; the tracks it added."""
+    def _check_screen_limit(self) -> None:
+        """``screen-limit`` when the room has its ``max_screens`` screen shares already."""
+        limit = self.sfu.config.max_screens
+        others = sum(1 for q in self.room.participants.values()
+                     if q is not self and q.screen_mid is not None)
+        if others >= limit:
+            raise SfuError("screen-limit", f"{others} screen share(s) in this room already "
+                                           f"(at most {limit} at once)")
+
+    def is_screen(self, track: PublishedTrack) -> bool:
+        """Whether ``track`` (one of ours) is our screen share."""
+        return self.screen_mid is not None and track.mid == self.screen_mid
+
+    def _drop_track(self, mid: str) -> PublishedTrack:
+        """The publisher stopped sending on ``mid`` (its m-line now inactive): forget the
+        track; its subscribers' slots are freed by the re-offers that follow."""
+        track = self.tracks.pop(mid)
+        for stream in track.streams():
+            for ssrc in (stream.ssrc, stream.rtx_ssrc):
+                if ssrc is not None and self._by_ssrc.get(ssrc) is stream:
+                    del self._by_ssrc[ssrc]
+        self._dynacast.pop(mid, None)
+        track.close()
+        return track
+
+    async def _answer_pub(self, sdp: str, screen: str | None = None
+                          ) -> tuple[list[PublishedTrack], list[PublishedTrack]]:
+        """Apply a pub offer and make the answer; the tracks it added and those whose
+        m-line it made inactive (removed)."""
         try:
             parsed = SessionDescription.parse(sdp)
             if not any(m.kind in CODECS for m in parsed.media):
                 raise ValueError("no audio or video m-line")
+        except Exception as exc:
+            raise SfuError("bad-sdp", f"cannot apply the pub offer: {exc}") from exc
+        if screen is not None and not any(m.kind == "video" and m.rtp.muxId == screen
+                                          for m in parsed.media):
+            raise SfuError("bad-message", "screen names no video m-line of the offer")
+        if screen is not None and screen != self.screen_mid:
+            self._check_screen_limit()
+        try:
             simulcast = parse_offer(sdp)
             await self.pub.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except Exception as exc:
@@ -180,7 +223,8 @@ class Participant:
             if not keep:
                 raise SfuError("unsupported-codec", f"{t.kind} must offer {CODECS[t.kind]}")
             t._codecs = keep
-            if t.mid in self.tracks or t.direction not in ("recvonly", "sendrecv"):
+            if (t.mid in self.tracks or t.direction not in ("recvonly", "sendrecv")
+                    or t._offerDirection not in ("recvonly", "sendrecv")):
                 continue
             track = PublishedTrack(self, t.kind, t.mid, self.stats, self.sfu.config.rtx_cache,
                                    self.sfu.config.pli_interval, self.sfu.config.drop_silence,
@@ -202,6 +246,14 @@ class Participant:
                 # the repairs our NACKs ask for, and Chromium's bandwidth probes (padding)
                 self._by_ssrc[track.rtx_ssrc] = track
             new.append(track)
+        # RFC 8829 §5.3.1 (JSEP): a publisher stops a track without removing its m-line by
+        # offering it inactive (the page does when a screen share ends)
+        removed = [self._drop_track(t.mid) for t in transceivers
+                   if t.mid in self.tracks and t._offerDirection not in ("recvonly", "sendrecv")]
+        screen = screen if screen in self.tracks else None
+        if screen != self.screen_mid:
+            self.screen_mid = screen
+            self._screen_changed = True
         answer = await self.pub.pc.createAnswer()
         await self.pub.pc.setLocalDescription(answer)
         self.pub.adopt()
@@ -211,7 +263,7 @@ class Participant:
         for t in transceivers:
             if t.mid in self.tracks:
                 self.tracks[t.mid].set_pub(negotiated(t))
-        return new
+        return new, removed
 
     def _pub_rtp(self, data: bytes) -> None:
         """Publisher RTP: parse the header, find the track, fan out (hot path)."""
@@ -350,8 +402,15 @@ class Participant:
                 return
             self._dirty = False
             self._dirty_since = None
-            if not self._sync_slots():
+            changed = self._sync_slots()
+            # a track that became (or stopped being) a screen share changes only the
+            # offer's ``tracks`` map (docs/SFU.md "Screen sharing")
+            screens = frozenset(str(slot.transceiver.mid)  # type: ignore[attr-defined]
+                                for slot in self.slots if slot.track is not None
+                                and slot.track.owner.is_screen(slot.track))
+            if not changed and screens == self._offered_screens:
                 return
+            self._offered_screens = screens
             pc = self.sub.pc
             try:
                 offer = await pc.createOffer()
@@ -362,8 +421,11 @@ class Participant:
             tracks = []
             for slot in self.slots:
                 if slot.track is not None:
-                    tracks.append({"mid": slot.transceiver.mid,  # type: ignore[attr-defined]
-                                   "participant": slot.track.owner.pid, "kind": slot.kind})
+                    entry = {"mid": slot.transceiver.mid,  # type: ignore[attr-defined]
+                             "participant": slot.track.owner.pid, "kind": slot.kind}
+                    if slot.track.owner.is_screen(slot.track):
+                        entry["source"] = "screen"
+                    tracks.append(entry)
             self._awaiting_answer = True
             self.sub_offers += 1
             self.stats.add("sub_offers")
@@ -645,13 +707,21 @@ class Participant:
         audio = sum(s.track.bitrate for s in self.slots
                     if s.kind == "audio" and s.track is not None)
         order = self.room.priority
+        # screen shares first, then cameras by last-spoken order (docs/SFU.md "Loss and
+        # congestion")
         candidates = sorted((s for s in self.slots if s.kind == "video" and s.track is not None
-                             and s.lastn_ok), key=lambda s: order(s.publisher or ""))
+                             and s.lastn_ok),
+                            key=lambda s: (s.track is None or not s.track.owner.is_screen(s.track),
+                                           order(s.publisher or "")))
         selectable = [self._selectable(s, now) for s in candidates]
-        videos = [Video(s, layers[0].bitrate, s.fits, tuple(x.bitrate for x in layers),
-                        layers.index(s.source) if s.source in layers else -1)
+        # simulcast: (layer, temporal layer) steps, cheapest first (sfu/allocator.py ladder)
+        ladders = [ladder([x.bitrate for x in layers], layers[0].temporal_rates)
+                   if layers else [] for layers in selectable]
+        videos = [Video(s, steps[0].rate, s.fits, tuple(x.rate for x in steps),
+                        next((j for j, x in enumerate(steps) if layers[x.layer] is s.source
+                              and x.tid == s.temporal), -1))
                   if layers else Video(s, s.track.bitrate if s.track else 0, s.fits)
-                  for s, layers in zip(candidates, selectable, strict=True)]
+                  for s, layers, steps in zip(candidates, selectable, ladders, strict=True)]
         allowed = budget.plan(audio, videos, now)
         for i, slot in enumerate(candidates):
             fits = i in allowed
@@ -661,7 +731,10 @@ class Participant:
         chosen = budget.choose_layers(videos, allowed, now)
         for i, (slot, layers) in enumerate(zip(candidates, selectable, strict=True)):
             if layers:
-                slot.select(layers[chosen.get(i, 0)], now)
+                step = ladders[i][chosen.get(i, 0)]
+                slot.select(layers[step.layer], now)
+                if i in chosen:  # a paused one keeps its target until it resumes
+                    slot.set_temporal(step.tid)
                 slot.ask_switch_key(now)
         target = budget.waiting(audio, videos, allowed) if len(allowed) < len(videos) else 0
         self._pace(now)

@@ -62,8 +62,10 @@ class Room:
             others = [pid for pid in self.order if pid != sub.pid]
             allowed = set(others[:n]) if n > 0 else set(others)
             for slot in sub.slots:
+                # last-N never pauses a screen share (docs/SFU.md "Screen sharing")
                 if (slot.kind == "video" and slot.track is not None
-                        and slot.allow(lastn=slot.track.owner.pid in allowed)):
+                        and slot.allow(lastn=slot.track.owner.pid in allowed
+                                       or slot.track.owner.is_screen(slot.track))):
                     self.sfu.counters.add("last_n_switches")
             sub.streams_changed()
 

@@ -83,7 +83,11 @@ class Sfu:
                 if not isinstance(sdp, str) or not sdp or len(sdp) > MAX_SDP:
                     raise SfuError("bad-message", "sdp must be a non-empty string ≤ 256 KiB")
                 if kind == "sfu-offer":
-                    await p.on_pub_offer(sdp)
+                    screen = msg.get("screen")
+                    if screen is not None and not (isinstance(screen, str)
+                                                   and 1 <= len(screen) <= 32):
+                        raise SfuError("bad-message", "screen must be a MID or null")
+                    await p.on_pub_offer(sdp, screen)
                 else:
                     await p.on_sub_answer(sdp)
             elif kind == "sfu-keyframe":

@@ -15,6 +15,7 @@ import random
 import struct
 import time
 from array import array
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import rtcp
@@ -47,14 +48,69 @@ RUNS_KEPT = 8  # a simulcast slot's recent runs (layer, offsets), for answering 
 LEFT_KEEP = 1.5  # seconds a layer still repairs the runs of slots that left it (> NACK give-up)
 LEFT_MAX = 64  # slots a layer remembers having left it
 _FIXED = struct.Struct("!BBHII")
+# Temporal layers (docs/SFU.md "Simulcast"): Lane.max_tid when nothing is filtered, and
+# the flags of a Lane.drop_log entry (seq | PictureID << 16 | ...)
+TID_ALL = 255
+DROP_HAS_PID = 1 << 31
+DROP_NEW_PICTURE = 1 << 32
+PAD_ONE = b"\x01"  # a payload of one padding octet (RFC 3550 §5.1 P: it counts itself)
+
+
+def drop_shift(log: Sequence[int], total: int, seq: int,
+               picture_id: int | None) -> tuple[int, int, bool] | None:
+    """What a run dropped after the layer's packet ``seq`` (``log``: Lane.drop_log, the
+    newest of the ``total`` drops of the run): (sequence numbers, pictures, whether
+    ``seq``'s own picture was dropped). A late packet, a repair or a NACK takes its
+    offsets from it: mediasoup's SeqManager likewise counts the dropped inputs below an
+    input. None when the bounded log no longer reaches back to ``seq``."""
+    if total > len(log) and (not log or not seq_newer(seq, log[0] & 0xFFFF)):
+        return None
+    n_seq = n_pic = 0
+    dropped = False
+    for entry in log:
+        if seq_newer(entry & 0xFFFF, seq):
+            n_seq += 1
+            if entry & DROP_NEW_PICTURE:
+                n_pic += 1
+        if picture_id is not None and entry & DROP_HAS_PID and \
+                (entry >> 16) & 0x7FFF == picture_id:
+            dropped = True
+    return n_seq, n_pic, dropped
+
+
+def drop_in_seq(log: Sequence[int], total: int, out_seq: int, end_offset: int) -> int:
+    """The layer's sequence number a run sent (or left a hole) as ``out_seq``, given its
+    drops (as ``drop_shift``) and its seq offset after the last of them; -1 if unknown.
+    Between two drops the offset is constant; each drop moved it up by one."""
+    offset = end_offset
+    upper: int | None = None  # the drop just after the stretch looked at
+    for entry in reversed(log):
+        lower = entry & 0xFFFF
+        seq = (out_seq + offset) & 0xFFFF
+        if seq_newer(seq, lower) and (upper is None or seq_newer(upper, seq)):
+            return seq
+        upper = lower
+        offset = (offset - 1) & 0xFFFF
+    if total > len(log):
+        return -1
+    seq = (out_seq + offset) & 0xFFFF
+    return seq if upper is None or seq_newer(upper, seq) else -1
+
+
+def picture_id_of(payload: bytes) -> int | None:
+    try:
+        return Vp8Descriptor.parse(payload).picture_id
+    except ValueError:
+        return None
 
 
 class Run:
     """One run of a simulcast slot: consecutive packets of one layer, one set of offsets
     (out seq = in seq - seq_offset, out ts = in ts + ts_offset, the descriptor's)."""
 
-    __slots__ = ("first", "layer", "picture_offset", "resume_seq", "seq_offset",
-                 "tl0_offset", "ts_offset")
+    __slots__ = ("dropped", "end_picture_offset", "end_seq_offset", "first", "lane", "layer",
+                 "log", "picture_offset", "resume_seq", "seq_offset", "tl0_offset",
+                 "ts_offset")
 
     def __init__(self, first: int, layer: PublishedTrack, lane: Lane) -> None:
         self.first = first  # the out seq of its first packet
@@ -64,6 +120,51 @@ class Run:
         self.ts_offset = lane.ts_offset
         self.picture_offset = lane.picture_offset
         self.tl0_offset = lane.tl0_offset
+        # the run's drops (temporal filter, Lane.drop_log): read from the lane while it
+        # runs, kept here when it ends (``close``)
+        self.lane: Lane | None = lane
+        self.log: Sequence[int] = ()
+        self.dropped = 0
+        self.end_seq_offset = self.seq_offset
+        self.end_picture_offset = self.picture_offset
+
+    def close(self) -> None:
+        """The run is over: keep its drops (at most the lane's log) and final offsets."""
+        lane = self.lane
+        if lane is None:
+            return
+        # flat 8-byte entries, at most DROP_LOG: 2 KiB for a run that dropped
+        self.log = array("Q", lane.drop_log()) if lane.dropped else ()
+        self.dropped = lane.dropped
+        self.end_seq_offset, self.end_picture_offset = lane.seq_offset, lane.picture_offset
+        self.lane = None
+
+    def _drops(self) -> tuple[Sequence[int], int, int, int]:
+        lane = self.lane
+        if lane is None:
+            return self.log, self.dropped, self.end_seq_offset, self.end_picture_offset
+        if not lane.dropped:
+            return (), 0, lane.seq_offset, lane.picture_offset
+        return lane.drop_log(), lane.dropped, lane.seq_offset, lane.picture_offset
+
+    def offsets(self, seq: int, payload: bytes) -> tuple[int, int, bool] | None:
+        """(seq offset, PictureID offset, dropped) the layer's packet ``seq`` (``payload``)
+        has in this run: dropped when the temporal filter dropped its picture (it is
+        then sent as padding, ``Slot.forward``); None if the drop log does not tell."""
+        log, total, seq_end, picture_end = self._drops()
+        if not total:
+            return self.seq_offset, self.picture_offset, False
+        shift = drop_shift(log, total, seq, picture_id_of(payload))
+        if shift is None:
+            return None
+        return (seq_end - shift[0]) & 0xFFFF, (picture_end + shift[1]) & 0x7FFF, shift[2]
+
+    def in_seq(self, out_seq: int) -> int:
+        """The layer's sequence number behind ``out_seq`` in this run (-1: unknown)."""
+        log, total, seq_end, _ = self._drops()
+        if not total:
+            return (out_seq + self.seq_offset) & 0xFFFF
+        return drop_in_seq(log, total, out_seq, seq_end)
 
 
 class PublishedTrack:
@@ -136,6 +237,12 @@ class PublishedTrack:
         self.picture_id = -1  # a layer's newest VP8 PictureID and TL0PICIDX (-1: none yet)
         self.tl0 = -1
         self.last_packet = -1e9  # when a layer's last packet came (monotonic)
+        # a layer's bytes per VP8 temporal layer (TID 0..3, RTP_OVERHEAD included), and
+        # from them each report interval (``measure``) the rate of TID <= t for each t
+        # below its highest TID: what the allocator can step down to (docs/SFU.md)
+        self._tid_octets = [0, 0, 0, 0]
+        self._tid_mark = [0, 0, 0, 0]
+        self.temporal_rates: tuple[int, ...] = ()
         self.switching: list[Slot] = []  # slots waiting for a key frame of this layer
         # (when, slot) for slots that left this layer lately: a repair that comes after
         # a switch still fills the hole it left in their last run here (Slot.fill)
@@ -318,8 +425,8 @@ class PublishedTrack:
         # common case is rewritten, protected and sent there; the others come back.
         # With an outbox each packet waits in its peer's run until the end of this turn
         # of the event loop and leaves with that peer's other packets in one send.
-        sent, octets, failed, paused, slow = fanout(self.lanes, data, start, h.payload_end,
-                                                    level, ast, now, self._batch)
+        sent, octets, failed, paused, slow, temporal = fanout(
+            self.lanes, data, start, h.payload_end, level, ast, now, self._batch)
         if self.outbox is not None:
             self.outbox.staged()
         stats = self.stats
@@ -329,6 +436,8 @@ class PublishedTrack:
             stats.drop("send_failed", failed)
         if paused:
             stats.drop("last_n", paused)
+        if temporal:
+            stats.add("temporal_dropped", temporal)
         if slow is not None:
             stats.add("general_path", len(slow))  # lanes Slot.forward handled, not fanout
             payload = data[start : h.payload_end]
@@ -346,6 +455,8 @@ class PublishedTrack:
             d = Vp8Descriptor.parse(payload)
         except ValueError:
             return
+        if d.tid is not None:
+            self._tid_octets[d.tid] += len(payload) + RTP_OVERHEAD
         if d.picture_id is not None and (self.picture_id < 0 or
                                          (d.picture_id - self.picture_id) & 0x7FFF < 0x4000):
             self.picture_id = d.picture_id  # newest in 15-bit arithmetic
@@ -391,6 +502,12 @@ class PublishedTrack:
         self._rate_mark = (total, now)
         if now > then:
             self.bitrate = int((total - mark) * 8 / (now - then))
+            if self.parent is not None:
+                octets = [a - b for a, b in zip(self._tid_octets, self._tid_mark, strict=True)]
+                self._tid_mark = list(self._tid_octets)
+                top = max((t for t in range(4) if octets[t]), default=0)
+                self.temporal_rates = tuple(int(sum(octets[: t + 1]) * 8 / (now - then))
+                                            for t in range(top))
         return self.bitrate
 
     def cached(self, seq: int) -> tuple[bytes, RtpHeader] | None:
@@ -519,6 +636,7 @@ class Slot:
         self.source: PublishedTrack | None = None
         self.target: PublishedTrack | None = None
         self.max_height: int | None = None  # sfu-video-constraints: no layer above this
+        self.temporal: int | None = None  # the highest TID forwarded (None: all of them)
         self._switch_asked = -1e9
         # a simulcast slot's recent runs, to answer a NACK from the layer that packet
         # came from with the offsets it was sent with
@@ -595,6 +713,7 @@ class Slot:
         else:
             track.lanes.append(self.lane)
             self.source = track
+        self.set_temporal(None)  # every temporal layer of the new track (from its key frame)
         self.lane.started = False
         self.lane.waiting_key = self.kind == "video"
         self._last_key_request = -1e9
@@ -637,6 +756,18 @@ class Slot:
         self.stats.add("simulcast_switch_requests")
         self._switch_asked = -1e9
         self.ask_switch_key(now)
+
+    def set_temporal(self, tid: int | None) -> None:
+        """Forward the temporal layers up to ``tid`` of the layer forwarded (None: all):
+        a step down applies from the next picture, a step up from the next picture with
+        the layer sync bit Y or the next key frame (``Lane.set_max_tid``, docs/SFU.md
+        "Simulcast")."""
+        if tid == self.temporal:
+            return
+        self.stats.add("temporal_switches_down" if tid is not None and (
+            self.temporal is None or tid < self.temporal) else "temporal_switches_up")
+        self.temporal = tid
+        self.lane.set_max_tid(TID_ALL if tid is None else tid)
 
     def ask_switch_key(self, now: float) -> None:
         """A key frame of the target layer, through its throttle; again each interval."""
@@ -701,8 +832,8 @@ class Slot:
     def _in_seq(self, run: Run, out_seq: int) -> int:
         """The layer's sequence number that ``out_seq`` stands for in ``run`` (sent or a
         hole the layer left), or -1 if it lies outside what the run received."""
-        seq = (out_seq + run.seq_offset) & 0xFFFF
-        if seq_newer(run.resume_seq, seq):
+        seq = run.in_seq(out_seq)
+        if seq < 0 or seq_newer(run.resume_seq, seq):
             return -1
         if run is self._runs[-1] and seq_newer(seq, self.lane.last_in_seq):
             return -1
@@ -717,24 +848,31 @@ class Slot:
         if p is None or lane.pt < 0 or not self._sub.up:
             return
         seq = h.sequence_number
+        payload = data[h.payload_offset : h.payload_end]
         for i in range(len(self._runs) - 2, -1, -1):
             run = self._runs[i]
             if run.layer is not layer:
                 continue
-            out_seq = (seq - run.seq_offset) & 0xFFFF
+            offsets = run.offsets(seq, payload)
+            if offsets is None:
+                continue
+            seq_offset, picture_offset, dropped = offsets
+            out_seq = (seq - seq_offset) & 0xFFFF
             end = self._runs[i + 1].first
             if seq_newer(run.resume_seq, seq) or not seq_newer(end, out_seq):
                 continue  # not in that run
             if lane.sent_as(out_seq) >= 0:
                 return  # sent already
-            payload = rewrite_descriptor(data[h.payload_offset : h.payload_end],
-                                         run.picture_offset, run.tl0_offset)
             ext = self._extensions(None, abs_send_time(now) if layer._ast_id in h.extensions
                                    else None)
             packet = build_packet(payload_type=lane.pt, sequence_number=out_seq,
                                   timestamp=(h.timestamp + run.ts_offset) & 0xFFFFFFFF,
-                                  ssrc=p.ssrc, marker=h.marker, extensions=ext,
-                                  payload=payload, csrcs=h.csrcs)
+                                  ssrc=p.ssrc, marker=h.marker and not dropped,
+                                  extensions=ext, payload=PAD_ONE if dropped else
+                                  rewrite_descriptor(payload, picture_offset, run.tl0_offset),
+                                  csrcs=h.csrcs)
+            if dropped:  # a picture the temporal filter dropped: padding fills its place
+                packet = bytes([packet[0] | PADDING_BIT]) + packet[1:]
             if self._sub.send_rtp(packet):
                 lane.note_sent(out_seq, seq)
                 self.stats.add("simulcast_late_repairs")
@@ -801,36 +939,66 @@ class Slot:
                 return
             lane.waiting_key = False
         seq = h.sequence_number
+        seq_offset, picture_offset, padding = lane.seq_offset, lane.picture_offset, False
         if not lane.started:
             # Start a run: next out seq follows the last one sent, timestamps advance by
             # the wall time elapsed, so the subscriber sees one continuous stream.
+            if self._runs:
+                self._runs[-1].close()
+            lane.begin_run()
             out_ts = lane.last_out_ts + max(1, int((now - lane.last_out_time)
                                                    * CLOCK[self.kind]))
-            lane.seq_offset = (seq - lane.last_out_seq - 1) & 0xFFFF
+            seq_offset = lane.seq_offset = (seq - lane.last_out_seq - 1) & 0xFFFF
             lane.ts_offset = (out_ts - h.timestamp) & 0xFFFFFFFF
             lane.resume_seq = seq
             lane.last_in_seq = seq
             lane.started = True
             if lane.vp8:
                 self._start_vp8_run(payload, (seq - lane.seq_offset) & 0xFFFF)
+                picture_offset = lane.picture_offset
+            if lane.max_tid != TID_ALL:
+                lane.temporal(payload, seq)  # the run's first picture: kept, the filter starts
         elif seq_newer(seq, lane.last_in_seq):
+            # the temporal filter (sfu/_fanout.c lane_temporal, which fanout runs too)
+            if lane.max_tid != TID_ALL and lane.temporal(payload, seq):
+                self.stats.add("temporal_dropped")
+                return
             lane.last_in_seq = seq
         elif seq != lane.resume_seq and not seq_newer(seq, lane.resume_seq):
             self.stats.drop("before_run")  # reordered from before this run started
             return
-        out_seq = (seq - lane.seq_offset) & 0xFFFF
+        elif lane.dropped:
+            # Late (a repair, reordering) after drops: the offsets it would have had in
+            # order, from the drop log; a packet of a picture the temporal filter dropped
+            # goes as padding, which fills its place (libwebrtc takes an empty packet as
+            # padding: RtpVideoStreamReceiver2's NotifyReceiverOfEmptyPacket)
+            shift = drop_shift(lane.drop_log(), lane.dropped, seq,
+                               picture_id_of(payload) if lane.vp8 else None)
+            if shift is None:
+                self.stats.drop("temporal_unmapped")
+                return
+            seq_offset = (seq_offset - shift[0]) & 0xFFFF
+            picture_offset = (picture_offset + shift[1]) & 0x7FFF
+            padding = shift[2]
+        out_seq = (seq - seq_offset) & 0xFFFF
         out_ts = (h.timestamp + lane.ts_offset) & 0xFFFFFFFF
         if seq_newer(out_seq, lane.last_out_seq):
             lane.last_out_seq = out_seq
             lane.last_out_ts = out_ts
             lane.last_out_time = now
         lane.note_sent(out_seq, seq)
-        if lane.vp8:
-            payload = rewrite_descriptor(payload, lane.picture_offset, lane.tl0_offset)
+        first = RTP_V2
+        if padding:
+            first |= PADDING_BIT
+            payload = PAD_ONE
+            self.stats.add("temporal_padding")
+        elif lane.vp8:
+            payload = rewrite_descriptor(payload, picture_offset, lane.tl0_offset)
         ext = self._extensions(level, ast)
         packet = b"".join((
-            _FIXED.pack(RTP_V2 | (EXT_BIT if ext else 0) | (len(h.csrcs) >> 2),
-                        (0x80 if h.marker else 0) | lane.pt, out_seq, out_ts, lane.ssrc),
+            _FIXED.pack(first | (EXT_BIT if ext else 0) | (len(h.csrcs) >> 2),
+                        (0x80 if h.marker and not padding else 0) | lane.pt, out_seq,
+                        out_ts, lane.ssrc),
             h.csrcs, ext, payload))
         if lane.paced:
             # the subscriber's Pacer (sfu/pacer.py) sends it, and stamps abs-send-time then
@@ -906,6 +1074,7 @@ class Slot:
             return
         now = time.monotonic()
         simulcast = bool(track.layers)
+        run: Run | None = None
         for out_seq in lost[:64]:
             seq = lane.sent_as(out_seq)
             source, ts_offset, picture_offset, tl0_offset = track, lane.ts_offset, 0, 0
@@ -933,6 +1102,14 @@ class Slot:
                     self.stats.add("nack_misses")
                 continue
             data, h = cached
+            payload = data[h.payload_offset : h.payload_end]
+            dropped = False
+            if simulcast and run is not None:
+                offsets = run.offsets(seq, payload)
+                if offsets is None:
+                    self.stats.add("nack_misses")
+                    continue
+                picture_offset, dropped = offsets[1], offsets[2]
             if budget is not None and not budget.take_rtx(len(data), now):
                 self.stats.drop("rtx_budget")
                 continue
@@ -941,19 +1118,27 @@ class Slot:
             level = exts.get(track._level_id) if track._level_id else None
             ext = self._extensions(level if level is not None and len(level) == 1 else None,
                                    abs_send_time(now) if track._ast_id in exts else None)
-            payload = data[h.payload_offset : h.payload_end]
-            if simulcast:
+            if dropped:
+                # a picture the temporal filter dropped: what went out was padding
+                payload = b""
+                self.stats.add("temporal_padding")
+            elif simulcast:
                 payload = rewrite_descriptor(payload, picture_offset, tl0_offset)
             pt, ssrc, seq = lane.pt, p.ssrc, out_seq
             if p.rtx_payload_type is not None:
                 # RFC 4588 §4: RTX payload = original sequence number + original payload
+                # (none for padding: the receiver restores an empty packet, padding)
                 payload = struct.pack("!H", out_seq) + payload
                 pt, ssrc = p.rtx_payload_type, p.rtx_ssrc
                 self._rtx_seq = seq = (self._rtx_seq + 1) & 0xFFFF
+            elif dropped:
+                payload = PAD_ONE
             # else: no RTX negotiated, resend the packet as it was
             packet = build_packet(payload_type=pt, sequence_number=seq, timestamp=out_ts,
-                                  ssrc=ssrc, marker=h.marker, extensions=ext,
+                                  ssrc=ssrc, marker=h.marker and not dropped, extensions=ext,
                                   payload=payload, csrcs=h.csrcs)
+            if dropped and p.rtx_payload_type is None:
+                packet = bytes([packet[0] | PADDING_BIT]) + packet[1:]
             if self._sub.send_rtp(packet):
                 self.stats.add("rtx_sent")
                 self.rtx_octets += len(packet)

@@ -17,7 +17,9 @@ from sfu.allocator import (
     RTX_BURST,
     RTX_SHARE,
     DownlinkBudget,
+    Step,
     Video,
+    ladder,
 )
 
 MBIT = 1_000_000
@@ -243,3 +245,39 @@ def test_simulcast_layers_fill_what_plan_left_in_priority_order() -> None:
     assert b.choose_layers(vs, allowed, 5.0) == {0: 0, 1: 0}
     # a paused simulcast video gets no layer
     assert b.choose_layers(vs, {1, 2}, 5.0) == {1: 0}
+
+
+def test_temporal_layers_are_the_steps_below_the_lowest_layer() -> None:
+    """``ladder``: below the lowest layer with all its temporal layers come that layer at
+    TID <= 1 and at TID 0; ``plan`` counts a simulcast video at its cheapest step, so a
+    budget that fits only TID 0 keeps it flowing at a quarter of the pictures instead of
+    pausing it, and ``choose_layers`` walks the steps like layers."""
+    steps = ladder([100_000, 300_000, 1_000_000], [30_000, 55_000])
+    assert steps == [Step(0, 0, 30_000), Step(0, 1, 55_000), Step(0, None, 100_000),
+                     Step(1, None, 300_000), Step(2, None, 1_000_000)]
+    # no temporal layers (or none measured yet): the layers alone
+    assert ladder([100_000, 300_000], []) == [Step(0, None, 100_000), Step(1, None, 300_000)]
+    # a per-TID rate not below the whole layer's (a key frame in one interval) is no step
+    assert ladder([100_000], [120_000]) == [Step(0, None, 100_000)]
+    rates = tuple(s.rate for s in steps)
+    b = DownlinkBudget()
+    v = [Video("a", rates[0], True, rates, 2)]
+    b.on_remb(40_000, 1.0)
+    allowed = b.plan(0, v, 1.0)
+    assert allowed == {0}  # TID 0 fits: not paused
+    assert b.choose_layers(v, allowed, 1.0) == {0: 0}
+    assert b.allocated == 30_000
+    # 40 k spare: TID <= 1 (+25 k, x RESUME_MARGIN from TID 0) fits, the whole layer not
+    v = [Video("a", rates[0], True, rates, 0)]
+    b.on_remb(70_000, 2.0)
+    allowed = b.plan(0, v, 2.0)
+    assert b.choose_layers(v, allowed, 2.0) == {0: 1}
+    # room for the middle layer: the temporal steps are passed over
+    b.on_remb(350_000, 3.0)
+    allowed = b.plan(0, v, 3.0)
+    assert b.choose_layers(v, allowed, 3.0) == {0: 3}
+    # below TID 0 on a congested link: paused, as a layer was
+    b.on_loss(60, 4.0)
+    b.on_loss(60, 4.5)
+    b.on_remb(20_000, 5.0)
+    assert b.plan(0, [Video("a", rates[0], True, rates, 0)], 5.0) == set()

@@ -251,14 +251,14 @@ def test_lanes_without_a_current_pair_come_back(udp: Any) -> None:
     lane.last_in_seq = lane.resume_seq = 4
     tapped: list[bytes] = []
     peer.sender.tap = tapped.append  # what tests/sfutap.py sees: the packet before SRTP
-    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (1, 12 + 8 + 10, 0, 0, None)
+    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (1, 12 + 8 + 10, 0, 0, None, 0)
     rx = Session(Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
     assert tapped == [rx.unprotect(into.recv(2048))]
     peer.sender.tap = None
     assert lane.packets == 1 and lane.octets == 10 and lane.sent_as((5 - 0) & 0xFFFF) == 5
     peer.nominated[1] = object()  # aioice switched the pair: Slot.forward re-resolves
     assert not peer.sender.ready
-    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (0, 0, 0, 0, [0])
+    assert fanout([lane], data, 12, len(data), None, None, 1.0) == (0, 0, 0, 0, [0], 0)
     peer.nominated[1] = peer.pair
     lane.waiting_key = True  # Slot.forward gates on key frames and asks for one
     assert fanout([lane], data, 12, len(data), None, None, 1.0)[4] == [0]
@@ -308,7 +308,7 @@ def test_paused_lanes_skip_as_slot_skip_does(udp: Any) -> None:
         lane.last_in_seq, lane.seq_offset = 10, 65535
     data = build_packet(payload_type=96, sequence_number=11, timestamp=1, ssrc=2,
                         marker=False, extensions=b"", payload=b"z")
-    assert fanout(lanes, data, 12, len(data), None, None, 1.0) == (0, 0, 0, 2, None)
+    assert fanout(lanes, data, 12, len(data), None, None, 1.0) == (0, 0, 0, 2, None, 0)
     assert [(x.last_in_seq, x.seq_offset) for x in lanes] == [(11, 0), (11, 0)]
     skip(lanes, 11)  # not newer: nothing moves
     lanes[0].skip(12)
@@ -496,10 +496,153 @@ def test_compiled_fanout_to_ten(benchmark: Any, udp: Any) -> None:
     payload = vp8(False) + os.urandom(800)
     seq = iter(range(1, 10**9))
 
-    def forward() -> tuple[int, int, int, int, list[int] | None]:
+    def forward() -> tuple[int, int, int, int, list[int] | None, int]:
         data = build_packet(payload_type=96, sequence_number=next(seq) & 0xFFFF, timestamp=1,
                             ssrc=2, marker=False, extensions=b"", payload=payload)
         return fanout(lanes, data, 12, len(data), None, None, 1.0)
 
-    sent, _, failed, paused, slow = benchmark(forward)
-    assert (sent, failed, paused, slow) == (10, 0, 0, None)
+    sent, _, failed, paused, slow, temporal = benchmark(forward)
+    assert (sent, failed, paused, slow, temporal) == (10, 0, 0, None, 0)
+
+
+# --- temporal layers (docs/SFU.md "Simulcast") ---------------------------------------------
+
+L1T3 = (0, 2, 1, 2)  # TIDs of the pictures of an L1T3 cycle (as peers.mediabot)
+
+
+class TemporalRun:
+    """A simulcast slot on layer q of a two-layer track (q, f), fed pictures of two packets
+    each while its temporal target changes, with uplink reordering (a late packet of a
+    picture it forwards, one of a picture it drops) and a switch to f; every packet the
+    slot sends, in the order sent (``sent``), from the compiled path (``Sender.tap``) or
+    the general one."""
+
+    def __init__(self, out: socket.socket | None, dest: tuple[str, int]) -> None:
+        self.stats = Stats()
+        self.track = PublishedTrack(Owner(Peer(None, dest)), "video", "0", self.stats,  # type: ignore[arg-type]
+                                    512, 0.0)
+        self.track.add_layers(["q", "f"])
+        self.q, self.f = self.track.layers
+        self.q.ssrc, self.f.ssrc = 0x1111, 0x2222
+        self.track.set_pub(Negotiated("video", "0", 0, 0, {"vp8": 96}, 97, {URI_MID: 1}))
+        self.peer = Peer(out, dest)
+        if self.peer.sender is not None:
+            self.peer.sender.tap = self.peer.sent.append  # compiled packets, pre-SRTP
+        self.slot = Slot(Owner(self.peer), "video", None, self.stats)  # type: ignore[arg-type]
+        self.slot.set_params(Negotiated("video", "5", 0x5000, 0x6000, {"vp8": 100}, 101,
+                                        {URI_MID: 4}))
+        self.slot.lane.last_out_seq, self.slot.lane.last_out_ts = 65520, 7  # wraps
+        self.slot.attach(self.track)
+        self.seq = {0x1111: 100, 0x2222: 9000}
+        self.pic = {0x1111: 500, 0x2222: 20000}
+        self.tl0 = {0x1111: 7, 0x2222: 200}
+        self.frames = {0x1111: 0, 0x2222: 0}
+        self.payloads: dict[tuple[int, int], bytes] = {}  # (layer ssrc, seq) -> payload
+        self.held: list[bytes] = []  # packets held back (late)
+
+    def picture(self, layer: PublishedTrack, key: bool = False, y: bool = False,
+                hold: int | None = None) -> int:
+        """One picture of two packets on ``layer``; ``hold``: that packet (0 or 1) is
+        held back for ``release``. Returns its TID."""
+        ssrc = layer.ssrc
+        assert ssrc is not None
+        if key:
+            self.frames[ssrc] = 0
+        tid = L1T3[self.frames[ssrc] % 4]
+        self.frames[ssrc] += 1
+        if tid == 0:
+            self.tl0[ssrc] = (self.tl0[ssrc] + 1) & 0xFF
+        self.pic[ssrc] = (self.pic[ssrc] + 1) & 0x7FFF
+        body = vp8(key, self.pic[ssrc])[1:]
+        for i in range(2):
+            d = bytearray(build_descriptor(start=i == 0, picture_id=self.pic[ssrc],
+                                           tl0_pic_idx=self.tl0[ssrc], tid=tid))
+            if y:
+                d[-1] |= 0x20  # the layer sync bit (RFC 7741 §4.2 Y)
+            payload = bytes(d) + (body if i == 0 else noise(self.pic[ssrc], 200))
+            seq = self.seq[ssrc] = (self.seq[ssrc] + 1) & 0xFFFF
+            self.payloads[(ssrc, seq)] = payload
+            data = build_packet(payload_type=96, sequence_number=seq,
+                                timestamp=3000 * self.pic[ssrc], ssrc=ssrc, marker=i == 1,
+                                extensions=b"", payload=payload)
+            if hold == i:
+                self.held.append(data)
+            else:
+                layer.on_rtp(RtpHeader.parse(data), data)
+        return tid
+
+    def release(self, layer: PublishedTrack) -> None:
+        for data in self.held:
+            layer.on_rtp(RtpHeader.parse(data), data)
+        self.held.clear()
+
+    def play(self) -> list[int]:
+        """The script; returns the TID of each picture sent, in order (q's, then f's)."""
+        q, f, slot = self.q, self.f, self.slot
+        tids = [self.picture(q, key=True)]
+        tids += [self.picture(q) for _ in range(3)]  # all of them: 2, 1, 2
+        slot.set_temporal(0)  # from the next picture on, TID 0 only
+        tids.append(self.picture(q, hold=1))  # TID 0, its second packet late
+        tids.append(self.picture(q, hold=0))  # TID 2 (dropped), its first packet late
+        tids.append(self.picture(q))  # TID 1: dropped
+        self.release(q)  # the late ones: one is forwarded, one becomes padding
+        tids += [self.picture(q) for _ in range(5)]  # 2 0 2 1 2
+        slot.select(f, 1.0)  # the switch waits for f's key frame
+        tids.append(self.picture(f))  # (f without a key frame: not yet)
+        tids.append(self.picture(q))
+        tids.append(self.picture(f, key=True))  # the switch: f from here, TID 0 only
+        tids += [self.picture(f) for _ in range(3)]  # 2 1 2: dropped
+        slot.set_temporal(None)  # all again, from a sync point on
+        tids.append(self.picture(f))  # TID 0
+        tids.append(self.picture(f))  # TID 2 without Y: still dropped
+        tids.append(self.picture(f, y=True))  # TID 1 with Y: up to 1
+        tids.append(self.picture(f))  # TID 2 without Y: dropped
+        tids.append(self.picture(f, key=True))  # a key frame: every layer
+        tids += [self.picture(f) for _ in range(3)]  # 2 1 2: all forwarded
+        return tids
+
+
+def run_temporal(out: socket.socket | None, dest: tuple[str, int],
+                 monkeypatch: pytest.MonkeyPatch) -> tuple[TemporalRun, int]:
+    monkeypatch.setattr(track_module, "time", Clock())
+    t = TemporalRun(out, dest)
+    general = 0
+    original = Slot.forward
+
+    def counted(self: Slot, *args: Any) -> None:
+        nonlocal general
+        general += 1
+        original(self, *args)
+
+    monkeypatch.setattr(Slot, "forward", counted)
+
+    async def scenario() -> None:
+        t.play()
+
+    asyncio.run(scenario())
+    return t, general
+
+
+def test_temporal_filter_compiled_matches_general(udp: Any,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temporal filter, its drop log and the late packets after drops: the compiled
+    path sends what the general path sends, byte for byte, with the same counters, and
+    leaves to Slot.forward only run starts, waits and the late packets."""
+    out, into = udp
+    compiled, c_general = run_temporal(out, into.getsockname(), monkeypatch)
+    general, g_general = run_temporal(None, into.getsockname(), monkeypatch)
+    drain(into)
+    assert compiled.peer.sent == general.peer.sent
+    assert len(general.peer.sent) > 20
+    c, g = compiled.stats.snapshot(), general.stats.snapshot()
+    for name in ("temporal_dropped", "temporal_padding", "temporal_switches_down",
+                 "temporal_switches_up", "dropped"):
+        assert c.get(name) == g.get(name), name
+    # q: TID 2 (one packet; its other one came late), then 1, 2, 2, 1, 2; f: 2, 1, 2,
+    # then the two TID 2 pictures without Y while waiting to go up
+    assert c["temporal_dropped"] == 1 + 2 * 5 + 2 * 3 + 2 * 2
+    assert compiled.slot.lane.temporal_dropped == c["temporal_dropped"]
+    assert c["temporal_padding"] == 1
+    # compiled: the first packet of each run, f's picture awaiting the key frame... and
+    # the two late packets; the general path: every packet that reached the slot
+    assert c_general < 10 < g_general

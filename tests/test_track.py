@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 
 from peers.mediabot import vp8_frame
 from sfu import rtcp
+from sfu._fanout import Lane
 from sfu.peer import Negotiated
 from sfu.rtp import URI_AUDIO_LEVEL, URI_MID, RtpHeader, build_packet
 from sfu.stats import Stats
-from sfu.track import NACK_CHUNK, PublishedTrack, Slot
+from sfu.track import NACK_CHUNK, PublishedTrack, Slot, drop_in_seq, drop_shift
 from sfu.vp8 import Vp8Descriptor, build_descriptor
-from tests.test_fanout import PUB_SSRC, Owner, Peer, make_track
+from tests.test_fanout import PUB_SSRC, Owner, Peer, TemporalRun, make_track
 
 
 class RtcpOwner:
@@ -162,3 +164,104 @@ def test_simulcast_switch_rewrites_one_stream_and_answers_nacks_per_layer() -> N
             assert h.timestamp == out[i].timestamp
 
     asyncio.run(scenario())
+
+
+def test_temporal_filter_keeps_one_stream_and_answers_nacks_after_drops() -> None:
+    """A simulcast slot with a temporal target (docs/SFU.md "Simulcast"): pictures above
+    it are not sent, the subscriber's sequence numbers and PictureIDs stay contiguous,
+    TL0PICIDX is untouched, a step up waits for a layer sync (Y) or a key frame, a late
+    packet finds its place (a packet of a dropped picture becomes padding), and NACKs
+    after drops, before and after a switch, get the packet sent at that sequence number."""
+    t = TemporalRun(None, ("127.0.0.1", 9))
+
+    async def scenario() -> None:
+        t.play()
+
+    asyncio.run(scenario())
+    sent = t.peer.sent
+    base = RtpHeader.parse(sent[0]).sequence_number
+    wire = sorted(sent, key=lambda p: (RtpHeader.parse(p).sequence_number - base) & 0xFFFF)
+    out = [RtpHeader.parse(p) for p in wire]
+    seqs = [h.sequence_number for h in out]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))  # no hole
+    assert seqs[0] == 65521 and seqs[-1] < 100  # it wrapped
+    padding = [h for h in out if h.payload_offset == h.payload_end]
+    assert len(padding) == 1 and padding[0].padding and not padding[0].marker
+    media = [(p, h) for p, h in zip(wire, out, strict=True) if h.payload_end > h.payload_offset]
+    descs = [Vp8Descriptor.parse(p[h.payload_offset : h.payload_end]) for p, h in media]
+    starts = [d for d in descs if d.start_of_partition]
+    # the pictures forwarded, by TID: q's 0 2 1 2, then TID 0 only (q's and, after the
+    # switch, f's), then up to 1 at the TID 1 picture with Y, and everything after f's
+    # next key frame
+    assert [d.tid for d in starts] == [0, 2, 1, 2, 0, 0, 0, 0, 0, 1, 0, 2, 1, 2]
+    pics = [d.picture_id for d in starts]
+    assert pics == [(pics[0] + i) & 0x7FFF for i in range(len(pics))]  # no PictureID gap
+    tl0 = [d.tl0_pic_idx for d in starts]
+    for (a, _), (b, db) in itertools.pairwise(zip(tl0, starts, strict=True)):
+        assert a is not None and b == (a + (1 if db.tid == 0 else 0)) & 0xFF
+    # every media packet is one the publisher sent, after its descriptor
+    bodies = {p[Vp8Descriptor.parse(p).size :]: k for k, p in t.payloads.items()}
+    origin = []
+    for (p, h), d in zip(media, descs, strict=True):
+        key = bodies[p[h.payload_offset + d.size : h.payload_end]]
+        assert t.payloads[key][d.size :] == p[h.payload_offset + d.size : h.payload_end]
+        origin.append(key)
+    assert len(set(origin)) == len(origin)
+    snap = t.stats.snapshot()
+    assert snap["temporal_dropped"] == 21 and snap["temporal_padding"] == 1
+    assert snap["temporal_switches_down"] == 1 and snap["temporal_switches_up"] == 1
+    assert t.slot.lane.max_tid == 255  # the key frame ended the wait: no filter again
+    # NACKs: q's late packet and the padding (the first run, closed since the switch),
+    # a q packet after drops, f's TID 1 picture after drops, f's last packet
+    late = next(i for i, (p, h) in enumerate(media) if origin[i] == (0x1111, 110))
+    q_after = next(i for i, k in enumerate(origin) if k[0] == 0x1111 and k[1] > 120)
+    f_sync = next(i for i, d in enumerate(descs) if d.tid == 1 and origin[i][0] == 0x2222)
+    asked = [media[late][1].sequence_number, padding[0].sequence_number,
+             media[q_after][1].sequence_number, media[f_sync][1].sequence_number,
+             media[-1][1].sequence_number]
+    t.peer.sent.clear()
+    t.slot.retransmit(asked)
+    resent = [RtpHeader.parse(p) for p in t.peer.sent]
+    assert [(h.ssrc, h.payload_type) for h in resent] == [(0x6000, 101)] * 5
+    expected = [media[late], (b"", padding[0]), media[q_after], media[f_sync], media[-1]]
+    for p, h, seq, (orig, oh) in zip(t.peer.sent, resent, asked, expected, strict=True):
+        # RFC 4588 §4: the original sequence number, then the payload as sent (none
+        # for the padding: the receiver restores an empty packet, padding again)
+        assert p[h.payload_offset : h.payload_offset + 2] == seq.to_bytes(2, "big")
+        assert p[h.payload_offset + 2 : h.payload_end] == orig[oh.payload_offset : oh.payload_end]
+        assert h.timestamp == oh.timestamp
+
+
+def test_the_drop_log_maps_both_ways_and_is_bounded() -> None:
+    """``drop_shift`` and ``drop_in_seq`` invert a lane's drops (docs/SFU.md "Simulcast"):
+    every packet kept, in order or late, has the out seq it was (or would be) sent as, and
+    each out seq leads back to it, across a wrap; beyond the bounded log, neither guesses."""
+    rng = random.Random(7)
+    lane = Lane()
+    lane.started = True
+    lane.last_in_seq = lane.resume_seq = seq = 65400
+    lane.seq_offset = 1000
+    outs = {seq: (seq - 1000) & 0xFFFF}
+    for _ in range(300):
+        seq = (seq + 1) & 0xFFFF
+        if rng.random() < 0.4:
+            lane.skip(seq)  # dropped: later packets move down by one
+        else:
+            lane.last_in_seq = seq
+            outs[seq] = (seq - lane.seq_offset) & 0xFFFF
+    assert 100 < lane.dropped < 256  # all of them in the log
+    log = lane.drop_log()
+    assert len(log) == lane.dropped
+    assert sorted((o - outs[65400]) & 0xFFFF for o in outs.values()) == list(range(len(outs)))
+    for s, o in outs.items():
+        shift = drop_shift(log, lane.dropped, s, None)
+        assert shift is not None and not shift[2]
+        assert (s - (lane.seq_offset - shift[0])) & 0xFFFF == o
+        assert drop_in_seq(log, lane.dropped, o, lane.seq_offset) == s
+    for _ in range(200):  # more drops than the log holds: the oldest are forgotten
+        seq = (seq + 1) & 0xFFFF
+        lane.skip(seq)
+    log = lane.drop_log()
+    assert len(log) == 256 < lane.dropped
+    assert drop_shift(log, lane.dropped, 65401, None) is None
+    assert drop_in_seq(log, lane.dropped, outs[65400], lane.seq_offset) == -1

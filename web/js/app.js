@@ -6,8 +6,13 @@
 
 import { detectApi } from "/e2ee-worker/attach.js";
 import { Call } from "./call.js";
+import { FileError } from "./files.js";
+import { REACTION_SHOW_MS, REACTIONS } from "./hands.js";
 import { ServerError } from "./signaling.js";
 import { Tiles } from "./tiles.js";
+import {
+  canPickSpeaker, constraintsFor, deviceLabel, LevelMeter, listDevices, loadChoice, saveChoice,
+} from "./devices.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -58,10 +63,84 @@ function errorText(err) {
   return String(err?.message ?? err);
 }
 
+// --- devices: a preview before joining, a choice of camera, microphone and speaker -----
+
+let preview = null; // {stream, meter} while the join page shows the camera and mic level
+const choice = loadChoice();
+
+function fillPicker(select, devices, name, chosen) {
+  select.replaceChildren(...devices.map((d, i) => {
+    const option = document.createElement("option");
+    option.value = d.deviceId;
+    option.textContent = deviceLabel(d, i, name);
+    return option;
+  }));
+  if (chosen && devices.some((d) => d.deviceId === chosen)) select.value = chosen;
+  select.disabled = devices.length < 2;
+}
+
+/** Fill every device menu (join page and call footer) with what the browser lists now. */
+async function renderDevices(stream) {
+  const devices = await listDevices().catch(() => ({ camera: [], microphone: [], speaker: [] }));
+  const using = (kind) => stream?.getTracks().find((t) => t.kind === kind)?.getSettings?.().deviceId ?? null;
+  const cam = using("video") ?? choice.camera;
+  const mic = using("audio") ?? choice.microphone;
+  for (const id of ["pick-camera", "cam-device"]) fillPicker($(id), devices.camera, "camera", cam);
+  for (const id of ["pick-microphone", "mic-device"]) fillPicker($(id), devices.microphone, "microphone", mic);
+  for (const id of ["pick-speaker", "spk-device"]) fillPicker($(id), devices.speaker, "speaker", choice.speaker);
+  const speakers = canPickSpeaker() && devices.speaker.length > 0;
+  $("pick-speaker-label").hidden = !speakers;
+  $("spk-device").hidden = !speakers;
+}
+
+function stopPreview({ keepTracks = false } = {}) {
+  if (!preview) return null;
+  const { stream, meter } = preview;
+  preview = null;
+  meter?.close();
+  $("preview").srcObject = null;
+  if (!keepTracks) for (const t of stream.getTracks()) t.stop();
+  return stream;
+}
+
+/** The join page's camera preview and microphone level, with the chosen devices. */
+async function startPreview() {
+  stopPreview();
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia(constraintsFor(choice));
+  } catch {
+    try {
+      stream = await navigator.mediaDevices.getUserMedia(constraintsFor({})); // a chosen device is gone
+    } catch {
+      $("preview-panel").hidden = true; // join says why (localMedia)
+      return;
+    }
+  }
+  if (call) { // joined meanwhile
+    for (const t of stream.getTracks()) t.stop();
+    return;
+  }
+  const mic = stream.getAudioTracks()[0];
+  let meter = null;
+  try {
+    if (mic) meter = new LevelMeter(mic, (level) => { $("mic-level").value = level; });
+  } catch {
+    // no Web Audio: the preview goes on without the meter
+  }
+  preview = { stream, meter };
+  $("preview").srcObject = stream;
+  $("preview-panel").hidden = false;
+  await renderDevices(stream);
+}
+
 /** Camera and microphone, or as much of them as the browser gives; never throws. */
 async function localMedia() {
+  // the preview's tracks become the call's (no second camera prompt, no gap)
+  const shown = stopPreview({ keepTracks: true });
+  if (shown && shown.getTracks().some((t) => t.readyState === "live")) return { stream: shown };
   try {
-    return { stream: await navigator.mediaDevices.getUserMedia({ audio: true, video: true }) };
+    return { stream: await navigator.mediaDevices.getUserMedia(constraintsFor(choice)) };
   } catch (err) {
     // One of the two may still work (e.g. no camera): try each alone before giving up.
     for (const constraints of [{ audio: true }, { video: true }]) {
@@ -74,6 +153,28 @@ async function localMedia() {
     }
     return { stream: null, warning: MEDIA_ERRORS[err.name] ?? `Camera and microphone unavailable (${err.name}).` };
   }
+}
+
+async function pickDevice(kind, deviceId) {
+  if (kind === "speaker") {
+    choice.speaker = deviceId;
+    saveChoice(choice);
+    tiles?.setSink(deviceId);
+    return;
+  }
+  choice[kind] = deviceId;
+  saveChoice(choice);
+  if (!call) {
+    await startPreview();
+    return;
+  }
+  try {
+    await call.setDevice(kind === "camera" ? "video" : "audio", deviceId);
+  } catch (err) {
+    banner(MEDIA_ERRORS[err.name] ?? `That ${kind} cannot be used (${err.name ?? err}).`);
+  }
+  renderControls();
+  await renderDevices(call.stream);
 }
 
 function renderLock(lock) {
@@ -112,6 +213,10 @@ function renderControls() {
   $("camera").textContent = cam ? "Stop camera" : "Start camera";
   $("camera").setAttribute("aria-pressed", String(cam));
   $("camera").classList.toggle("off", !cam);
+  const sharing = Boolean(call?.screenTrack);
+  $("screen").textContent = sharing ? "Stop sharing" : "Share screen";
+  $("screen").setAttribute("aria-pressed", String(sharing));
+  $("screen").disabled = !call?.media || !navigator.mediaDevices?.getDisplayMedia;
   $("mic").disabled = !call?.stream?.getAudioTracks().length;
   $("camera").disabled = !call?.stream;
   tiles?.setLocal({ audio: mic, video: cam, stream: call?.stream ?? null });
@@ -126,12 +231,27 @@ function inviteLink(room) {
 function wire(c) {
   c.addEventListener("member", ({ detail }) => {
     if (detail.joined) tiles.add(detail.id, detail.name);
-    else tiles.remove(detail.id);
+    else {
+      tiles.remove(detail.id);
+      tiles.removeScreen(detail.id);
+    }
     $("count").textContent = `${tiles.size} in the call`;
   });
   c.addEventListener("name", ({ detail }) => tiles.setName(detail.id, detail.name));
-  c.addEventListener("track", ({ detail }) => tiles.addTrack(detail.participant, detail.track));
-  c.addEventListener("track-ended", ({ detail }) => tiles.endTrack(detail.participant, detail.kind));
+  c.addEventListener("track", ({ detail }) => {
+    if (detail.source === "screen") tiles.addScreen(detail.participant, detail.track);
+    else tiles.addTrack(detail.participant, detail.track);
+  });
+  c.addEventListener("track-ended", ({ detail }) => {
+    if (detail.source === "screen") tiles.removeScreen(detail.participant);
+    else tiles.endTrack(detail.participant, detail.kind);
+  });
+  c.addEventListener("screen", ({ detail }) => {
+    if (detail.active) tiles.addScreen("self", detail.track, c.name);
+    else tiles.removeScreen("self");
+    if (detail.reason) banner(screenError(detail.reason));
+    renderControls();
+  });
   c.addEventListener("speaker", ({ detail }) => tiles.setSpeaker(detail.participant === c.id ? "self" : detail.participant));
   c.addEventListener("peer-state", ({ detail }) => tiles.setState(detail.participant, detail));
   c.addEventListener("stream-state", ({ detail }) => {
@@ -164,9 +284,12 @@ async function join(room, password, name) {
   const c = new Call({ room, password, name: name || "anonymous", stream, relayOnly, simulcast });
   tiles = new Tiles($("grid"), { selfName: name || "you", onVideoSize: (id, h) => c.setVideoHeight(id, h) });
   wire(c);
+  wireSharing(c);
   try {
     await c.start();
     call = c;
+    if (choice.speaker) tiles.setSink(choice.speaker);
+    renderDevices(c.stream);
     lastJoin = { room, password, name };
     history.replaceState(null, "", `/r/${encodeURIComponent(room)}${location.search}${secretFromLink ? `#${secretFromLink}` : ""}`);
     show("room-view");
@@ -188,6 +311,7 @@ async function join(room, password, name) {
 
 function leave() {
   if (!call) return;
+  clearTransfers();
   call.leave();
   call = null;
   tiles?.clear();
@@ -210,6 +334,12 @@ if (location.hash.length > 1) {
   $("password-label").hidden = true;
   $("secret-note").hidden = false;
 }
+for (const [id, kind] of [["pick-camera", "camera"], ["cam-device", "camera"],
+  ["pick-microphone", "microphone"], ["mic-device", "microphone"],
+  ["pick-speaker", "speaker"], ["spk-device", "speaker"]]) {
+  $(id).addEventListener("change", () => pickDevice(kind, $(id).value));
+}
+if (api !== null && navigator.mediaDevices?.getUserMedia) startPreview();
 const fromPath = location.pathname.match(/^\/r\/([^/]+)$/);
 if (fromPath) $("room").value = decodeURIComponent(fromPath[1]);
 $("name").value = localStorage.getItem("sealroom.name") ?? "";
@@ -270,12 +400,180 @@ $("camera").addEventListener("click", async () => {
   }
   renderControls();
 });
+/** What to tell a person whose screen share did not start (or was ended by the SFU). */
+function screenError(reason) {
+  if (/^screen-limit/.test(reason)) return "Someone else is sharing a screen: one screen share at a time in this room.";
+  return `Screen sharing stopped: ${reason}`;
+}
+
+async function toggleScreen() {
+  if (!call) return;
+  try {
+    if (call.screenTrack) await call.stopScreenShare();
+    else await call.startScreenShare();
+  } catch (err) {
+    // the person closed the browser's picker: nothing to say
+    if (err?.name !== "NotAllowedError" && err?.name !== "AbortError") banner(screenError(String(err?.message ?? err)));
+  }
+  renderControls();
+}
+$("screen").addEventListener("click", toggleScreen);
+document.addEventListener("keydown", (ev) => {
+  // D: share the screen or stop, as in Jitsi Meet; never while typing
+  if (ev.key.toLowerCase() !== "d" || ev.ctrlKey || ev.metaKey || ev.altKey || !call) return;
+  if (ev.target instanceof HTMLElement && ev.target.closest("input, textarea, select, [contenteditable]")) return;
+  toggleScreen();
+});
 $("leave").addEventListener("click", leave);
 $("rejoin").addEventListener("click", () => {
   show("join-view");
   if (lastJoin) join(lastJoin.room, lastJoin.password, lastJoin.name);
 });
 window.addEventListener("pagehide", () => call?.leave());
+
+// --- hands, reactions, files (hands.js, files.js) -------------------------------------------
+
+let handOrder = []; // ids with a raised hand, in raising order ("self": ours)
+const transfers = new Map(); // transfer id → {view (no bytes), li, url}
+
+const nameOf = (c, id) => (id === "self" || id === c.id ? "you" : c.names.get(id) ?? "someone");
+const mb = (bytes) => `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+
+function renderHands(c, list) {
+  const before = new Set(handOrder);
+  handOrder = list.map((h) => h.id);
+  $("hands").replaceChildren(...list.map((h) => {
+    const li = document.createElement("li");
+    li.textContent = nameOf(c, h.id);
+    return li;
+  }));
+  $("hands-bar").hidden = list.length === 0;
+  list.forEach((h, i) => tiles?.setHand(h.id, i + 1));
+  for (const id of before) if (!handOrder.includes(id)) tiles?.setHand(id, null);
+  $("hand").textContent = c.handRaised ? "✋ Lower hand" : "✋ Raise hand";
+  $("hand").setAttribute("aria-pressed", String(c.handRaised));
+  $("hand").classList.toggle("attention", c.handRaised);
+}
+
+function renderRecipients(c) {
+  const select = $("file-to");
+  const chosen = select.value;
+  const ids = [...(c.signaling?.members.keys() ?? [])];
+  select.replaceChildren(new Option("everyone", "*"), ...ids.map((id) => new Option(nameOf(c, id), id)));
+  select.value = ids.includes(chosen) ? chosen : "*";
+}
+
+function renderFile(c, view) {
+  const { data, ...plain } = view;
+  let t = transfers.get(view.id);
+  if (!t) {
+    const li = document.createElement("li");
+    li.dataset.id = view.id;
+    t = { view: plain, li, url: null };
+    transfers.set(view.id, t);
+    $("files").prepend(li);
+    if (view.direction === "in" && $("files-panel").hidden) {
+      $("files-panel").hidden = false; // an incoming file is never hidden behind a button
+    }
+  }
+  t.view = plain;
+  const who = view.direction === "in" ? `from ${nameOf(c, view.peer)}`
+    : view.peer === "*" ? "to everyone" : `to ${nameOf(c, view.peer)}`;
+  const title = document.createElement("b");
+  title.textContent = `${view.name} (${mb(view.size)}) ${who}`;
+  const bar = document.createElement("progress");
+  bar.max = view.size;
+  bar.value = view.bytes;
+  const state = document.createElement("span");
+  state.className = `state ${view.state}`;
+  const pct = Math.floor((100 * view.bytes) / view.size);
+  state.textContent = view.state === "active" ? `${view.direction === "in" ? "receiving" : "sending"}… ${pct}%`
+    : view.state === "done" ? (view.direction === "in" ? "received, SHA-256 checked" : "sent")
+      : view.message;
+  const parts = [title, bar, state];
+  if (view.state === "active") {
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.className = "secondary cancel";
+    cancel.textContent = "Cancel";
+    cancel.addEventListener("click", () => call?.cancelFile(view.id));
+    parts.push(cancel);
+  }
+  if (view.state === "done" && view.direction === "in" && data) {
+    // Always a download (octet-stream): a received HTML or SVG file must not open in this
+    // page's origin.
+    t.url ??= URL.createObjectURL(new Blob([data], { type: "application/octet-stream" }));
+    const a = document.createElement("a");
+    a.href = t.url;
+    a.download = view.name;
+    a.className = "download";
+    a.textContent = `Download ${view.name}`;
+    parts.push(a);
+  }
+  t.li.replaceChildren(...parts);
+}
+
+function clearTransfers() {
+  for (const t of transfers.values()) if (t.url) URL.revokeObjectURL(t.url);
+  transfers.clear();
+  $("files").replaceChildren();
+  handOrder = [];
+  $("hands-bar").hidden = true;
+}
+
+function wireSharing(c) {
+  c.addEventListener("hands", ({ detail }) => renderHands(c, detail.list));
+  c.addEventListener("reaction", ({ detail }) => tiles?.showReaction(detail.participant === c.id ? "self" : detail.participant, detail.emoji, REACTION_SHOW_MS));
+  c.addEventListener("file", ({ detail }) => renderFile(c, detail));
+  for (const type of ["member", "name"]) c.addEventListener(type, () => renderRecipients(c));
+  c.addEventListener("name", () => renderHands(c, c.hands.list()));
+}
+
+async function toggleHand() {
+  if (call) await call.raiseHand(!call.handRaised);
+}
+
+async function react(emoji) {
+  await call?.react(emoji);
+}
+
+function pickFile() {
+  if (!call) return;
+  $("files-panel").hidden = false;
+  $("file-input").click();
+}
+
+for (const [i, emoji] of REACTIONS.entries()) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = emoji;
+  b.title = `React ${emoji} (${i + 1})`;
+  b.dataset.emoji = emoji;
+  b.addEventListener("click", () => react(emoji));
+  $("reactions").append(b);
+}
+$("hand").addEventListener("click", toggleHand);
+$("files-toggle").addEventListener("click", () => { $("files-panel").hidden = !$("files-panel").hidden; });
+$("file-pick").addEventListener("click", pickFile);
+$("file-input").addEventListener("change", async () => {
+  const file = $("file-input").files?.[0];
+  $("file-input").value = "";
+  if (!file || !call) return;
+  try {
+    await call.sendFile($("file-to").value, file);
+  } catch (err) {
+    banner(err instanceof FileError ? `Not sent: ${err.message}.` : `Not sent: ${err?.message ?? err}`);
+  }
+});
+document.addEventListener("keydown", (ev) => {
+  // R: hand, F: send a file, 1–6: reactions (as Jitsi Meet's R); never while typing
+  if (!call || ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
+  if (ev.target instanceof HTMLElement && ev.target.closest("input, textarea, select, [contenteditable]")) return;
+  const key = ev.key.toLowerCase();
+  if (key === "r") toggleHand();
+  else if (key === "f") pickFile();
+  else if (/^[1-6]$/.test(key)) react(REACTIONS[Number(key) - 1]);
+});
 
 /** What the page shows, for tests and debugging; no keys, no password. */
 function snapshot() {
@@ -290,6 +588,9 @@ function snapshot() {
     banner: $("banner").hidden ? null : $("banner").textContent,
     tiles: tiles?.snapshot() ?? [],
     localTracks: (lastStream?.getTracks() ?? []).map((t) => ({ kind: t.kind, state: t.readyState, enabled: t.enabled })),
+    hands: handOrder,
+    handRaised: call?.handRaised ?? false,
+    files: [...transfers.values()].map((t) => t.view),
   };
 }
 

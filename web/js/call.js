@@ -9,13 +9,19 @@
 // Events (CustomEvent, payload in .detail):
 //   member       {id, name, joined: bool}       someone joined (name may arrive later) or left
 //   name         {id, name}                     a signed hello announced a display name
-//   track        {participant, kind, track, stream}   remote media became active
-//   track-ended  {participant, kind}
+//   track        {participant, kind, track, stream, source}   remote media became active
+//                (source 'camera', or 'screen' for a screen share: its own stream)
+//   track-ended  {participant, kind, source}
+//   screen       {active, reason?}              this page's own screen share began or ended
+//   device       {kind, deviceId}               setDevice() switched the camera or microphone
 //   speaker      {participant, level}
 //   stream-state {participant, kind, state: 'paused'|'active', reason}   the SFU paused a
 //                stream for this viewer ('bandwidth': its link is full; 'last-n')
 //   peer-state   {participant, audio, video}    a member muted/unmuted (sealed 'state')
 //   chat         {from, text}
+//   hands        {list: [{id, since}]}          raised hands in raising order ("self": ours)
+//   reaction     {participant, emoji}           a reaction to show briefly ("self": ours)
+//   file         a transfer's view (files.js view()): offered, progress, done or failed
 //   security-code {code}
 //   decrypt-failure {participant, reasons}       frames from `participant` failed to decrypt
 //   lock         {locked, lock_at, open_until, opened_by}
@@ -28,6 +34,8 @@
 // and the E2EE worker (whose frame counter must never restart, FORMAT.md §7).
 
 import { E2ee } from "/e2ee-worker/attach.js";
+import { FileTransfers } from "./files.js";
+import { Hands, SignalGate, SignalSender, parseSignal } from "./hands.js";
 import { MediaSession } from "./media.js";
 import { KeyManager } from "./mediakeys.js";
 import { ReconnectPlan } from "./reconnect.js";
@@ -67,7 +75,15 @@ export class Call extends EventTarget {
     this.signaling = null;
     this.keys = null;
     this.media = null;
+    this.screenTrack = null; // the screen this call shares (startScreenShare), kept across rejoins
+    this.devices = { audio: null, video: null }; // deviceIds chosen in the call (setDevice)
     this.names = new Map(); // participant id → display name (from signed hellos)
+    // Hands and reactions (hands.js): ours is kept across rejoins and told to every member
+    // whose hello verifies; the others' are per session.
+    this.hands = new Hands();
+    this.signals = new SignalSender((to, obj) => this.signaling?.seal(to, obj) ?? Promise.resolve());
+    this.signalGate = new SignalGate();
+    this.files = null; // this session's FileTransfers (files.js)
     this.left = false;
     this.sendGeneration = 0; // generation of our media key: +1 at every rotation
     this.reconnects = 0; // sessions after the first (a lost socket, a server restart)
@@ -110,6 +126,10 @@ export class Call extends EventTarget {
       if (joined.sfu) this.#startMedia(sig, joined, gen);
       await this.#startKeys(sig, gen);
       if (this.media && this.stream) await this.media.publish(this.stream);
+      if (this.media && this.screenTrack?.readyState === "live") {
+        // a rejoin shares the screen again, unless the room has its screen shares by now
+        await this.media.startScreen(this.screenTrack).catch((err) => this.#screenEnded(String(err?.message ?? err)));
+      }
       this.#emit("connection", { state: "connected" });
       return joined;
     } catch (err) {
@@ -125,12 +145,16 @@ export class Call extends EventTarget {
 
   #wireSignaling(sig, gen) {
     const live = () => gen === this.#generation && !this.left;
+    const files = this.#startFiles(sig, live);
     sig.addEventListener("member-joined", ({ detail }) => {
       if (live()) this.#emit("member", { id: detail.id, name: this.names.get(detail.id) ?? null, joined: true });
     });
     sig.addEventListener("member-left", ({ detail }) => {
       if (!live()) return;
       this.names.delete(detail.id);
+      files.memberLeft(detail.id);
+      this.signalGate.forget(detail.id);
+      if (this.hands.remove(detail.id)) this.#emitHands();
       this.e2ee.removeParticipant(detail.id).catch(() => {});
       this.#emit("member", { id: detail.id, name: null, joined: false, reason: detail.reason });
     });
@@ -142,6 +166,15 @@ export class Call extends EventTarget {
         msg = detail.json();
       } catch {
         return; // not JSON: not ours to show
+      }
+      if (typeof msg?.type === "string" && msg.type.startsWith("file-")) {
+        files.onMessage(detail.sender, msg).catch((err) => console.warn("sealroom: file message", err));
+        return;
+      }
+      const signal = parseSignal(msg);
+      if (signal) {
+        this.#onSignal(detail.sender, signal);
+        return;
       }
       if (msg?.type === "chat" && typeof msg.text === "string") {
         this.#emit("chat", { from: detail.sender, text: msg.text.slice(0, 2000) });
@@ -172,6 +205,7 @@ export class Call extends EventTarget {
       this.names.set(detail.id, detail.name);
       this.#emit("name", { id: detail.id, name: detail.name });
       this.#sendState(detail.id); // tell the newcomer whether we are muted
+      if (this.signals.handRaised) sig.seal(detail.id, this.signals.handMessage()).catch(() => {});
     });
     keys.addEventListener("security-code", ({ detail }) => live() && this.#emit("security-code", detail));
     keys.addEventListener("rotated", ({ detail }) => {
@@ -216,8 +250,112 @@ export class Call extends EventTarget {
     const media = this.media;
     if (!media) return;
     for (const [mid, info] of media.active) {
-      if (info.participant === participant && info.kind === "video") media.setVideoHeight(mid, height);
+      if (info.participant === participant && info.kind === "video" && info.source !== "screen") {
+        media.setVideoHeight(mid, height);
+      }
     }
+  }
+
+  /**
+   * Share a screen (docs/SFU.md "Screen sharing"): `track`, or what getDisplayMedia gives
+   * (the browser asks which screen or window). Throws when the browser or the SFU refuses
+   * (`screen-limit: …` when the room has its screen shares already); the browser's own
+   * "Stop sharing" ends it like stopScreenShare(). Emits `screen` {active, reason?}.
+   */
+  async startScreenShare(track = null) {
+    if (!this.media) throw new Error("no media session");
+    if (this.screenTrack) return;
+    let own = null;
+    if (track === null) {
+      const display = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { max: 15 } }, audio: false });
+      track = own = display.getVideoTracks()[0];
+    }
+    try {
+      await this.media.startScreen(track);
+    } catch (err) {
+      own?.stop();
+      throw err;
+    }
+    this.screenTrack = track;
+    track.addEventListener("ended", () => {
+      if (this.screenTrack === track) this.stopScreenShare().catch(() => {});
+    });
+    this.#emit("screen", { active: true, track });
+  }
+
+  /** Stop sharing the screen; the SFU removes it from everyone's view. */
+  async stopScreenShare() {
+    const track = this.screenTrack;
+    if (!track) return;
+    this.#screenEnded(null);
+    await this.media?.stopScreen();
+  }
+
+  #screenEnded(reason) {
+    const track = this.screenTrack;
+    this.screenTrack = null;
+    track?.stop();
+    this.#emit("screen", { active: false, reason });
+  }
+
+  #startFiles(sig, live) {
+    const files = new FileTransfers({
+      seal: (to, obj) => sig.seal(to, obj), self: sig.id, members: () => [...sig.members.keys()],
+    });
+    this.files = files;
+    // After a loss the session is over (live() is false) but its transfers still end with a
+    // reason the page must show: close() reports them while `this.files` is still this one.
+    files.addEventListener("update", ({ detail }) => (live() || this.files === files) && this.#emit("file", detail));
+    return files;
+  }
+
+  // A hand or reaction from `sender`, within its receive limit (hands.js RECEIVE_LIMITS).
+  #onSignal(sender, signal) {
+    if (!this.signalGate.accept(sender, signal.kind)) return;
+    if (signal.kind === "reaction") this.#emit("reaction", { participant: sender, emoji: signal.emoji });
+    else if (this.hands.set(sender, signal.raised, signal.at)) this.#emitHands();
+  }
+
+  #emitHands() {
+    this.#emit("hands", { list: this.hands.list() });
+  }
+
+  get handRaised() {
+    return this.signals.handRaised;
+  }
+
+  /** Raise or lower our hand; false when rate-limited (hands.js SEND_LIMITS). */
+  async raiseHand(raised) {
+    if (!this.signaling?.id) return false;
+    const ok = await this.signals.setHand(raised);
+    if (ok) {
+      if (raised) this.hands.set("self", true, this.signals.raisedAt);
+      else this.hands.remove("self");
+      this.#emitHands();
+    }
+    return ok;
+  }
+
+  /** Send a reaction (one of hands.js REACTIONS) to everyone; false when rate-limited. */
+  async react(emoji) {
+    if (!this.signaling?.id) return false;
+    const ok = await this.signals.react(emoji);
+    if (ok) this.#emit("reaction", { participant: "self", emoji });
+    return ok;
+  }
+
+  /**
+   * Send a file (a File or Blob) to `to` ("*": everyone now in the call), end to end
+   * encrypted in sealed chunks (files.js); throws FileError ("too-big", "empty", …).
+   */
+  async sendFile(to, file) {
+    if (!this.files) throw new Error("not in a call");
+    const data = new Uint8Array(await file.arrayBuffer());
+    return this.files.send(to, { name: file.name ?? "file", mime: file.type || "application/octet-stream", data });
+  }
+
+  cancelFile(id) {
+    return this.files?.cancel(id) ?? false;
   }
 
   /** Seal a chat message to everyone. */
@@ -235,11 +373,35 @@ export class Call extends EventTarget {
     this.#sendState("*");
   }
 
+  /**
+   * Use another camera (`kind` 'video') or microphone ('audio') by its deviceId: the new
+   * track replaces the old one in the sender that already has the encrypt transform, so
+   * nothing is renegotiated and no frame leaves unencrypted; others see at most the gap
+   * until its first key frame. The microphone's mute state is kept; with the camera off,
+   * the choice is remembered for when it goes on.
+   */
+  async setDevice(kind, deviceId) {
+    if (kind !== "audio" && kind !== "video") throw new Error(`no ${kind} device`);
+    this.devices[kind] = deviceId || null;
+    const old = (this.stream?.getTracks() ?? []).filter((t) => t.kind === kind && t.readyState === "live");
+    if (!this.stream || old.length === 0) return;
+    const fresh = await navigator.mediaDevices.getUserMedia({ [kind]: deviceId ? { deviceId: { exact: deviceId } } : true });
+    const track = fresh.getTracks().find((t) => t.kind === kind);
+    if (kind === "audio") track.enabled = old.every((t) => t.enabled);
+    await this.media?.replaceTrack(kind, track);
+    for (const t of old) {
+      this.stream.removeTrack(t);
+      t.stop();
+    }
+    this.stream.addTrack(track);
+    this.#emit("device", { kind, deviceId: track.getSettings?.().deviceId ?? deviceId ?? null });
+  }
+
   /** Camera off stops the track (the camera light goes out); on asks for a new one. */
   async setCamera(on) {
     if (!this.stream) return;
     if (on) {
-      const fresh = await navigator.mediaDevices.getUserMedia({ video: true });
+      const fresh = await navigator.mediaDevices.getUserMedia({ video: this.devices.video ? { deviceId: { exact: this.devices.video } } : true });
       const track = fresh.getVideoTracks()[0];
       for (const old of this.stream.getVideoTracks()) this.stream.removeTrack(old);
       this.stream.addTrack(track);
@@ -276,11 +438,15 @@ export class Call extends EventTarget {
     this.#teardown({ leave: true });
     this.#keyCache = {};
     for (const t of this.stream?.getTracks() ?? []) t.stop(); // the camera light goes off
+    this.screenTrack?.stop();
+    this.screenTrack = null;
     this.e2ee.close();
   }
 
   #teardown({ leave }) {
     const sig = this.signaling;
+    this.files?.close("disconnected"); // transfers end with a reason, never hang
+    this.files = null;
     this.keys?.close();
     this.media?.close();
     this.keys = null;
@@ -311,6 +477,8 @@ export class Call extends EventTarget {
     // again; the worker's records (FORMAT.md §6a) start over with it.
     this.e2ee.newSession().catch(() => {});
     for (const id of stale) this.#emit("member", { id, name: null, joined: false, reason: "reconnecting" });
+    for (const { id } of this.hands.list()) if (id !== "self") this.hands.remove(id);
+    this.#emitHands();
     this.names.clear();
     if (this.#plan.giveUp !== null) { // #reconnect stays `token`: any older loop stops
       this.#emit("connection", { state: "lost", reason: this.#plan.giveUp, message: reason });

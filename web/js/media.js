@@ -153,6 +153,8 @@ export class MediaSession extends EventTarget {
     this.pub = null;
     this.sub = null;
     this.senders = new Map(); // kind → RTCRtpSender of the pub PC
+    this.screen = null; // {transceiver, track} once a screen was shared (startScreen)
+    this.screenQueue = null; // the screen share change under way, if any
     this.tracks = new Map(); // sub MID → {participant, kind} from the latest sub offer
     this.active = new Map(); // sub MID → {participant, kind, track, stream} announced by 'track'
     this.streams = new Map(); // participant → MediaStream of its received tracks
@@ -199,6 +201,21 @@ export class MediaSession extends EventTarget {
       this.senders.set(kind, transceiver.sender);
     }
     stillOpen();
+    await this.#negotiatePub();
+  }
+
+  /**
+   * Offer the pub PC's current transceivers to the SFU and apply its answer; `screen` is
+   * the screen share's MID when one is sent (docs/SFU.md "Screen sharing"). A refused
+   * re-offer (`sfu-error`, e.g. `screen-limit`) rolls the PC back and throws: the call goes
+   * on as it was. A refused first offer, or no answer, fails the session ('failed').
+   */
+  async #negotiatePub() {
+    const pc = this.pub;
+    const first = pc.remoteDescription === null;
+    const stillOpen = () => {
+      if (this.closed) throw new Error('media session closed');
+    };
     await pc.setLocalDescription();
     await gathered(pc, this.whenClosed);
     stillOpen();
@@ -212,17 +229,93 @@ export class MediaSession extends EventTarget {
     });
     let sdp;
     try {
-      this.signaling.send({ type: 'sfu-offer', pc: 'pub', sdp: pc.localDescription.sdp });
+      const msg = { type: 'sfu-offer', pc: 'pub', sdp: pc.localDescription.sdp };
+      const screen = this.screen?.transceiver;
+      if (screen && screen.direction === 'sendonly' && screen.mid !== null) msg.screen = screen.mid;
+      this.signaling.send(msg);
       sdp = await answer;
     } catch (err) {
       this.pubAnswer = null;
-      this.#fail('pub', String(err?.message ?? err));
+      if (first || this.closed) {
+        this.#fail('pub', String(err?.message ?? err));
+      } else {
+        await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+      }
       throw err;
     } finally {
       clearTimeout(timer); // no rejection can outlive this call (it would be unhandled)
     }
     stillOpen();
     await pc.setRemoteDescription({ type: 'answer', sdp });
+  }
+
+  /**
+   * Share a screen: `track` (from getDisplayMedia, or any video track) goes out as a second
+   * video m-line, one plain encoding, through the same encrypt transform as the camera (the
+   * worker's one frame counter: no nonce twice, e2ee-worker/FORMAT.md). Tuned for content:
+   * `contentHint = 'detail'` and resolution kept over frame rate. Throws (and sends
+   * nothing) when the SFU refuses it, e.g. `screen-limit: …` when the room has its screen
+   * shares already. Renegotiates the pub PC; the camera and microphone go on meanwhile.
+   */
+  async startScreen(track) {
+    if (this.closed || this.pub === null) throw new Error('publish() first');
+    if (track?.kind !== 'video') throw new Error('a screen share is a video track');
+    if (this.screenQueue) await this.screenQueue.catch(() => {});
+    const run = this.#startScreen(track);
+    this.screenQueue = run;
+    return run;
+  }
+
+  async #startScreen(track) {
+    if ('contentHint' in track) track.contentHint = 'detail';
+    const pc = this.pub;
+    let screen = this.screen;
+    if (screen === null) {
+      // A transceiver of its own, kept for the next share (a stopped share leaves its
+      // m-line inactive rather than removed, RFC 8829 §5.3.1), encrypted before any frame.
+      const transceiver = pc.addTransceiver('video', { direction: 'sendonly' });
+      preferCodecs(transceiver, 'video');
+      if (this.e2ee) this.e2ee.attachSender(transceiver.sender, 'video');
+      screen = this.screen = { transceiver, track: null };
+    }
+    const { transceiver } = screen;
+    const previous = transceiver.direction;
+    transceiver.direction = 'sendonly';
+    try {
+      await transceiver.sender.replaceTrack(track);
+      screen.track = track;
+      await this.#negotiatePub();
+    } catch (err) {
+      transceiver.direction = previous === 'sendonly' ? 'inactive' : previous;
+      await transceiver.sender.replaceTrack(null).catch(() => {});
+      screen.track = null;
+      throw err;
+    }
+    const params = transceiver.sender.getParameters();
+    params.degradationPreference = 'maintain-resolution';
+    await transceiver.sender.setParameters(params).catch(() => {}); // a hint: not every browser takes it
+    this.#emit('screen', { active: true, mid: transceiver.mid });
+  }
+
+  /** Stop sharing the screen: its m-line goes inactive and the SFU removes it everywhere. */
+  async stopScreen() {
+    if (this.screenQueue) await this.screenQueue.catch(() => {});
+    const screen = this.screen;
+    if (this.closed || screen === null || screen.track === null) return;
+    const run = (async () => {
+      screen.track = null;
+      await screen.transceiver.sender.replaceTrack(null);
+      screen.transceiver.direction = 'inactive';
+      await this.#negotiatePub();
+      this.#emit('screen', { active: false, mid: screen.transceiver.mid });
+    })();
+    this.screenQueue = run;
+    return run;
+  }
+
+  /** The screen track being shared, or null. */
+  get screenTrack() {
+    return this.screen?.track ?? null;
   }
 
   /** Swap the published `kind` track, or stop sending it with null; no renegotiation. */
@@ -279,7 +372,7 @@ export class MediaSession extends EventTarget {
     this.constraints.clear();
     for (const pc of [this.pub, this.sub]) pc?.close();
     for (const [mid, info] of this.active) {
-      this.#emit('track-ended', { participant: info.participant, kind: info.kind, mid });
+      this.#emit('track-ended', { participant: info.participant, kind: info.kind, mid, source: info.source });
     }
     this.active.clear();
     this.streams.clear();
@@ -412,7 +505,9 @@ export class MediaSession extends EventTarget {
     this.tracks = new Map();
     for (const t of Array.isArray(msg.tracks) ? msg.tracks : []) {
       if (typeof t?.mid === 'string' && typeof t.participant === 'string' && KINDS.includes(t.kind)) {
-        this.tracks.set(t.mid, { participant: t.participant, kind: t.kind });
+        // source: what the SFU was told the publisher sends on it ("Screen sharing")
+        const source = t.kind === 'video' && t.source === 'screen' ? 'screen' : 'camera';
+        this.tracks.set(t.mid, { participant: t.participant, kind: t.kind, source });
       }
     }
     await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
@@ -427,6 +522,13 @@ export class MediaSession extends EventTarget {
       // API a receiver cannot be re-attached; its old participant's keys still apply.
       if (info === undefined && this.attached.get(transceiver.receiver) !== null) this.#attach(transceiver.receiver, null);
       const was = this.active.get(mid);
+      const same = was !== undefined && info !== undefined && info.participant === was.participant;
+      if (same && info.source !== was.source) { // the MID now carries the other video
+        ended.push([mid, was]);
+        this.active.delete(mid);
+        started.push([mid, info, transceiver.receiver]);
+        continue;
+      }
       if (was !== undefined && (info === undefined || info.participant !== was.participant)) {
         ended.push([mid, was]);
         this.active.delete(mid);
@@ -443,19 +545,22 @@ export class MediaSession extends EventTarget {
     await gathered(pc, this.whenClosed);
     if (this.closed) return;
     this.signaling.send({ type: 'sfu-answer', pc: 'sub', sdp: pc.localDescription.sdp });
+    // One MediaStream per participant for camera and microphone, another for its screen.
+    const key = (info) => (info.source === 'screen' ? `${info.participant}\u0000screen` : info.participant);
     for (const [mid, was] of ended) {
-      const stream = this.streams.get(was.participant);
+      const stream = this.streams.get(key(was));
       stream?.removeTrack(was.track);
-      if (stream && stream.getTracks().length === 0) this.streams.delete(was.participant);
-      this.#emit('track-ended', { participant: was.participant, kind: was.kind, mid });
+      if (stream && stream.getTracks().length === 0) this.streams.delete(key(was));
+      this.#emit('track-ended', { participant: was.participant, kind: was.kind, mid, source: was.source });
     }
     for (const [mid, info, receiver] of started) {
-      let stream = this.streams.get(info.participant);
-      if (stream === undefined) this.streams.set(info.participant, (stream = new MediaStream()));
+      let stream = this.streams.get(key(info));
+      if (stream === undefined) this.streams.set(key(info), (stream = new MediaStream()));
       stream.addTrack(receiver.track);
       this.active.set(mid, { ...info, track: receiver.track, stream });
       this.#emit('track', {
         participant: info.participant, kind: info.kind, track: receiver.track, stream, mid,
+        source: info.source,
       });
     }
   }

@@ -50,6 +50,7 @@ export class SignalingClient extends EventTarget {
   #seenIndexes = new Set(); // is reused in a room): the twin of peers/client.py's seen_*
   #waiters = [];
   #seq = 0;
+  #sending = Promise.resolve(); // the last seal's send: the next one waits for it
   #opening = Promise.resolve(); // envelopes are opened one at a time, in arrival order
 
   constructor(ws) {
@@ -293,8 +294,15 @@ export class SignalingClient extends EventTarget {
     const data = payload instanceof Uint8Array ? payload : enc.encode(JSON.stringify(payload));
     const seq = ++this.#seq;
     const header = new EnvelopeHeader({ room: this.room, epoch: this.epoch, sender: this.id, to, seq });
-    const { nonce, ciphertext } = await seal(this.#keys.kRoom, header, data);
-    this.send({ type: "seal", to, epoch: this.epoch, seq, nonce: b64(nonce), ct: b64(ciphertext) });
+    const sealing = seal(this.#keys.kRoom, header, data);
+    // Sent in seq order even when encryptions finish out of order (many seals at once: file
+    // chunks, acks, keys): the server refuses a seq not above the socket's last (`replay`).
+    const sent = this.#sending.then(async () => {
+      const { nonce, ciphertext } = await sealing;
+      this.send({ type: "seal", to, epoch: header.epoch, seq, nonce: b64(nonce), ct: b64(ciphertext) });
+    });
+    this.#sending = sent.catch(() => {});
+    await sent;
     return seq;
   }
 

@@ -1,5 +1,6 @@
 // The video grid: one tile per person (you first), with name, mute state, active-speaker
-// highlight and a visible warning when someone's frames fail to decrypt.
+// highlight, a visible warning when someone's frames fail to decrypt, a raised-hand badge
+// and reactions floating over the sender's tile.
 
 const FAILURE_SHOW_MS = 3000; // the worker reports at most once a second per participant
 
@@ -28,6 +29,7 @@ export class Tiles {
     this.grid = grid;
     this.tiles = new Map(); // id → {el, video, label, stream, name, state, failure}
     this.speaker = null;
+    this.sink = ""; // the chosen speaker's deviceId ("": the default)
     this.onVideoSize = onVideoSize;
     this.heights = new Map(); // remote id → the video's last rendered height (device pixels)
     this.resizes = typeof ResizeObserver === "function" && onVideoSize
@@ -75,6 +77,7 @@ export class Tiles {
       state: { audio: true, video: true }, failure: null, failureTimer: 0, paused: null };
     video.srcObject = tile.stream;
     this.tiles.set(id, tile);
+    if (id !== "self") this.#sinkOf(tile);
     if (id !== "self" && this.resizes) {
       this.resizes.observe(video);
       video.addEventListener("resize", () => this.#measure(id)); // the picture's own size came or changed
@@ -161,6 +164,71 @@ export class Tiles {
     this.tiles.get(id)?.el.classList.add("speaking");
   }
 
+  /**
+   * `id`'s screen share ("self" for ours) as a large presenter tile, `${id}:screen`, with
+   * the cameras in a strip below it (#layout); its picture is letterboxed, never cropped.
+   */
+  addScreen(id, track, name = null) {
+    const sid = `${id}:screen`;
+    const owner = name ?? this.tiles.get(id)?.name ?? null;
+    const tile = this.tiles.get(sid) ?? this.add(sid, owner ? `${owner.replace(/ \(you\)$/, "")}'s screen` : "screen");
+    tile.el.classList.add("screen");
+    tile.el.classList.remove("self");
+    tile.video.muted = true;
+    this.addTrack(sid, track);
+    tile.el.classList.remove("no-video");
+    this.#layout();
+  }
+
+  /** Play every remote tile on speaker `deviceId` (HTMLMediaElement.setSinkId), now and later. */
+  setSink(deviceId) {
+    this.sink = deviceId || "";
+    for (const [id, tile] of this.tiles) if (id !== "self") this.#sinkOf(tile);
+  }
+
+  #sinkOf(tile) {
+    if (this.sink && typeof tile.video.setSinkId === "function") tile.video.setSinkId(this.sink).catch(() => {});
+  }
+
+  removeScreen(id) {
+    this.remove(`${id}:screen`);
+  }
+
+  /** `id`'s raised hand: its place in the queue (1 = first), or null when it is down. */
+  setHand(id, place) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.hand = place;
+    let badge = tile.el.querySelector(":scope > .hand-badge");
+    tile.el.classList.toggle("hand-up", place !== null);
+    if (place === null) return badge?.remove();
+    if (!badge) {
+      badge = document.createElement("div");
+      badge.className = "hand-badge";
+      tile.el.append(badge);
+    }
+    badge.textContent = `✋ ${place}`;
+    badge.title = `${tile.name} raised a hand (${place} in the queue)`;
+  }
+
+  /** A reaction floats over `id`'s tile for `ms` (at most 5 at once per tile). */
+  showReaction(id, emoji, ms) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    const shown = tile.el.querySelectorAll(":scope > .reaction");
+    if (shown.length >= 5) shown[0].remove();
+    const el = document.createElement("div");
+    el.className = "reaction";
+    el.textContent = emoji;
+    el.style.left = `${20 + Math.random() * 50}%`;
+    tile.el.append(el);
+    tile.reaction = emoji;
+    setTimeout(() => {
+      el.remove();
+      if (!tile.el.querySelector(":scope > .reaction")) tile.reaction = null;
+    }, ms);
+  }
+
   /** The SFU stopped sending `id`'s video to us (`reason`), or resumed it (null). */
   setPaused(id, reason) {
     const tile = this.tiles.get(id) ?? this.add(id, null);
@@ -203,6 +271,8 @@ export class Tiles {
   snapshot() {
     return [...this.tiles.entries()].map(([id, t]) => ({
       id, name: t.name, speaking: this.speaker === id, failure: t.failure, paused: t.paused,
+      screen: t.el.classList.contains("screen"),
+      hand: t.hand ?? null, reaction: t.reaction ?? null,
       audio: t.state.audio, video: t.state.video,
       tracks: t.stream.getTracks().map((x) => x.kind).sort(),
       width: t.video.videoWidth, height: t.video.videoHeight,
@@ -231,6 +301,14 @@ export class Tiles {
   }
 
   #layout() {
+    // A screen share: the presenter tile on top, every camera in one strip below it.
+    const screens = [...this.tiles.values()].filter((t) => t.el.classList.contains("screen")).length;
+    this.grid.classList.toggle("presenting", screens > 0);
+    if (screens > 0) {
+      this.grid.style.setProperty("--cols", String(Math.max(1, this.tiles.size - screens)));
+      this.grid.style.setProperty("--rows", "1");
+      return;
+    }
     // Columns for a roughly square grid: 1, 2, 2, 2, 3, 3, 3, 3, 3, 4, …
     const n = Math.max(1, this.tiles.size);
     const cols = Math.ceil(Math.sqrt(n));

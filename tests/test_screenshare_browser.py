@@ -144,7 +144,9 @@ async def test_a_screen_share_is_seen_encrypted_limited_and_stopped(
     # of their sender, nothing libvpx turns into the shared picture.
     pictures = [[c for _ in range(16 * 12) for c in color] for color in (LEFT, RIGHT)]
     report = await asyncio.to_thread(analyse, list(tap.packets), kinds.get, pictures)
-    assert report.video_frames > 20 and report.key_frames > 0, report
+    # (the tap keeps only the slots alive when they were read: Ada's share to Grace
+    # until it stopped, Grace's to Ada for the test's last seconds)
+    assert report.video_frames > 10 and report.key_frames > 0, report
     assert report.unparsable == 0, report
     assert len(report.senders) == 2, report
     assert report.best_match > 40, report

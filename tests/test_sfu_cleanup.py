@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+from collections.abc import Callable
 
 import pytest
 from aiortc import RTCPeerConnection
@@ -38,6 +39,18 @@ async def settle(predicate: object, timeout: float = 5.0) -> None:
         if callable(predicate) and predicate():
             return
         await asyncio.sleep(0.05)
+
+
+async def steady(count: Callable[[], int], hold: float = 0.5, timeout: float = 5.0) -> None:
+    """Wait until ``count()`` has not changed for ``hold`` seconds, ``timeout`` at most."""
+    last, since = count(), 0.0
+    for _ in range(int(timeout / 0.05)):
+        await asyncio.sleep(0.05)
+        now = count()
+        since = since + 0.05 if now == last else 0.0
+        last = now
+        if since >= hold:
+            return
 
 
 async def test_leave_and_kill_release_everything() -> None:
@@ -125,9 +138,11 @@ async def test_memory_flat_over_100_join_leave_cycles() -> None:
             await cycle(sfu, f"g{i}")
             if i in (19, 99):
                 # closed PCs are freed shortly after; a send or PLI task of the last
-                # guest may still be finishing (bounded wait, the equality below stays)
-                limit = marks[19][1] if 19 in marks else 1 << 30
-                await settle(lambda limit=limit: live_pcs() <= 4 and tasks() <= limit)
+                # guest may still be finishing: each mark waits (bounded) until the PCs
+                # are freed and the task count held still for 0.5 s, so neither mark
+                # counts a task on its way out (the equality below stays)
+                await settle(lambda: live_pcs() <= 4)
+                await steady(tasks)
                 marks[i] = (open_fds(), tasks(), live_pcs(), rss())
         assert set(sfu.participants) == {"host"}
         p = sfu.participants["host"]

@@ -340,6 +340,7 @@ def verify_ack(msg: dict[str, Any], room: str, me: str, sender: Peer) -> tuple[i
 
 MESSAGE_TYPES = frozenset({"hello", "media-key", "media-key-ack"})
 KeyFrameCallback = Callable[[], Awaitable[None] | None]
+PeerCallback = Callable[[Peer], Awaitable[None] | None]
 
 
 class SealedChannel(Protocol):
@@ -386,6 +387,9 @@ class KeyManager:
         self.peers: dict[str, Peer] = {}
         self.security_code = ""
         self.on_key_frame_needed: KeyFrameCallback | None = None
+        # a member's hello verified, once per member and session: what it must hear of
+        # us beyond the media key (a raised hand, PROTOCOL.md "Hands and reactions")
+        self.on_peer: PeerCallback | None = None
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.other: asyncio.Queue[dict[str, Any] | Sealed] = asyncio.Queue()
         self.sent_keys: list[SendKey] = []  # every sending key this participant used
@@ -501,6 +505,10 @@ class KeyManager:
         if self._pending is not None:  # a rotation is under way: the newcomer needs it too
             self._waiting[sender] = await self._send_key(peer, self._pending)
             self._acked.clear()
+        if self.on_peer is not None:
+            done = self.on_peer(peer)
+            if done is not None:
+                await done
 
     async def _media_key(self, peer: Peer, body: dict[str, Any]) -> None:
         key, nonce = open_media_key(body, self.identity, self.room, self.me, peer)

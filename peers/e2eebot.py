@@ -24,7 +24,7 @@ from typing import Any
 import av
 import numpy as np
 
-from e2ee.mediakeys import DEBOUNCE, SWITCH_TIMEOUT, KeyManager
+from e2ee.mediakeys import DEBOUNCE, SWITCH_TIMEOUT, KeyManager, Peer
 from e2ee.sframe import FrameDecryptor, FrameEncryptor, FrameRejected, Kind, SendKey
 from peers.client import SignalingClient
 from peers.files import ReceivedFile, hand, reaction, receive_file
@@ -129,6 +129,7 @@ class E2eeBot:
         self.debounce, self.switch_timeout = debounce, switch_timeout
         self.client: SignalingClient | None = None
         self.keys: KeyManager | None = None
+        self._hand: dict[str, Any] | None = None  # our raised hand, repeated to newcomers
         self.media: MediaBot | None = None
 
     @property
@@ -148,6 +149,7 @@ class E2eeBot:
             audio_frames=self._audio_frame if self.audio else None,
         )
         keys.on_key_frame_needed = media.want_key_frame  # after a rotation (PROTOCOL.md)
+        keys.on_peer = self._greet
         await client.set_media_handler(media.on_message)
         await keys.start()
         await media.publish()
@@ -155,8 +157,16 @@ class E2eeBot:
     # -- hands, reactions, files (peers/files.py; PROTOCOL.md "Hands and reactions", "Files") --
 
     async def raise_hand(self, raised: bool = True) -> None:
+        """Raise (or lower) our hand for everyone; a member who joins later is told of a
+        raised hand once its hello verified, with the time it was raised, as the page
+        does (PROTOCOL.md "Hands and reactions")."""
         assert self.client is not None
+        self._hand = hand(raised) if raised else None
         await self.client.seal("*", hand(raised))
+
+    async def _greet(self, peer: Peer) -> None:
+        if self._hand is not None and self.client is not None:
+            await self.client.seal(peer.id, self._hand)
 
     async def react(self, emoji: str) -> None:
         assert self.client is not None

@@ -70,6 +70,14 @@ class Received:
     recovered: int = 0  # filled by RTX
     highest: int | None = None  # unwrapped
     timestamps: dict[int, int] = field(default_factory=dict)
+    first: int | None = None  # unwrapped: the first sequence number received
+
+    def lost(self) -> int:
+        """RFC 3550 §6.4.1 cumulative number of packets lost: expected since the first
+        minus received (a repair counts as received, as libwebrtc counts it)."""
+        if self.first is None or self.highest is None:
+            return 0
+        return max(0, self.highest - self.first + 1 - len(self.payloads))
 
     def unwrap(self, seq: int) -> int:
         if self.highest is None:
@@ -311,7 +319,8 @@ class MediaBot(SfuPeer):
                                             self._octets[kind]))
         if data:
             await self.pub.send(data)
-        blocks = [rtcp.ReportBlock(r.ssrc, highest_sequence=(r.highest or 0) & 0xFFFFFFFF)
+        blocks = [rtcp.ReportBlock(r.ssrc, cumulative_lost=r.lost(),
+                                   highest_sequence=(r.highest or 0) & 0xFFFFFFFF)
                   for r in self.received.values()]
         if self.sub.up:
             report = bytes(rtcp.ReceiverReport(1, blocks[:31]))
@@ -421,6 +430,8 @@ class MediaBot(SfuPeer):
             await self.sub.send(bytes(rtcp.Nack(1, r.ssrc, lost)))
         if r.highest is None or n > r.highest:
             r.highest = n
+        if r.first is None or n < r.first:
+            r.first = n
 
     # --- helpers for tests and the benchmark ------------------------------------------------
 
@@ -653,7 +664,8 @@ class SimulcastBot(MediaBot):
                         for x in self.layers if x.packets)
         if data:
             await self.pub.send(data)
-        blocks = [rtcp.ReportBlock(r.ssrc, highest_sequence=(r.highest or 0) & 0xFFFFFFFF)
+        blocks = [rtcp.ReportBlock(r.ssrc, cumulative_lost=r.lost(),
+                                   highest_sequence=(r.highest or 0) & 0xFFFFFFFF)
                   for r in self.received.values()]
         if self.sub.up and blocks:
             await self.sub.send(bytes(rtcp.ReceiverReport(1, blocks[:31])))

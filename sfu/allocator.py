@@ -11,6 +11,19 @@ viewer (docs/SFU.md "Loss and congestion"). The pieces:
 * **Pausing needs loss.** A stream that flows is paused only while the link also
   loses packets (``LOSS_CONGESTED``): a REMB alone can stay far below what the link
   carries long after one early delay spike.
+* **Frame rate needs loss too.** Below the lowest simulcast layer whole come its
+  temporal steps (``ladder``); they, like a pause, are taken only while the link is
+  congested. Without loss a video that flows gets at least its lowest layer with every
+  picture, whatever the REMB says; the REMB chooses among the layers above.
+* **What the link carried.** A REMB is made from the subscriber's own arrival times;
+  a receiver short of CPU stamps them late, reads that as queueing, and its REMB falls
+  to a few dozen kbit/s on a link that loses nothing (measured here with four browsers
+  on two cores: 14 kbit/s for a whole minute while 87 kbit/s arrived loss-free). Such a
+  REMB is right to keep a starved receiver on small layers, but it must not keep a
+  paused stream paused for ever: a paused stream resumes into the REMB *or* the highest
+  rate the link carried in a report interval that lost (almost) nothing (``LOSS_LOW``)
+  within the last ``CARRIED_MEMORY`` seconds, whichever is more (``carrying``), and
+  probes raise the latter.
 * **Allocation** (``plan``), in priority order — audio always (it is taken off the top),
   then the active speaker's video, then the others by last-spoken order (the room's
   ``order``) — each video stream at the rate its publisher sends it, into the
@@ -23,11 +36,13 @@ viewer (docs/SFU.md "Loss and congestion"). The pieces:
   frame after it is a key frame (the slot waits for one and asks).
 * **Probing.** A receive-side estimate cannot grow past about 1.5 × what arrives
   (libwebrtc's ``AimdRateControl``), so a subscriber whose streams were paused would
-  never earn them back by waiting. While a stream waits for room, the SFU tops the
-  subscriber's downlink up with RTP padding on an RTX stream (RFC 4588 §4 allows
-  padding-only packets there), at the rate the estimate says should fit: if the link
-  carries it, the REMB climbs until the stream fits; if not, the REMB falls or stops
-  climbing, the probe stops and the next one waits twice as long.
+  never earn them back by waiting. While a stream waits for room (``waiting``), the SFU
+  tops the subscriber's downlink up with RTP padding on an RTX stream (RFC 4588 §4
+  allows padding-only packets there), to ``PROBE_GROWTH`` × the estimate or × what it
+  sent in the last interval, whichever is more: if the link carries it without loss,
+  what it carried grows by that factor every interval (and the REMB climbs) until the
+  stream fits; if not, the link loses packets or nothing climbs any more, the probe
+  stops and the next one waits twice as long.
 * **Retransmissions** draw on a token bucket of ``RTX_SHARE`` of the estimate: a NACK
   storm into a congested link cannot happen, because what does not fit is not sent
   (``drop_rtx_budget``), and the estimate itself falls as the link congests.
@@ -74,6 +89,11 @@ CONGESTION_MEMORY = 3.0
 # its socket now and then (two cores running four of them did), which says nothing
 # about the link and, believed, paused streams that then had to be probed back.
 LOSS_INTERVALS = 2
+# A report interval that lost less than ~2 % (libwebrtc's loss-based controller raises
+# its rate below 2 %) shows the link carried what was sent in it; the highest such rate
+# of the last CARRIED_MEMORY seconds is room a paused stream may resume into.
+LOSS_LOW = 5 / 256
+CARRIED_MEMORY = 10.0
 RTX_SHARE = 0.1  # retransmissions may use this share of the estimate
 RTX_BURST = 0.1  # seconds of RTX rate the bucket holds
 UNKNOWN_RTX_RATE = 1_000_000  # bits/s for retransmissions while no estimate is known
@@ -85,6 +105,11 @@ PROBE_BACKOFF_MAX = 16.0  # the gap doubles after every failed probe, up to this
 PROBE_LENGTH = 60.0  # seconds a probe may run at most
 PROBE_STALL = 5.0  # seconds without a new high estimate: the link gives no more
 PROBE_DROP = 0.9  # an estimate below 0.9 × the probe's best so far: the link is full
+# A probe sends at most this factor × what went out (or was estimated) in the last
+# interval: libwebrtc's receive-side estimator grows to 1.5 × what arrives, and what
+# the link carried follows the padding up by the same factor per interval, so a
+# subscriber whose REMB collapsed gets a stream back in seconds.
+PROBE_GROWTH = 1.5
 
 
 @dataclass
@@ -99,6 +124,12 @@ class Video:
     # and the one it forwards now (an index into ``layers``, -1: none of them)
     layers: tuple[int, ...] = ()
     current: int = -1
+    whole: int = 0  # the step of the lowest layer with every temporal layer
+
+    def floor(self, congested: bool) -> int:
+        """What ``plan`` counts it at: its cheapest step on a congested link, else its
+        lowest layer whole (temporal steps, like pauses, need loss)."""
+        return self.layers[self.whole] if self.layers and not congested else self.rate
 
 
 @dataclass(frozen=True)
@@ -121,7 +152,12 @@ def ladder(layer_rates: Sequence[int], temporal_rates: Sequence[int]) -> list[St
     video is paused; between two spatial layers the step is the whole layer."""
     steps = [Step(0, t, r) for t, r in enumerate(temporal_rates)
              if layer_rates and 0 < r < layer_rates[0]]
-    return steps + [Step(i, None, r) for i, r in enumerate(layer_rates)]
+    for i, r in enumerate(layer_rates):
+        # a layer measured below the step under it (just resumed by dynacast, its rate
+        # not measured yet, or paused a moment ago) costs as much as that step: never
+        # less, which would make it a step *down* on a congested link
+        steps.append(Step(i, None, max(r, steps[-1].rate) if steps else r))
+    return steps
 
 
 class DownlinkBudget:
@@ -136,6 +172,9 @@ class DownlinkBudget:
         self.congested_at = -1e9  # when that last reached LOSS_CONGESTED
         self.lossy = 0  # intervals in a row at LOSS_CONGESTED or more
         self.sent = 0  # bits/s sent to this subscriber in the last interval (media + RTX)
+        # (when, bits/s): rates sent in report intervals that lost less than LOSS_LOW,
+        # each lowered by the loss-based cuts since (``carried``)
+        self._carried: list[tuple[float, int]] = []
         self.allocated = 0  # bits/s of the streams ``plan`` let through, audio included
         self.last_resume = -1e9
         self.hold_until = -1e9  # no resume (nor probe) before this, after a failed one
@@ -162,22 +201,32 @@ class DownlinkBudget:
         if now - self.first_remb < STARTUP:
             return False
         self.estimate, self.estimate_at = bitrate, now
-        if self.probe_target and bitrate > self.probe_best:
-            self.probe_best, self.probe_best_at = bitrate, now
+        best = self.carrying(now) or bitrate
+        if self.probe_target and best > self.probe_best:
+            self.probe_best, self.probe_best_at = best, now
         return bitrate * KEEP < self.allocated and self.congested(now)
 
-    def on_loss(self, fraction: int, now: float) -> bool:
-        """The share of our packets lost in the last report interval (1/256 units).
-        ``LOSS_INTERVALS`` of them in a row at ``LOSS_CONGESTED`` make the link congested;
-        above ``LOSS_HIGH`` the estimate then drops to sent × (1 − loss/2)."""
+    def on_loss(self, fraction: int, now: float, reported: bool = True) -> bool:
+        """The share of our packets lost in the last report interval (1/256 units);
+        ``reported``: receiver reports covered some of them (without, nothing is known).
+        Below ``LOSS_LOW`` the rate sent counts as carried (``carrying``).
+        ``LOSS_INTERVALS`` of them in a row at ``LOSS_CONGESTED`` make the link congested:
+        what it carried is lowered to sent × (1 − loss/2) at most, and above
+        ``LOSS_HIGH`` the estimate too."""
         self.loss = fraction
+        self._carried = [(t, r) for t, r in self._carried if now - t <= CARRIED_MEMORY]
+        if reported and self.sent and fraction < LOSS_LOW * 256:
+            self._carried.append((now, self.sent))
         self.lossy = self.lossy + 1 if fraction >= LOSS_CONGESTED * 256 else 0
         if self.lossy < LOSS_INTERVALS:
             return False
         self.congested_at = now
-        if fraction <= LOSS_HIGH * 256 or not self.sent:
+        if not self.sent:
             return False
         cut = int(self.sent * (1 - fraction / 512))
+        self._carried = [(t, min(r, cut)) for t, r in self._carried]
+        if fraction <= LOSS_HIGH * 256:
+            return False
         if self.estimate is None or cut < self.estimate:
             self.estimate, self.estimate_at = cut, now
             return True
@@ -193,6 +242,20 @@ class DownlinkBudget:
             return None
         return self.estimate
 
+    def carried(self, now: float) -> int:
+        """The highest rate sent in a report interval of the last ``CARRIED_MEMORY``
+        seconds that lost less than ``LOSS_LOW`` (lowered by any congestion since); 0 if
+        none."""
+        return max((r for t, r in self._carried if now - t <= CARRIED_MEMORY), default=0)
+
+    def carrying(self, now: float) -> int | None:
+        """Room for a resume (and what a probe must raise): the estimate, or what the link
+        carried lately if more — not while it is congested. None without an estimate."""
+        estimate = self.known(now)
+        if estimate is None or self.congested(now):
+            return estimate
+        return max(estimate, self.carried(now))
+
     # --- allocation --------------------------------------------------------------------
 
     def plan(self, audio: int, videos: Sequence[Video], now: float) -> set[int]:
@@ -205,20 +268,22 @@ class DownlinkBudget:
         allowed: set[int] = set()
         resumed = False
         congested = self.congested(now)
+        room = self.carrying(now) or estimate
         paused_again = False
         for i, v in enumerate(videos):
+            rate = v.floor(congested)
             if v.active:
                 keep = KEEP_FIRST if used == audio else KEEP
-                if not congested or used + v.rate <= estimate * keep:
+                if not congested or used + rate <= estimate * keep:
                     allowed.add(i)
-                    used += v.rate
+                    used += rate
                 else:
                     paused_again = True
             elif (not resumed and not congested and now >= self.hold_until
                   and now - self.last_resume >= RESUME_GAP
-                  and used + v.rate * RESUME_MARGIN <= estimate):
+                  and used + rate * RESUME_MARGIN <= room):
                 allowed.add(i)
-                used += v.rate
+                used += rate
                 resumed = True
                 self.last_resume = now
         if paused_again and now - self.last_resume < RESUME_FAILED:
@@ -237,17 +302,19 @@ class DownlinkBudget:
                       now: float) -> dict[int, int]:
         """Which step each allowed simulcast video gets (an index into its ``layers``).
 
-        ``plan`` counted every simulcast video at its cheapest step; what the estimate has
+        ``plan`` counted every simulcast video at its ``floor``; what the estimate has
         left after it goes, in the same priority order, to upgrades: each video gets
         the highest layer whose extra rate fits (LiveKit's allocator likewise first
         gives every stream its lowest layer, then upgrades by priority). Going above the
         layer it forwards needs ``RESUME_MARGIN`` × the extra rate, so that a layer that
         just fits does not flap. Without an estimate every video gets its highest layer.
-        Unlike a pause, a step down does not wait for loss: it costs the viewer one key
-        frame, not the stream.
+        A step down to a layer costs the viewer one key frame, and follows the estimate
+        at once; a step below the lowest layer whole (fewer temporal layers), like a
+        pause, needs loss on the link (the module docstring).
         """
         estimate = self.known(now)
         spare = None if estimate is None else estimate - self.allocated
+        congested = self.congested(now)
         chosen: dict[int, int] = {}
         for i in sorted(allowed):
             v = videos[i]
@@ -255,24 +322,27 @@ class DownlinkBudget:
                 continue
             pick = len(v.layers) - 1
             if spare is not None:
-                pick = 0
-                for j in range(len(v.layers) - 1, 0, -1):
-                    extra = v.layers[j] - v.layers[0]
+                low = 0 if congested else v.whole  # the step ``plan`` counted
+                pick = low
+                for j in range(len(v.layers) - 1, low, -1):
+                    extra = v.layers[j] - v.layers[low]
                     if extra * (1.0 if j <= v.current else RESUME_MARGIN) <= spare:
                         pick = j
                         break
-                spare -= v.layers[pick] - v.layers[0]
+                spare -= v.layers[pick] - v.layers[low]
             chosen[i] = pick
         if estimate is not None and spare is not None:
             self.allocated = estimate - spare
         return chosen
 
-    def waiting(self, audio: int, videos: Sequence[Video], allowed: set[int]) -> int:
-        """The estimate at which the first paused stream (in priority order) would fit."""
-        used = audio + sum(videos[i].rate for i in allowed)
+    def waiting(self, audio: int, videos: Sequence[Video], allowed: set[int],
+                now: float) -> int:
+        """The room at which the first paused stream (in priority order) would fit."""
+        congested = self.congested(now)
+        used = audio + sum(videos[i].floor(congested) for i in allowed)
         for i, v in enumerate(videos):
             if i not in allowed:
-                return int(used + v.rate * RESUME_MARGIN)
+                return int(used + v.floor(congested) * RESUME_MARGIN)
         return 0
 
     # --- retransmissions -----------------------------------------------------------------
@@ -294,17 +364,21 @@ class DownlinkBudget:
     def probe_rate(self, target: int, now: float) -> int:
         """Padding bits/s to send now so that the estimate can reach ``target``.
 
-        0 when no probe should run. A probe starts when one is due, runs while the
-        estimate keeps setting new highs, and ends at the target (success), or on
-        loss on the link, a fall of the estimate, ``PROBE_STALL`` seconds without a new
-        high or after
-        ``PROBE_LENGTH`` (failure: the next waits twice as long).
+        0 when no probe should run. The padding brings what is sent up to
+        ``PROBE_GROWTH`` × the estimate (or × what was sent, if more), never past
+        ``target``. A probe starts when one is due, runs while ``carrying`` (the REMB or
+        what the link carried) keeps setting new highs, and ends once that reaches the
+        target (success), or on loss on the link, a fall below ``PROBE_DROP`` × its best,
+        ``PROBE_STALL`` seconds without a new high or after ``PROBE_LENGTH`` (failure:
+        the next waits twice as long).
         """
-        estimate = self.known(now)
+        estimate = self.carrying(now)
         if not target or estimate is None:
             self.probe_target = 0
             return 0
         if self.probe_target:
+            if estimate > self.probe_best:  # the REMB, or what the link carried, grew
+                self.probe_best, self.probe_best_at = estimate, now
             if estimate >= target:
                 self._end_probe(now, failed=False)
                 return 0
@@ -320,8 +394,11 @@ class DownlinkBudget:
             self.probes += 1
         else:
             return 0
-        # fill up to the estimate: what the estimator needs to see to go on growing
-        return max(0, estimate - max(self.sent, self.allocated))
+        # up to PROBE_GROWTH × the estimate or what went out, whichever is more (a REMB
+        # far below what arrives must not hold the padding back), never past the target:
+        # the media takes ``allocated`` of it, padding the rest
+        total = min(target, int(max(estimate, self.sent) * PROBE_GROWTH))
+        return max(0, total - self.allocated)
 
     def _end_probe(self, now: float, failed: bool) -> None:
         self.probe_target = 0

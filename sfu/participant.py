@@ -635,7 +635,8 @@ class Participant:
                     stream.measure(now)
             self._send_reports(now)
             self._measure_sent(now)
-            self.budget.on_loss(self._interval_loss(), now)
+            fraction, reported = self._interval_loss()
+            self.budget.on_loss(fraction, now, reported)
             self.reallocate()
             self.update_layers(now)
 
@@ -671,9 +672,10 @@ class Participant:
         if now > then and total >= mark:
             self.budget.sent = int((total - mark) * 8 / (now - then))
 
-    def _interval_loss(self) -> int:
+    def _interval_loss(self) -> tuple[int, bool]:
         """The share of our packets the subscriber lost on its link since the last call
-        (1/256). Holes its publisher's uplink left and the SFU could not repair reach
+        (1/256), and whether its receiver reports covered any packet since. Holes its
+        publisher's uplink left and the SFU could not repair reach
         the subscriber as losses too; they are not this link's, so they are taken out."""
         expected = lost = 0
         marks: dict[int, tuple[int, int, int]] = {}
@@ -696,7 +698,7 @@ class Participant:
         # lower the estimate, hence the pacing rate, hence drop more)
         lost = max(0, lost - (self.pacer.dropped - self._pacer_dropped_mark))
         self._pacer_dropped_mark = self.pacer.dropped
-        return min(255, (lost << 8) // expected) if expected > 0 else 0
+        return (min(255, (lost << 8) // expected), True) if expected > 0 else (0, False)
 
     def reallocate(self) -> None:
         """Fit the video this subscriber may see (last-N allows) into its budget."""
@@ -719,7 +721,8 @@ class Participant:
                    if layers else [] for layers in selectable]
         videos = [Video(s, steps[0].rate, s.fits, tuple(x.rate for x in steps),
                         next((j for j, x in enumerate(steps) if layers[x.layer] is s.source
-                              and x.tid == s.temporal), -1))
+                              and x.tid == s.temporal), -1),
+                        next((j for j, x in enumerate(steps) if x.tid is None), 0))
                   if layers else Video(s, s.track.bitrate if s.track else 0, s.fits)
                   for s, layers, steps in zip(candidates, selectable, ladders, strict=True)]
         allowed = budget.plan(audio, videos, now)
@@ -736,7 +739,7 @@ class Participant:
                 if i in chosen:  # a paused one keeps its target until it resumes
                     slot.set_temporal(step.tid)
                 slot.ask_switch_key(now)
-        target = budget.waiting(audio, videos, allowed) if len(allowed) < len(videos) else 0
+        target = budget.waiting(audio, videos, allowed, now) if len(allowed) < len(videos) else 0
         self._pace(now)
         self._probe_bps = budget.probe_rate(target, now)
         if self._probe_bps and (self._prober is None or self._prober.done()):

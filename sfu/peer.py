@@ -339,6 +339,11 @@ class RawPeer:
             fast.sendto(fast.protect_rtcp(data) if rtcp else fast.protect(data), fast.addr)
         except (OSError, pylibsrtp.Error):
             return False
+        except AttributeError:
+            # the socket closed a moment ago (a PLI or NACK timer of a participant that is
+            # leaving): asyncio's sendto finds its socket and loop gone and fails in its own
+            # error path
+            return False
         return True
 
     def _send_later(self, data: bytes) -> bool:

@@ -44,6 +44,22 @@ async def join(
     await page.click("#join")
 
 
+async def join_both(url: str, ada: Any, grace: Any) -> None:
+    """Ada, then Grace, join through the form and reach the room view."""
+    for name, page in (("Ada", ada), ("Grace", grace)):
+        await join(page, url, name)
+        await page.wait_for_selector("#room-view:not([hidden])")
+
+
+async def two_in_a_call(url: str, ada: Any, grace: Any) -> tuple[str, str]:
+    """Ada and Grace join and each shows the other's camera; their participant ids."""
+    await join_both(url, ada, grace)
+    snap = await until(ada, "s => s.tiles.some(t => t.id !== 'self' && t.width > 0)")
+    ada_id = snap["id"]
+    snap = await until(grace, f"s => s.tiles.some(t => t.id === '{ada_id}' && t.width > 0)")
+    return ada_id, snap["id"]
+
+
 async def snapshot(page: Any) -> dict[str, Any]:
     snap: dict[str, Any] = await page.evaluate("window.sealroom.snapshot()")
     return snap

@@ -6,9 +6,11 @@ import pytest
 
 from sfu import allocator
 from sfu.allocator import (
+    CARRIED_MEMORY,
     CONGESTION_MEMORY,
     KEEP,
     LOSS_INTERVALS,
+    PROBE_GROWTH,
     PROBE_LENGTH,
     PROBE_MIN_GAP,
     PROBE_STALL,
@@ -75,7 +77,7 @@ def test_streams_fill_the_budget_in_priority_order_and_the_rest_pause() -> None:
     b.on_remb(2_700_000, 0.3)
     assert b.allocated <= 2_700_000 * KEEP
     # the first paused stream needs this estimate to come back
-    assert b.waiting(100_000, videos(1_500_000, 1_500_000, 500_000), {0, 2}) > 3 * MBIT
+    assert b.waiting(100_000, videos(1_500_000, 1_500_000, 500_000), {0, 2}, 0.3) > 3 * MBIT
 
 
 def test_a_lower_estimate_says_so_at_once_and_loss_cuts_it() -> None:
@@ -131,14 +133,15 @@ def test_retransmissions_fit_a_bucket_of_a_share_of_the_estimate() -> None:
     assert b.take_rtx(1000, now + 0.02)  # it refills at the share of the estimate
 
 
-def test_a_probe_pads_up_to_the_estimate_ends_at_the_target_and_backs_off_on_a_fall() -> None:
+def test_a_probe_pads_past_the_estimate_ends_at_the_target_and_backs_off_on_a_fall() -> None:
     b = DownlinkBudget()
     b.on_remb(MBIT, 0.0)
-    b.sent = 600_000
+    b.sent = b.allocated = 600_000
     assert b.probe_rate(0, 0.0) == 0  # nothing waits: no probe
-    assert b.probe_rate(2 * MBIT, 0.0) == 400_000  # top up to the estimate
+    # PROBE_GROWTH × the estimate in all; the media takes what is allocated
+    assert b.probe_rate(2 * MBIT, 0.0) == int(MBIT * PROBE_GROWTH) - 600_000
     b.on_remb(1_500_000, 1.0)
-    assert b.probe_rate(2 * MBIT, 1.0) == 900_000
+    assert b.probe_rate(2 * MBIT, 1.0) == 2 * MBIT - 600_000  # never past the target
     b.on_remb(2_100_000, 2.0)
     assert b.probe_rate(2 * MBIT, 2.0) == 0 and b.probe_gap == PROBE_MIN_GAP  # reached
     assert b.probe_rate(3 * MBIT, 2.5) == 0  # the next waits PROBE_MIN_GAP
@@ -172,15 +175,16 @@ def test_a_probe_pads_up_to_the_estimate_ends_at_the_target_and_backs_off_on_a_f
 def test_a_resume_ends_the_probe_that_made_room_for_it() -> None:
     b = DownlinkBudget()
     b.on_remb(2 * MBIT, 0.0)
-    b.sent = 100_000
-    assert b.probe_rate(3 * MBIT, 0.0) == 1_900_000
+    b.sent = b.allocated = 100_000
+    assert b.probe_rate(3 * MBIT, 0.0) == 2_900_000
     b.on_remb(3 * MBIT, 1.0)
     # the paused stream now fits: it resumes, and no padding goes on beside it
     assert b.plan(100_000, videos(2 * MBIT, active=False), 1.0) == {0}
     assert b.probe_target == 0 and b.probe_rate(5 * MBIT, 1.0) == 0
     # padding never fills what the new allocation already takes
     b.on_remb(3 * MBIT, 1.0 + PROBE_MIN_GAP)
-    assert b.probe_rate(5 * MBIT, 1.0 + PROBE_MIN_GAP) == 3 * MBIT - b.allocated
+    assert b.probe_rate(5 * MBIT, 1.0 + PROBE_MIN_GAP) == \
+        int(3 * MBIT * PROBE_GROWTH) - b.allocated
 
 
 def test_loss_during_a_probe_ends_it() -> None:
@@ -259,16 +263,22 @@ def test_temporal_layers_are_the_steps_below_the_lowest_layer() -> None:
     assert ladder([100_000, 300_000], []) == [Step(0, None, 100_000), Step(1, None, 300_000)]
     # a per-TID rate not below the whole layer's (a key frame in one interval) is no step
     assert ladder([100_000], [120_000]) == [Step(0, None, 100_000)]
+    # a layer measured at less than the one below (its rate not measured yet) costs that
+    assert ladder([100_000, 0, 1_000_000], [30_000]) == [
+        Step(0, 0, 30_000), Step(0, None, 100_000), Step(1, None, 100_000),
+        Step(2, None, 1_000_000)]
+    assert ladder([0, 0], []) == [Step(0, None, 0), Step(1, None, 0)]  # none measured yet
     rates = tuple(s.rate for s in steps)
     b = DownlinkBudget()
-    v = [Video("a", rates[0], True, rates, 2)]
+    v = [Video("a", rates[0], True, rates, 2, whole=2)]
     b.on_remb(40_000, 1.0)
+    congest(b, 20, 1.0)  # temporal steps need loss on the link
     allowed = b.plan(0, v, 1.0)
     assert allowed == {0}  # TID 0 fits: not paused
     assert b.choose_layers(v, allowed, 1.0) == {0: 0}
     assert b.allocated == 30_000
     # 40 k spare: TID <= 1 (+25 k, x RESUME_MARGIN from TID 0) fits, the whole layer not
-    v = [Video("a", rates[0], True, rates, 0)]
+    v = [Video("a", rates[0], True, rates, 0, whole=2)]
     b.on_remb(70_000, 2.0)
     allowed = b.plan(0, v, 2.0)
     assert b.choose_layers(v, allowed, 2.0) == {0: 1}
@@ -281,3 +291,77 @@ def test_temporal_layers_are_the_steps_below_the_lowest_layer() -> None:
     b.on_loss(60, 4.5)
     b.on_remb(20_000, 5.0)
     assert b.plan(0, [Video("a", rates[0], True, rates, 0)], 5.0) == set()
+
+
+def test_a_paused_stream_resumes_into_what_the_link_carried_without_loss() -> None:
+    """A REMB far below what a link delivered without loss (a receiver short of CPU
+    stamps arrivals late and its estimate collapses) still chooses the layers, but a
+    paused stream resumes into the highest rate an interval carried with < 2 % lost,
+    within CARRIED_MEMORY seconds (``carrying``); not while the link is congested."""
+    b = DownlinkBudget()
+    b.on_remb(2 * MBIT, 0.0)
+    b.sent = 1_800_000
+    b.on_loss(2, 1.0)  # < 2 % lost: the link carried 1.8 Mbit/s
+    b.on_loss(0, 2.0, reported=False)  # no report covered this interval: nothing learnt
+    assert b.carried(2.0) == 1_800_000
+    b.on_remb(14_000, 2.0)
+    assert b.known(2.0) == 14_000 and b.carrying(2.0) == 1_800_000
+    assert b.plan(100_000, videos(MBIT, active=False), 2.0) == {0}
+    # a rate sent in a lossy interval is no proof
+    b.sent = 3 * MBIT
+    b.on_loss(8, 3.0)  # 3 %
+    assert b.carried(3.0) == 1_800_000
+    # congestion: the estimate alone, and what was carried is lowered to
+    # sent × (1 − loss/2) for after it
+    b.sent = MBIT
+    congest(b, 64, 4.0)
+    assert b.carrying(4.0) == 14_000
+    after = 4.0 + CONGESTION_MEMORY + 0.1
+    b.on_remb(14_000, after)
+    assert b.carrying(after) == int(MBIT * (1 - 64 / 512))
+    # and is forgotten after CARRIED_MEMORY seconds
+    b.on_remb(14_000, 4.0 + CARRIED_MEMORY + 0.5)
+    assert b.carrying(4.0 + CARRIED_MEMORY + 0.5) == 14_000
+
+
+def test_a_probe_climbs_from_what_is_sent_when_the_remb_collapsed() -> None:
+    """Every stream paused, a REMB of 14 kbit/s while 90 kbit/s of audio arrive: the
+    probe pads up to PROBE_GROWTH × what was sent, what the link carries follows it up
+    every interval, and the paused stream resumes within a few intervals."""
+    b = DownlinkBudget()
+    b.on_remb(14_000, 0.0)
+    audio = 90_000
+    assert b.plan(audio, [Video(0, 400_000, False)], 0.0) == set()
+    target = b.waiting(audio, [Video(0, 400_000, False)], set(), 0.0)
+    assert target == int(audio + 400_000 * RESUME_MARGIN)
+    now, sent, intervals = 1.0, audio, 0
+    while intervals < 10:
+        b.sent = sent
+        b.on_loss(0, now)
+        b.on_remb(14_000, now)
+        if b.plan(audio, [Video(0, 400_000, False)], now):
+            break
+        padding = b.probe_rate(target, now)
+        assert padding > 0
+        sent = audio + padding  # the link carries all of it
+        now, intervals = now + 1.0, intervals + 1
+    assert intervals <= 5 and b.probes == 1 and b.probes_failed == 0
+
+
+def test_temporal_steps_need_loss_on_the_link() -> None:
+    """Without loss a simulcast video that flows gets at least its lowest layer with every
+    temporal layer, however low the REMB; on a congested link it may drop to TID 0."""
+    rates = (30_000, 55_000, 100_000, 300_000, 1_000_000)  # q TID 0, TID <= 1, q, h, f
+    b = DownlinkBudget()
+    b.on_remb(40_000, 1.0)
+    v = [Video("a", rates[0], True, rates, 3, whole=2)]
+    allowed = b.plan(0, v, 1.0)
+    assert allowed == {0} and b.allocated == 100_000  # counted at the whole lowest layer
+    assert b.choose_layers(v, allowed, 1.0) == {0: 2}
+    # a paused one resumes at that rate too
+    assert b.waiting(0, [Video("a", rates[0], False, rates, -1, whole=2)], set(), 1.0) == \
+        int(100_000 * RESUME_MARGIN)
+    congest(b, 20, 2.0)
+    b.on_remb(40_000, 2.0)
+    allowed = b.plan(0, v, 2.0)
+    assert allowed == {0} and b.choose_layers(v, allowed, 2.0) == {0: 0}

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import pytest_asyncio
 
+from e2ee.roomcrypto import Sealed
 from peers.client import SignalingClient
 from peers.files import (
     CHUNK_BYTES,
@@ -211,6 +212,24 @@ async def test_an_encrypted_media_bot_receives_a_file_and_raises_a_hand(
                 break
         assert bodies[0]["type"] == "hand" and bodies[0]["raised"] is True
         assert bodies[1] == {"type": "reaction", "emoji": "👏"}
+        # a member who joins later hears of the raised hand, with the time it was raised,
+        # once its hello verified (the bot repeats it to that member alone)
+        late = E2eeBot(srv.ws, ROOM, PASSWORD, "Late", audio=False,
+                       ice=IcePolicy("127.0.0.1", port_min=56500, port_max=56999))
+        try:
+            await late.start()
+            assert late.keys is not None
+            repeated = None
+            for _ in range(50):  # the key manager passes on what is not its own
+                item = await asyncio.wait_for(late.keys.other.get(), 10)
+                if isinstance(item, Sealed) and item.sender == bot.id \
+                        and item.json().get("type") == "hand":
+                    repeated = item
+                    break
+            assert repeated is not None and repeated.to == late.id
+            assert repeated.json() == bodies[0]
+        finally:
+            await late.close()
     finally:
         await bot.close()
         await alice.close()

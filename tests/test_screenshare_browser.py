@@ -19,7 +19,7 @@ import pytest
 
 from bench.links import serve
 from sfu import Sfu
-from tests.callpage import join, open_browser, sample, until
+from tests.callpage import join_both, open_browser, sample, two_in_a_call, until
 from tests.conftest import BrowserFactory
 from tests.sfutap import SfuTap, analyse
 
@@ -84,13 +84,7 @@ async def test_a_screen_share_is_seen_encrypted_limited_and_stopped(
     async with serve() as srv:
         ada = await open_browser(chromium, tmp_path, 1)
         grace = await open_browser(chromium, tmp_path, 2)
-        for name, page in (("Ada", ada), ("Grace", grace)):
-            await join(page, srv.http, name)
-            await page.wait_for_selector("#room-view:not([hidden])")
-        snap = await until(ada, "s => s.tiles.some(t => t.id !== 'self' && t.width > 0)")
-        ada_id = snap["id"]
-        snap = await until(grace, f"s => s.tiles.some(t => t.id === '{ada_id}' && t.width > 0)")
-        grace_id = snap["id"]
+        ada_id, grace_id = await two_in_a_call(srv.http, ada, grace)
         assert await ada.is_enabled("#screen")
 
         assert await ada.evaluate(SHARE, [",".join(map(str, LEFT)), ",".join(map(str, RIGHT))]) \
@@ -150,3 +144,38 @@ async def test_a_screen_share_is_seen_encrypted_limited_and_stopped(
     assert report.unparsable == 0, report
     assert len(report.senders) == 2, report
     assert report.best_match > 40, report
+
+
+async def test_a_page_that_joined_without_camera_and_microphone_shares_its_screen(
+    chromium: BrowserFactory, tmp_path: Path
+) -> None:
+    """Camera and microphone blocked (getUserMedia refused, as a browser does when the
+    user says no): Ada joins without them, so she publishes nothing and has no pub
+    PeerConnection. Her screen share gets one first (camera and microphone m-lines empty)
+    and Grace sees the share by pixels; stopping removes it."""
+    async with serve() as srv:
+        ada = await open_browser(chromium, tmp_path, 1)
+        await ada.add_init_script(
+            "navigator.mediaDevices.getUserMedia = async () => {"
+            " throw new DOMException('Permission denied', 'NotAllowedError'); };")
+        grace = await open_browser(chromium, tmp_path, 2)
+        await join_both(srv.http, ada, grace)
+        snap = await until(ada, "s => !!s.id")
+        ada_id = snap["id"]
+        await until(ada, "s => s.tiles.some(t => t.id !== 'self' && t.width > 0)")
+        assert await ada.evaluate("window.sealroom.call.media.pub === null")
+        assert not srv.sfu.participants[ada_id].tracks
+
+        assert await ada.evaluate(SHARE, [",".join(map(str, LEFT)), ",".join(map(str, RIGHT))]) \
+            is None
+        screen = f"{ada_id}:screen"
+        await until(grace, f"s => s.tiles.some(t => t.id === '{screen}' && t.width > 0"
+                           " && t.screen)")
+        assert await shows_halves(grace, screen)
+        tracks = srv.sfu.participants[ada_id].tracks.values()
+        assert [t.kind for t in tracks if srv.sfu.participants[ada_id].is_screen(t)] == ["video"]
+
+        await ada.evaluate("window.sealroom.call.stopScreenShare()")
+        await until(grace, f"s => !s.tiles.some(t => t.id === '{screen}')")
+        for page in (ada, grace):
+            assert page.errors == [], page.errors

@@ -26,7 +26,7 @@ from e2ee.sframe import EncryptedFrame, KeyId
 from peers.fakecam import expected, write_moving_y4m
 from sfu.rtp import RtpHeader
 from sfu.track import PublishedTrack
-from tests.callpage import join, open_browser, sees, until, video_stats
+from tests.callpage import open_browser, sees, two_in_a_call, until, video_stats
 from tests.conftest import BrowserFactory
 from tests.sfutap import SfuTap, _frames, analyse, analyse_frames, encode_vp8
 
@@ -102,12 +102,7 @@ async def test_tile_size_picks_the_layer_under_e2ee(
     async with serve() as srv:
         publisher = await open_browser(chromium, tmp_path, 1, camera=camera)
         viewer = await open_browser(chromium, tmp_path, 2)
-        for name, page in (("Ada", publisher), ("Grace", viewer)):
-            await join(page, srv.http, name)
-            await page.wait_for_selector("#room-view:not([hidden])")
-        snap = await until(publisher, "s => s.tiles.some(t => t.id !== 'self' && t.width > 0)")
-        ada = snap["id"]
-        await until(viewer, f"s => s.tiles.some(t => t.id === '{ada}' && t.width > 0)")
+        ada, _ = await two_in_a_call(srv.http, publisher, viewer)
 
         # The publisher sends three layers, lowest first, each at its own size.
         layers: list[dict[str, Any]] = []

@@ -128,7 +128,7 @@ export class Call extends EventTarget {
       if (this.media && this.stream) await this.media.publish(this.stream);
       if (this.media && this.screenTrack?.readyState === "live") {
         // a rejoin shares the screen again, unless the room has its screen shares by now
-        await this.media.startScreen(this.screenTrack).catch((err) => this.#screenEnded(String(err?.message ?? err)));
+        await this.#shareOn(this.media, this.screenTrack).catch((err) => this.#screenEnded(String(err?.message ?? err)));
       }
       this.#emit("connection", { state: "connected" });
       return joined;
@@ -271,7 +271,7 @@ export class Call extends EventTarget {
       track = own = display.getVideoTracks()[0];
     }
     try {
-      await this.media.startScreen(track);
+      await this.#shareOn(this.media, track);
     } catch (err) {
       own?.stop();
       throw err;
@@ -281,6 +281,16 @@ export class Call extends EventTarget {
       if (this.screenTrack === track) this.stopScreenShare().catch(() => {});
     });
     this.#emit("screen", { active: true, track });
+  }
+
+  /**
+   * The screen share on `media`: a page that joined without camera and microphone has no
+   * pub PC yet, and gets one first, with its camera and microphone m-lines empty (either
+   * can still be started later without renegotiation, media.js publish()).
+   */
+  async #shareOn(media, track) {
+    if (media.pub === null) await media.publish(this.stream ?? new MediaStream());
+    await media.startScreen(track);
   }
 
   /** Stop sharing the screen; the SFU removes it from everyone's view. */

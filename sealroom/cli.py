@@ -11,13 +11,15 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
+import socket
 import ssl
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -27,6 +29,9 @@ from sealroom.metrics import Metrics
 from sfu import Sfu, SfuConfig, workers
 from signaling.config import ServerConfig
 from signaling.server import MediaPlane, SignalingServer
+
+if TYPE_CHECKING:  # imported at run time only with --redis: a single node never loads redis
+    from cluster.cluster import Cluster
 
 log = logging.getLogger("sealroom")
 DEFAULTS = ServerConfig()
@@ -57,6 +62,12 @@ def _workers(text: str) -> int:
         return workers.worker_count(int(text))
     except ValueError:
         raise argparse.ArgumentTypeError("a number of processes, or 0 = one per core") from None
+
+
+def _node_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", text):
+        raise argparse.ArgumentTypeError("1–64 characters of A–Z a–z 0–9 . _ -")
+    return text
 
 
 def _flag(text: str) -> bool:
@@ -227,6 +238,26 @@ def build_parser() -> argparse.ArgumentParser:
         "code 1) if the drain, the sockets or the SFU workers take longer [%(default)s]",
     )
     a(
+        "--redis",
+        default=_env("redis", None),
+        help="join a cluster of nodes through this Redis (redis://[user:password@]host:6379/0, "
+        "rediss:// for TLS): rooms are placed on the least-loaded node and any node is an "
+        "entrance (docs/DEPLOY.md \"Several nodes\"); without it, this process is the whole "
+        "deployment",
+    )
+    a(
+        "--node-id",
+        type=_node_id,
+        default=_env("node-id", None, _node_id),
+        help="this node's id in the cluster, unique (with --redis) [HOSTNAME-PORT]",
+    )
+    a(
+        "--public-url",
+        default=_env("public-url", None),
+        help="this node's own public signaling URL, registered in the cluster (with --redis) "
+        "[http(s)://HOST:PORT]",
+    )
+    a(
         "--no-sfu",
         action="store_true",
         default=_env("no-sfu", False, _flag),
@@ -281,8 +312,25 @@ def sfu_config_from_args(args: argparse.Namespace) -> SfuConfig:
     )
 
 
+def cluster_from_args(args: argparse.Namespace, cfg: ServerConfig,
+                      sfu_cfg: SfuConfig | None) -> Cluster | None:
+    """The node's cluster membership with --redis; None (and redis not imported) without."""
+    if not args.redis:
+        return None
+    from cluster.cluster import Cluster
+    from cluster.nodes import NodeInfo
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:50] or "node"
+    node_id = args.node_id or f"{name}-{cfg.port}"
+    scheme = "https" if cfg.tls_cert else "http"
+    url = args.public_url or f"{scheme}://{cfg.host}:{cfg.port}"
+    media = "" if sfu_cfg is None else (sfu_cfg.announced_host or sfu_cfg.bind_host)
+    info = NodeInfo(id=node_id, url=url, media=media)
+    return Cluster.from_url(args.redis, info, record_ttl=cfg.empty_ttl)
+
+
 async def serve(cfg: ServerConfig, sfu_cfg: SfuConfig | None, n_workers: int = 1,
-                log_format: str = "text") -> None:
+                log_format: str = "text", cluster: Cluster | None = None) -> None:
     media: MediaPlane | None = None
     pool: workers.SfuWorkers | None = None
     if sfu_cfg is not None and n_workers > 1:
@@ -297,15 +345,16 @@ async def serve(cfg: ServerConfig, sfu_cfg: SfuConfig | None, n_workers: int = 1
     elif sfu_cfg is not None:
         media = Sfu(sfu_cfg)
     try:
-        await _serve(cfg, media)
+        await _serve(cfg, media, cluster)
     finally:
         if pool is not None:
             await pool.close()  # idempotent: normally done by the server's shutdown
 
 
-async def _serve(cfg: ServerConfig, media: MediaPlane | None) -> None:
+async def _serve(cfg: ServerConfig, media: MediaPlane | None,
+                 cluster: Cluster | None = None) -> None:
     try:
-        server = SignalingServer(cfg, media, metrics=Metrics)
+        server = SignalingServer(cfg, media, metrics=Metrics, cluster=cluster)
     except (OSError, RuntimeError) as exc:  # the resume key in --state-dir (PROTOCOL.md)
         raise SystemExit(f"sealroom: --state-dir: {exc}") from None
     runner = web.AppRunner(server.app(), access_log=None)
@@ -391,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.idle_poll and not limit.hold():
             log.warning("--idle-poll: idle cores will halt: %s", limit.reason)
         try:
-            run(serve(cfg, sfu_cfg, args.workers, args.log_format))
+            run(serve(cfg, sfu_cfg, args.workers, args.log_format,
+                      cluster_from_args(args, cfg, sfu_cfg)))
         finally:
             limit.release()
         return 0

@@ -44,10 +44,19 @@ SIGNALING_COUNTERS = {
     "ws_resets": ("ws_resets", "connections reset: the peer did not take the close frame"),
 }
 
+# With --redis only (docs/DEPLOY.md "Several nodes"): SignalingServer.stats key -> metric.
+CLUSTER_COUNTERS = {
+    "bridged": ("cluster_bridged_joins", "joins this node bridged to the room's node"),
+    "relayed_sessions": ("cluster_relayed_sessions",
+                         "sockets bridged here from another node (their room is hosted here)"),
+    "relay_unknown": ("cluster_relay_unknown",
+                      "relay messages for no known socket, or not relay messages"),
+}
+
 # Refusals of a join, besides a wrong password (counted on its own by the server).
 ADMISSION_REFUSALS = ("too-many-attempts", "room-locked", "room-full", "no-such-room",
                       "too-many-rooms", "weak-kdf", "excessive-kdf", "bad-resume",
-                      "resume-expired", "shutting-down")
+                      "resume-expired", "shutting-down", "cluster-unavailable")
 
 # Sfu.gauges() / SfuWorkers.gauges() key -> (metric name, help).
 SFU_GAUGES = {
@@ -213,6 +222,7 @@ class ServerCollector(Collector):
         yield _counter("rate_limit_closes", "sockets closed for exceeding the message rate",
                        closes.get("rate-limited", 0))
         yield from self._media()
+        yield from self._cluster()
         yield _gauge("event_loop_lag_last_seconds", "lateness of the last 250 ms loop probe",
                      self.lag.last)
         yield _gauge("event_loop_lag_max_seconds", "largest loop probe lateness since start",
@@ -220,6 +230,27 @@ class ServerCollector(Collector):
         lag_sum = CounterMetricFamily(PREFIX + "event_loop_lag_seconds_total",
                                       "sum of loop probe lateness", value=self.lag.total)
         yield lag_sum
+
+    def _cluster(self) -> Iterator[Metric]:
+        cluster = getattr(self.server, "cluster", None)
+        if cluster is None:  # one node: no cluster families at all
+            return
+        gauges = cluster.gauges()
+        yield _gauge("cluster_redis_up", "1 if this node's last renewal reached Redis",
+                     gauges.get("redis_up", 0))
+        yield _gauge("cluster_relay_subscribed", "1 while this node reads its relay channel",
+                     gauges.get("relay_subscribed", 0))
+        yield _gauge("cluster_bridged_sockets", "sockets of this node bridged to another node",
+                     len(self.server.bridges))
+        yield _gauge("cluster_hosted_bridged_sockets",
+                     "sockets bridged here from another node, open now", len(self.server.relayed))
+        yield _counter("cluster_redis_errors", "operations on Redis that failed or timed out",
+                       cluster.stats.get("redis_errors", 0))
+        yield _counter("cluster_registrations",
+                       "times this node (re-)registered after Redis was unreachable or at start",
+                       cluster.stats.get("registrations", 0))
+        for key, (name, help_text) in CLUSTER_COUNTERS.items():
+            yield _counter(name, help_text, self.server.stats.get(key, 0))
 
     def _media(self) -> Iterator[Metric]:
         media: Any = self.server.media

@@ -63,6 +63,8 @@ class ErrorId(StrEnum):
     SHUTTING_DOWN = "shutting-down"
     BAD_RESUME = "bad-resume"
     RESUME_EXPIRED = "resume-expired"
+    CLUSTER_UNAVAILABLE = "cluster-unavailable"
+    RELAY_LOST = "relay-lost"
 
 
 SPECS: dict[ErrorId, ErrorSpec] = {
@@ -124,6 +126,15 @@ SPECS: dict[ErrorId, ErrorSpec] = {
         "the resume credential is invalid for this room, or its signature does not verify"
     ),
     ErrorId.RESUME_EXPIRED: ErrorSpec("the resume credential has expired; join without it"),
+    # Several nodes (--redis, docs/DEPLOY.md "Several nodes"): Redis, which places rooms and
+    # relays between nodes, cannot be reached now; calls already running go on.
+    ErrorId.CLUSTER_UNAVAILABLE: ErrorSpec(
+        "the servers cannot reach their shared state just now; try again in a few seconds"
+    ),
+    ErrorId.RELAY_LOST: ErrorSpec(
+        "the link to the server hosting your room was lost; reconnect and join again",
+        close_code=CLOSE_TRY_LATER,
+    ),
 }
 
 

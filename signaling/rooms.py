@@ -101,6 +101,8 @@ class RoomRegistry:
         self.lock_after = lock_after
         self.empty_ttl = empty_ttl
         self.clock = clock
+        # Called when an empty room's record expires (several nodes: its Redis keys go).
+        self.on_expire: Callable[[Room], None] | None = None
 
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name)
@@ -128,6 +130,20 @@ class RoomRegistry:
         self.locked_names.pop(name, None)
         log.info("room restored from a resume credential room=%s locked=%s", name,
                  room.locked(self.lock_after, now))
+        return room
+
+    def adopt(self, name: str, kdf: dict[str, Any], adm_pk: bytes, created_at: float,
+              open_until: float, opened_by: str | None) -> Room:
+        """A room from its record in Redis (several nodes): created on another node, or
+        here before this node let it go. Its lock state comes with it; it counts towards
+        nobody's too-many-rooms."""
+        room = Room(name, kdf, adm_pk, created_at=created_at, creator_ip="",
+                    open_until=open_until, opened_by=opened_by)
+        self.rooms[name] = room
+        # Empty until someone is admitted (admit() cancels this): a join that fails does
+        # not leave the room here for ever.
+        room.expiry = asyncio.get_running_loop().call_later(self.empty_ttl, self._expire, room)
+        log.info("room taken from its record room=%s", name)
         return room
 
     def revoke(self, resume_pk: bytes, until: float, after: float = 0.0) -> None:
@@ -206,6 +222,8 @@ class RoomRegistry:
         if not room.members and self.rooms.get(room.name) is room:
             del self.rooms[room.name]
             log.info("room expired room=%s", room.name)
+            if self.on_expire is not None:
+                self.on_expire(room)
 
     def close(self) -> None:
         for room in self.rooms.values():

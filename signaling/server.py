@@ -18,19 +18,23 @@ import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from cluster.errors import ClusterUnavailable
+from cluster.roomstore import RoomRecord
 from e2ee.roomcrypto import (
     ExcessiveKdfParams,
     KdfParams,
     WeakKdfParams,
     b64,
+    unb64,
     verify_join,
 )
 from signaling import resume, turn
+from signaling.bridge import RelayedSocket
 from signaling.config import ServerConfig
 from signaling.errors import SPECS, ErrorId, SignalingError
 from signaling.fields import bad, get_b64, get_int, get_object, get_room, get_str
@@ -39,6 +43,9 @@ from signaling.ratelimit import AddressBuckets, GuessLimits, TokenBucket, addres
 from signaling.resume import Credential
 from signaling.rooms import REUSE_GRACE, Member, Room, RoomRegistry
 from signaling.static import web_dir, worker_dir
+
+if TYPE_CHECKING:  # with --redis only (sealroom/cli.py): this module never imports redis
+    from cluster.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +178,16 @@ class CappedWebSocketResponse(web.WebSocketResponse):
         return await super().close(code=code, message=message, drain=drain)
 
 
+class Socket(Protocol):
+    """What a Connection writes to: aiohttp's WebSocketResponse, or a socket bridged from
+    another node (signaling/bridge.py RelayedSocket)."""
+
+    async def send_str(self, data: str, compress: int | None = None) -> None: ...
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"",
+                    drain: bool = True) -> bool: ...
+
+
 class MediaPlane(Protocol):
     """What the signaling server needs of the SFU (sfu.Sfu implements it)."""
 
@@ -231,7 +248,7 @@ class Backlog:
 class Connection:
     """One WebSocket: its admission challenge, rate limit, room and outbox."""
 
-    def __init__(self, ws: web.WebSocketResponse, ip: str, origin: str, cfg: ServerConfig,
+    def __init__(self, ws: Socket, ip: str, origin: str, cfg: ServerConfig,
                  *, transport: asyncio.Transport | None = None,
                  backlog: Backlog | None = None, stats: Counter[str] | None = None) -> None:
         self.ws = ws
@@ -251,6 +268,10 @@ class Connection:
         self.closing = False
         self.slow = False  # closing as a slow consumer (counted once)
         self.closer: asyncio.Task[None] | None = None
+        # Several nodes (docs/DEPLOY.md): on the entrance, the node this socket is bridged
+        # to; on the host, the entrance node a bridged socket comes from.
+        self.bridge: str | None = None
+        self.via: str | None = None
         # A bounded outbox with its own writer: a client that stops reading fills only its
         # own queue, bounded in messages and in bytes, and is closed; it never stalls a
         # room's broadcast. `queued` is this socket's share of the backlog.
@@ -331,6 +352,11 @@ class Connection:
             transport.abort()
 
     async def close_with(self, error_id: ErrorId) -> None:
+        code = SPECS[error_id].close_code or WSCloseCode.OK
+        await self.close_as(code, error_id.value)
+
+    async def close_as(self, code: int, reason: str) -> None:
+        """Flush what is queued, then close with ``code`` and ``reason``."""
         if self.closing:
             return
         self.closing = True
@@ -341,12 +367,11 @@ class Connection:
             await asyncio.wait_for(asyncio.shield(self.writer), self.cfg.close_grace)
         except (asyncio.QueueFull, TimeoutError):
             self.writer.cancel()
-        code = SPECS[error_id].close_code or WSCloseCode.OK
         # A peer that does not take even the close frame within close_grace is reset:
         # otherwise close() would wait on the transport's drain, or leave a transport
         # closing with unsent bytes, for as long as the peer keeps not reading.
         asyncio.get_running_loop().call_later(self.cfg.close_grace, self._abort_if_stuck)
-        await self.ws.close(code=code, message=error_id.value.encode())
+        await self.ws.close(code=code, message=reason.encode())
 
     async def shutdown(self) -> None:
         self.closing = True
@@ -363,15 +388,26 @@ class Connection:
 
 class SignalingServer:
     def __init__(self, cfg: ServerConfig, media: MediaPlane | None = None, *,
-                 metrics: Callable[[SignalingServer], MetricsExporter] | None = None) -> None:
+                 metrics: Callable[[SignalingServer], MetricsExporter] | None = None,
+                 cluster: Cluster | None = None) -> None:
         self.cfg = cfg
         self.media = media
+        # Several nodes (--redis, docs/DEPLOY.md "Several nodes"); None: this process is
+        # the whole deployment, and nothing below touches Redis.
+        self.cluster = cluster
+        # Entrance side: this node's sockets bridged to a room's host, by sid (conn_id).
+        self.bridges: dict[str, Connection] = {}
+        # Host side: sockets bridged here from an entrance, by (entrance, sid), with the
+        # queue of their frames (handled in order, one task per socket).
+        self.relayed: dict[tuple[str, str], tuple[Connection, asyncio.Queue[str | None]]] = {}
         self.rooms = RoomRegistry(
             max_members=cfg.max_members,
             max_rooms_per_ip=cfg.max_rooms_per_ip,
             lock_after=cfg.lock_after,
             empty_ttl=cfg.empty_ttl,
         )
+        if cluster is not None:
+            self.rooms.on_expire = self._room_expired
         self.conns: dict[str, Connection] = {}  # by participant id, once admitted
         self.per_ip: Counter[str] = Counter()
         # Wrong passwords per address and per room (signaling/ratelimit.py GuessLimits).
@@ -432,6 +468,8 @@ class SignalingServer:
         if self.metrics is not None:
             self.metrics.start()
         self._refresher = asyncio.get_running_loop().create_task(self._refresh_resume())
+        if self.cluster is not None:
+            await self.cluster.start(self)
         self.ready = True
 
     async def _on_cleanup(self, app: web.Application) -> None:
@@ -562,6 +600,8 @@ class SignalingServer:
                         # compressed length first and lets one byte more through after
                         # inflating. Closed like the reader does, without an error message.
                         await self._too_big(conn)
+                    elif conn.bridge is not None:
+                        await self._bridge_frame(conn, msg.data)
                     else:
                         await self._dispatch(conn, msg.data)
                 elif msg.type == WSMsgType.BINARY:
@@ -577,6 +617,8 @@ class SignalingServer:
                     break
         finally:
             self.sockets.discard(conn)
+            if conn.bridge is not None:
+                await self._bridge_gone(conn)
             await self._drop(conn, reason="closed")
             await conn.shutdown()
             self.per_ip[ip] -= 1
@@ -611,6 +653,8 @@ class SignalingServer:
                      len(self.sockets), grace)
             for conn in list(self.sockets):
                 conn.post(self._going_away())
+            if self.cluster is not None:  # no new room here; this node's rooms placed again
+                self._spawn(self.cluster.leave())
             self._drained = asyncio.get_running_loop().create_task(self._drain(grace))
         return self._drained
 
@@ -637,9 +681,14 @@ class SignalingServer:
         if self._refresher is not None:
             self._refresher.cancel()
         await self.drain(0.0)
+        for _, queue in list(self.relayed.values()):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
         self.rooms.close()
         if self.media is not None:
             await self.media.close()
+        if self.cluster is not None:
+            await self.cluster.close()
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -715,6 +764,8 @@ class SignalingServer:
     async def on_room_info(self, conn: Connection, msg: dict[str, Any]) -> None:
         name = get_room(msg)
         room = self.rooms.get(name)
+        if room is None and self.cluster is not None:  # hosted elsewhere, or gone
+            room = await self._stored_room(name)
         reply: dict[str, Any] = {"type": "room-info", "room": name, "exists": room is not None}
         if room is not None:
             reply["kdf"] = room.kdf
@@ -722,6 +773,13 @@ class SignalingServer:
         conn.post(reply)
 
     async def on_join(self, conn: Connection, msg: dict[str, Any]) -> None:
+        if self.cluster is not None and conn.room is None and not self.draining:
+            # Several nodes: the room's host admits; a room hosted elsewhere gets this
+            # socket bridged there, join included (docs/DEPLOY.md "Several nodes").
+            host = await self._host_of(conn, msg)
+            if host is not None and host != self.cluster.node_id:
+                await self._bridge_open(conn, host, msg)
+                return
         # Every join message consumes the challenge, whatever becomes of it: the first answer
         # is always a fresh challenge, then `joined` or the error.
         nonce = conn.nonce
@@ -741,6 +799,15 @@ class SignalingServer:
         signed = (conn.origin, name, nonce, conn.conn_id, resume_pk)
         cred = self._resume_credential(conn, msg, name, signed) if "resume" in msg else None
         room = self.rooms.get(name)
+        if room is None and self.cluster is not None:
+            record = await self._cluster_call(self.cluster.record(name))
+            # A join of the same room may have made it while this one waited on Redis.
+            room = self.rooms.get(name)
+            if room is None and record is not None:  # created here before, or on its
+                room = self.rooms.adopt(name, record.kdf, record.adm_pk,  # former host
+                                        record.created_at, record.open_until,
+                                        record.opened_by)
+        created = False
         if room is None and cred is not None:
             # The room record is gone (restart, expiry): it comes back as the credential
             # says, lock state included. The admission signature must verify under the
@@ -749,6 +816,7 @@ class SignalingServer:
                 self._wrong_password(conn, name)
             room = self.rooms.restore(name, cred.kdf.to_json(), cred.adm_pk, cred.created_at,
                                       cred.locked, conn.ip)
+            created = True
         elif room is None:
             if "create" not in msg:
                 raise SignalingError(ErrorId.NO_SUCH_ROOM)
@@ -764,6 +832,7 @@ class SignalingServer:
             if self.rooms.name_locked(name):
                 raise SignalingError(ErrorId.ROOM_LOCKED)
             room = self.rooms.create(name, kdf.to_json(), adm_pk, conn.ip)
+            created = True
         elif cred is not None and (cred.adm_pk != room.adm_pk or cred.kdf.to_json() != room.kdf):
             self._count_failure(conn, name)
             raise SignalingError(ErrorId.BAD_RESUME, "issued for another room of that name")
@@ -772,6 +841,8 @@ class SignalingServer:
         pid = "p" + secrets.token_hex(6)
         member = self.rooms.admit(room, pid, conn.ip, resumed=cred is not None,
                                   index_floor=cred.index if cred is not None else 0)
+        if created and self.cluster is not None:
+            await self._store_created(room)
         if cred is not None:
             # Used: refused from REUSE_GRACE s on (a `joined` lost on the way can be retried
             # with it until then; docs/PROTOCOL.md "Resuming").
@@ -957,6 +1028,8 @@ class SignalingServer:
         seconds = 120 if "seconds" not in msg else get_int(msg, "seconds", 1, longest)
         self.rooms.allow_joining(room, pid, seconds)
         log.info("allow joining room=%s pid=%s seconds=%d", safe(room.name), pid, seconds)
+        if self.cluster is not None:  # the record every node reads (room-info)
+            self._spawn(self._store_lock(room))
         state = room.lock_state(self.cfg.lock_after, self.rooms.clock())
         self.broadcast(room, {"type": "lock", **state})
 
@@ -1015,3 +1088,269 @@ class SignalingServer:
                 await self.media.leave(pid)
             except Exception:
                 log.exception("media leave failed pid=%s", pid)
+
+    # -- several nodes (--redis; docs/DEPLOY.md "Several nodes") -------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                log.exception("background task failed")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cluster_call(self, aw: Awaitable[Any]) -> Any:
+        """A call on Redis whose failure refuses what the client asked: cluster-unavailable."""
+        try:
+            return await aw
+        except ClusterUnavailable as exc:
+            log.warning("cluster unavailable: %s", exc)
+            raise SignalingError(ErrorId.CLUSTER_UNAVAILABLE) from None
+
+    async def _host_of(self, conn: Connection, msg: dict[str, Any]) -> str | None:
+        """The node hosting the joined room, placed now if it has none; None when the join
+        names no valid room (the usual path refuses it)."""
+        assert self.cluster is not None
+        try:
+            name = get_room(msg)
+        except SignalingError:
+            return None
+        try:
+            host = await self.cluster.host_of(name)
+        except ClusterUnavailable as exc:
+            log.warning("cluster unavailable: %s", exc)
+            conn.post(conn.new_challenge())  # every join is answered by a challenge first
+            raise SignalingError(ErrorId.CLUSTER_UNAVAILABLE) from None
+        if host != self.cluster.node_id and conn.via is not None:
+            # Bridged here, but the room is another node's now: a socket is bridged once.
+            conn.post(conn.new_challenge())
+            raise SignalingError(ErrorId.CLUSTER_UNAVAILABLE, "the room moved to another node")
+        return host
+
+    @staticmethod
+    def _record_of(room: Room) -> RoomRecord:
+        return RoomRecord(kdf=room.kdf, adm_pk=room.adm_pk, created_at=room.created_at,
+                          open_until=room.open_until, opened_by=room.opened_by)
+
+    async def _stored_room(self, name: str) -> Room | None:
+        """The room as its record in Redis says (not kept here: its host keeps it)."""
+        assert self.cluster is not None
+        record = await self._cluster_call(self.cluster.record(name))
+        if record is None:
+            return None
+        return Room(name, record.kdf, record.adm_pk, created_at=record.created_at,
+                    creator_ip="", open_until=record.open_until, opened_by=record.opened_by)
+
+    async def _store_created(self, room: Room) -> None:
+        assert self.cluster is not None
+        try:
+            if not await self.cluster.create(room.name, self._record_of(room)):
+                log.warning("room record already in Redis room=%s", safe(room.name))
+        except ClusterUnavailable as exc:  # the renewal writes it once Redis answers
+            log.warning("room record not written yet room=%s: %s", safe(room.name), exc)
+
+    async def _store_lock(self, room: Room) -> None:
+        assert self.cluster is not None
+        try:
+            await self.cluster.save(room.name, self._record_of(room))
+        except ClusterUnavailable as exc:
+            log.warning("room record not written yet room=%s: %s", safe(room.name), exc)
+
+    def _room_expired(self, room: Room) -> None:
+        if self.cluster is not None:
+            self._spawn(self._forget(room.name))
+
+    async def _forget(self, name: str) -> None:
+        assert self.cluster is not None
+        with contextlib.suppress(ClusterUnavailable):  # else its keys expire by themselves
+            await self.cluster.forget(name)
+
+    # What the cluster calls back (cluster.cluster.Hooks).
+
+    def cluster_load(self) -> int:
+        return len(self.conns)
+
+    def hosted_records(self) -> list[tuple[str, RoomRecord]]:
+        return [(room.name, self._record_of(room)) for room in self.rooms.rooms.values()]
+
+    def bridged_nodes(self) -> set[str]:
+        entrances = {entrance for entrance, _ in self.relayed}
+        return entrances | {c.bridge for c in self.bridges.values() if c.bridge is not None}
+
+    def nodes_gone(self, node_ids: set[str]) -> None:
+        """Nodes whose lease expired: sockets bridged to them are closed (relay-lost) and
+        sessions bridged from them end, as if their socket closed."""
+        for conn in list(self.bridges.values()):
+            if conn.bridge in node_ids:
+                self._spawn(self._bridge_lost(conn))
+        for (entrance, _), (_, queue) in list(self.relayed.items()):
+            if entrance in node_ids:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(None)
+
+    def rooms_lost(self, rooms: list[str]) -> None:
+        """Rooms another node hosts now (this one was cut off from Redis for longer than a
+        lease): forgotten here at once, without touching the other node's keys, and their
+        members here closed with relay-lost, so they rejoin there."""
+        for name in rooms:
+            room = self.rooms.get(name)
+            if room is None:
+                continue
+            log.warning("room placed on another node meanwhile room=%s", safe(name))
+            # Not this node's any more: room-info and joins here ask Redis from now on.
+            del self.rooms.rooms[name]
+            if room.expiry is not None:
+                room.expiry.cancel()
+                room.expiry = None
+            for conn in self.members_of(room):
+                self._spawn(self._fail(conn, SignalingError(ErrorId.RELAY_LOST), None))
+
+    def relay_received(self, msg: dict[str, Any]) -> None:
+        op, sid, node = msg["op"], msg["sid"], msg["from"]
+        if op == "open":
+            self._relay_open(node, sid, msg)
+        elif op == "frame" and (node, sid) in self.relayed:  # client → host
+            data = msg.get("data")
+            if isinstance(data, str):
+                self._relay_queue(node, sid, data)
+        elif op == "gone" and (node, sid) in self.relayed:
+            self._relay_queue(node, sid, None)
+        elif op == "frame" and sid in self.bridges:  # host → client
+            conn = self.bridges[sid]
+            data = msg.get("data")
+            if conn.bridge == node and isinstance(data, str):
+                conn.post_frame(data)
+        elif op == "close" and sid in self.bridges:
+            conn = self.bridges[sid]
+            code, reason = msg.get("code"), msg.get("reason")
+            if conn.bridge == node and type(code) is int and isinstance(reason, str):
+                del self.bridges[sid]
+                conn.bridge = None
+                self._spawn(conn.close_as(code, reason[:120]))
+        else:
+            self.stats["relay_unknown"] += 1  # a socket already gone, or not a relay op
+
+    # Entrance side: this node's socket, its room hosted elsewhere.
+
+    async def _bridge_open(self, conn: Connection, host: str, msg: dict[str, Any]) -> None:
+        """Bridge ``conn`` to ``host`` and hand it the join with the socket's admission
+        context (its conn id, the nonce it must sign, its origin and address)."""
+        assert self.cluster is not None
+        sid = conn.conn_id
+        conn.bridge = host
+        self.bridges[sid] = conn
+        try:
+            await self.cluster.send(host, {
+                "op": "open", "sid": sid, "nonce": b64(conn.nonce), "origin": conn.origin,
+                "ip": conn.ip, "data": json.dumps(msg, separators=(",", ":")),
+            })
+        except ClusterUnavailable as exc:
+            log.warning("cluster unavailable: %s", exc)
+            self.bridges.pop(sid, None)
+            conn.bridge = None
+            conn.post(conn.new_challenge())
+            raise SignalingError(ErrorId.CLUSTER_UNAVAILABLE) from None
+        self.stats["bridged"] += 1
+        log.info("bridged to node=%s room=%s ip=%s", safe(host), safe(msg.get("room")),
+                 safe(conn.ip))
+
+    async def _bridge_frame(self, conn: Connection, data: str) -> None:
+        """A client frame of a bridged socket: to the host as it came (the host parses,
+        limits and answers it); this socket's own rate limit still applies here."""
+        assert self.cluster is not None and conn.bridge is not None
+        if self.wire_tap is not None:
+            self.wire_tap.append(data)
+        if not conn.bucket.take():
+            await self._fail(conn, SignalingError(ErrorId.RATE_LIMITED), None)
+            return
+        try:
+            await self.cluster.send(conn.bridge, {"op": "frame", "sid": conn.conn_id,
+                                                  "data": data})
+        except ClusterUnavailable as exc:
+            log.warning("relay to node=%s failed: %s", safe(conn.bridge), exc)
+            await self._bridge_lost(conn)
+
+    async def _bridge_lost(self, conn: Connection) -> None:
+        if self.bridges.pop(conn.conn_id, None) is None:
+            return
+        conn.bridge = None
+        await self._fail(conn, SignalingError(ErrorId.RELAY_LOST), None)
+
+    async def _bridge_gone(self, conn: Connection) -> None:
+        """The client's socket closed: the host ends its session."""
+        assert self.cluster is not None and conn.bridge is not None
+        host, conn.bridge = conn.bridge, None
+        self.bridges.pop(conn.conn_id, None)
+        with contextlib.suppress(ClusterUnavailable):  # else the host notices our lease
+            await self.cluster.send(host, {"op": "gone", "sid": conn.conn_id})
+
+    # Host side: a socket bridged here from an entrance.
+
+    def _relay_open(self, entrance: str, sid: str, msg: dict[str, Any]) -> None:
+        assert self.cluster is not None
+        cluster = self.cluster
+        origin, ip, data = msg.get("origin"), msg.get("ip"), msg.get("data")
+        nonce = msg.get("nonce")
+        try:
+            raw_nonce = unb64(nonce) if isinstance(nonce, str) else b""
+        except ValueError:
+            raw_nonce = b""
+        if ((entrance, sid) in self.relayed or len(sid) > 64 or len(raw_nonce) != 32
+                or not isinstance(origin, str) or not isinstance(ip, str)
+                or not isinstance(data, str)):
+            self.stats["relay_unknown"] += 1
+            return
+        key = (entrance, sid)
+
+        async def send(out: dict[str, Any]) -> None:
+            await cluster.send(entrance, out)
+
+        def ended() -> None:
+            self._relay_queue(entrance, sid, None)
+
+        conn = Connection(RelayedSocket(sid, send, ended), ip[:64], origin[:256], self.cfg,
+                          backlog=self.backlog, stats=self.stats)
+        conn.conn_id, conn.nonce, conn.via = sid, raw_nonce, entrance
+        queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self.cfg.outbox)
+        self.relayed[key] = (conn, queue)
+        self.sockets.add(conn)
+        if self.draining:
+            conn.post(self._going_away())
+        queue.put_nowait(data)
+        task = asyncio.get_running_loop().create_task(self._relayed_session(key, conn, queue))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self.stats["relayed_sessions"] += 1
+
+    def _relay_queue(self, entrance: str, sid: str, data: str | None) -> None:
+        entry = self.relayed.get((entrance, sid))
+        if entry is None:
+            return
+        conn, queue = entry
+        try:
+            queue.put_nowait(data)
+        except asyncio.QueueFull:  # the session does not keep up: ended like a slow reader
+            conn._slow("relayed frames not handled")
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.get_nowait()
+                queue.put_nowait(None)
+
+    async def _relayed_session(self, key: tuple[str, str], conn: Connection,
+                               queue: asyncio.Queue[str | None]) -> None:
+        """The bridged socket's frames, in order, through the same dispatch as a socket of
+        this node's own; ends when the entrance says it is gone, the socket was closed
+        here, or the entrance's lease expired."""
+        try:
+            while not conn.closing:
+                data = await queue.get()
+                if data is None:
+                    break
+                await self._dispatch(conn, data)
+        finally:
+            self.relayed.pop(key, None)
+            self.sockets.discard(conn)
+            await self._drop(conn, reason="closed")
+            await conn.shutdown()

@@ -102,3 +102,31 @@ async def signaling() -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
             await srv.runner.cleanup()
             if srv.server.media is not None:
                 await srv.server.media.close()
+
+
+@pytest_asyncio.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[Any]:
+    """A real redis-server on a loopback port of its own (bench/redisserver.py)."""
+    from bench.redisserver import REDIS_SERVER, RedisServer
+
+    if not Path(REDIS_SERVER).exists():
+        pytest.fail(f"{REDIS_SERVER} is missing: run the suite through ./dev test, which "
+                    "installs Debian's redis-server")
+    server = RedisServer(tmp_path / "redis")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest_asyncio.fixture
+async def redis(redis_server: Any) -> AsyncIterator[Any]:
+    """An asyncio redis-py client of ``redis_server`` (cluster/cluster.py ``connect``)."""
+    from cluster.cluster import connect
+
+    client = connect(redis_server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()

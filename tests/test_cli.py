@@ -171,3 +171,44 @@ async def test_a_real_server_process_keeps_no_secret_in_its_logs_or_on_disk(tmp_
         data = path.read_bytes()
         for secret in [*secrets, password.encode(), plaintext.encode()]:
             assert secret not in data, f"secret on disk in {path}"
+
+
+def test_without_redis_the_single_node_path_never_imports_redis() -> None:
+    code = (
+        "import sys\n"
+        "from sealroom.cli import build_parser, cluster_from_args, config_from_args, "
+        "sfu_config_from_args\n"
+        "import signaling.server, cluster\n"
+        "args = build_parser().parse_args(['serve'])\n"
+        "cfg = config_from_args(args)\n"
+        "assert cluster_from_args(args, cfg, sfu_config_from_args(args)) is None\n"
+        "signaling.server.SignalingServer(cfg)\n"
+        "print(sorted(m for m in sys.modules if m == 'redis' or m.startswith('redis.')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALROOM_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_redis_flags_make_a_cluster_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sealroom.cli import cluster_from_args
+
+    monkeypatch.setenv("SEALROOM_REDIS", "redis://127.0.0.1:1/0")
+    args = build_parser().parse_args(["serve", "--port", "8443", "--node-id", "node-b",
+                                      "--public-url", "https://b.meet.example",
+                                      "--media-announce", "203.0.113.7"])
+    cfg = config_from_args(args)
+    cluster = cluster_from_args(args, cfg, sfu_config_from_args(args))
+    assert cluster is not None
+    assert (cluster.node_id, cluster.info.url, cluster.info.media) == (
+        "node-b", "https://b.meet.example", "203.0.113.7")
+    assert cluster.store.ttl_ms == round(cfg.empty_ttl * 1000)
+    # Defaults: HOSTNAME-PORT, the listening URL, the media bind address.
+    monkeypatch.delenv("SEALROOM_REDIS")
+    args = build_parser().parse_args(["serve", "--redis", "redis://127.0.0.1:1/0"])
+    cluster = cluster_from_args(args, config_from_args(args), sfu_config_from_args(args))
+    assert cluster is not None and cluster.node_id.endswith("-8080")
+    assert (cluster.info.url, cluster.info.media) == ("http://localhost:8080", "127.0.0.1")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--node-id", "has:colon"])

@@ -13,14 +13,15 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"sfu", "signaling", "e2ee", "peers", "sealroom", "bench"}
+OURS = {"sfu", "signaling", "e2ee", "peers", "sealroom", "bench", "cluster"}
 ALLOWED: dict[str, set[str]] = {
     "e2ee": set(),
     "sfu": set(),
-    "signaling": {"e2ee"},
+    "cluster": {"e2ee"},
+    "signaling": {"e2ee", "cluster"},
     "peers": {"e2ee", "sfu"},
-    "sealroom": {"e2ee", "sfu", "signaling"},
-    "bench": {"e2ee", "sfu", "signaling", "peers", "sealroom"},
+    "sealroom": {"e2ee", "sfu", "signaling", "cluster"},
+    "bench": {"e2ee", "sfu", "signaling", "peers", "sealroom", "cluster"},
 }
 
 

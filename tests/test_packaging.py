@@ -155,10 +155,11 @@ def test_wheel_carries_compiled_modules_and_browser_files(dists: Dists) -> None:
 def test_installed_modules_are_the_wheels_not_the_checkout(installed: Installed) -> None:
     probe = (
         "import json, sys\n"
-        "import aiohttp, bench._receive, sealroom, sfu._fanout, signaling\n"
+        "import aiohttp, bench._receive, sealroom, sfu._fanout, signaling, cluster.cluster\n"
         "from signaling import static\n"
         "print(json.dumps({'files': {m: sys.modules[m].__file__ for m in "
-        "('sealroom', 'signaling', 'sfu._fanout', 'bench._receive', 'signaling.static')},"
+        "('sealroom', 'signaling', 'sfu._fanout', 'bench._receive', 'signaling.static',"
+        " 'cluster.cluster')},"
         " 'dirs': [str(static.web_dir()), str(static.worker_dir())],"
         " 'aiohttp': aiohttp.__file__, 'path': sys.path,"
         " 'editable': [m for m in sys.modules if 'editable' in m]}))\n"

@@ -25,6 +25,7 @@ const MESSAGES = {
   "bad-room": "Room names use letters, digits and . _ ~ - (up to 64).",
   "too-many-rooms": "This address has created too many rooms. Join an existing one or wait.",
   "bad-resume": "The server did not take this browser back into the locked room. A member can press “Allow joining”; then join again.",
+  "cluster-unavailable": "The servers cannot reach each other just now. Try again in a few seconds.",
   timeout: "The server did not answer. Check your connection and try again.",
   closed: "The connection to the server closed. Try again.",
   "media-unreachable": "joined several times, but audio and video never got through to the server (a firewall may block UDP here; a TURN relay, if the server offers one, is tried automatically)",

@@ -405,7 +405,7 @@ class Participant:
             changed = self._sync_slots()
             # a track that became (or stopped being) a screen share changes only the
             # offer's ``tracks`` map (docs/SFU.md "Screen sharing")
-            screens = frozenset(str(slot.transceiver.mid)  # type: ignore[attr-defined]
+            screens = frozenset(str(slot.transceiver.mid)
                                 for slot in self.slots if slot.track is not None
                                 and slot.track.owner.is_screen(slot.track))
             if not changed and screens == self._offered_screens:
@@ -421,7 +421,7 @@ class Participant:
             tracks = []
             for slot in self.slots:
                 if slot.track is not None:
-                    entry = {"mid": slot.transceiver.mid,  # type: ignore[attr-defined]
+                    entry = {"mid": slot.transceiver.mid,
                              "participant": slot.track.owner.pid, "kind": slot.kind}
                     if slot.track.owner.is_screen(slot.track):
                         entry["source"] = "screen"
@@ -448,7 +448,7 @@ class Participant:
             if slot.track is not None and slot.track not in wanted:
                 slot.detach()
                 slot.params = None
-                slot.transceiver.direction = "inactive"  # type: ignore[attr-defined]
+                slot.transceiver.direction = "inactive"
                 changed = True
         shown = {slot.track for slot in self.slots if slot.track is not None}
         for track in wanted:
@@ -474,7 +474,7 @@ class Participant:
                 self.sub.adopt()
                 slot = Slot(self, track.kind, t, self.stats)
                 self.slots.append(slot)
-            slot.transceiver.direction = "sendonly"  # type: ignore[attr-defined]
+            slot.transceiver.direction = "sendonly"
             slot.params = None  # no packets until the client has the new tracks map
             slot.attach(track)
             changed = True

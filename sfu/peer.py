@@ -162,14 +162,15 @@ class RawPeer:
         self.up = False  # DTLS connected: SRTP keys exist and sends can go out
         self.received = 0  # SRTP/SRTCP datagrams handed to us, for liveness checks
         self.srtp_rejected = 0  # failed authentication or replay (RFC 3711 §3.3.2)
-        # Ingress limit: at most max_pps SRTP/SRTCP datagrams per one-second window (0: no
-        # limit). It is checked before libsrtp and the parsers, so a flooding participant
-        # costs a counter increment per excess datagram (docs/SFU.md "Ingress limit").
+        # Ingress limit: a token bucket of max_pps SRTP/SRTCP datagrams a second, max_pps
+        # deep (0: no limit). It is checked before libsrtp and the parsers, so a flooding
+        # participant costs a counter increment per excess datagram (docs/SFU.md "Ingress
+        # limit").
         self.max_pps = max_pps
         self.rate_limited = 0
         self.srtp_forgotten = 0  # libsrtp streams removed for SSRCs we do not use (forget)
-        self._window_end = 0.0
-        self._window_left = 0
+        self._tokens = float(max_pps)
+        self._refilled = time.monotonic()
 
     def adopt(self) -> None:
         """Take over every transceiver and transport of the PC (idempotent).
@@ -224,19 +225,26 @@ class RawPeer:
         return True
 
     def _over_limit(self) -> bool:
-        """Count one inbound datagram against the window; True (and counted) if over it."""
+        """Take one token for an inbound datagram; True (and counted) if there is none.
+
+        The bucket is refilled only when it runs dry (at max_pps a second since the last
+        refill, up to max_pps): a sender below the limit reads the clock once per ~max_pps
+        datagrams, and a flood gets max_pps a second spread evenly, not a burst of max_pps
+        at the start of every second as a one-second window gave it (which raised the
+        call's p99 under the fuzzer, docs/RELIABILITY.md "Fuzzed RTP/RTCP")."""
         if not self.max_pps:
             return False
-        if self._window_left <= 0:
+        if self._tokens < 1.0:
             now = time.monotonic()
-            if now < self._window_end:
+            self._tokens = min(float(self.max_pps),
+                               self._tokens + (now - self._refilled) * self.max_pps)
+            self._refilled = now
+            if self._tokens < 1.0:
                 self.rate_limited += 1
                 if self._on_error:
                     self._on_error("rate_limited")
                 return True
-            self._window_end = now + 1.0
-            self._window_left = self.max_pps
-        self._window_left -= 1
+        self._tokens -= 1.0
         return False
 
     async def _call(self, handler: Handler, data: bytes) -> None:

@@ -27,6 +27,8 @@ from .stats import Stats
 from .vp8 import Vp8Descriptor, frame_size, is_keyframe, rewrite_descriptor
 
 if TYPE_CHECKING:
+    from aiortc import RTCRtpTransceiver
+
     from .allocator import DownlinkBudget
     from .outbox import Outbox
     from .participant import Participant
@@ -621,7 +623,7 @@ class Slot:
     the common case and ``forward`` (below) in every other; both write the same bytes.
     """
 
-    def __init__(self, owner: Participant, kind: str, transceiver: object,
+    def __init__(self, owner: Participant, kind: str, transceiver: RTCRtpTransceiver,
                  stats: Stats) -> None:
         self.owner = owner
         self.kind = kind

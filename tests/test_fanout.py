@@ -153,6 +153,20 @@ def packets(kind: str) -> list[bytes]:
     return out
 
 
+def count_general_path(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the packets that take the general path (``Slot.forward``) into the returned
+    one-element list."""
+    calls = [0]
+    original = Slot.forward
+
+    def counted(self: Slot, *args: Any) -> None:
+        calls[0] += 1
+        original(self, *args)
+
+    monkeypatch.setattr(Slot, "forward", counted)
+    return calls
+
+
 def run(kind: str, compiled: bool, udp: tuple[socket.socket, socket.socket],
         ext_ids: dict[str, int], monkeypatch: pytest.MonkeyPatch, batched: bool = False
         ) -> tuple[list[list[bytes]], Stats, int]:
@@ -160,15 +174,7 @@ def run(kind: str, compiled: bool, udp: tuple[socket.socket, socket.socket],
     out, into = udp
     pub, slots, stats = make_track(kind, 3, out if compiled else None, into.getsockname(),
                                    ext_ids, batched)
-    general = 0
-    original = Slot.forward
-
-    def counted(self: Slot, *args: Any) -> None:
-        nonlocal general
-        general += 1
-        original(self, *args)
-
-    monkeypatch.setattr(Slot, "forward", counted)
+    general = count_general_path(monkeypatch)
 
     async def one_turn() -> None:
         """Every packet in one turn of an event loop, as uvloop hands out a frame: with an
@@ -195,7 +201,7 @@ def run(kind: str, compiled: bool, udp: tuple[socket.socket, socket.socket],
         mine = [p for p in wire if RtpHeader.parse(p).ssrc == slot.lane.ssrc]
         got = sorted(slot.owner.sub.sent + mine, key=lambda p: RtpHeader.parse(p).sequence_number)
         per_slot.append(got)
-    return per_slot, stats, general
+    return per_slot, stats, general[0]
 
 
 IDS = {URI_MID: 4, URI_AUDIO_LEVEL: 5, URI_ABS_SEND_TIME: 6}
@@ -606,21 +612,13 @@ def run_temporal(out: socket.socket | None, dest: tuple[str, int],
                  monkeypatch: pytest.MonkeyPatch) -> tuple[TemporalRun, int]:
     monkeypatch.setattr(track_module, "time", Clock())
     t = TemporalRun(out, dest)
-    general = 0
-    original = Slot.forward
-
-    def counted(self: Slot, *args: Any) -> None:
-        nonlocal general
-        general += 1
-        original(self, *args)
-
-    monkeypatch.setattr(Slot, "forward", counted)
+    general = count_general_path(monkeypatch)
 
     async def scenario() -> None:
         t.play()
 
     asyncio.run(scenario())
-    return t, general
+    return t, general[0]
 
 
 def test_temporal_filter_compiled_matches_general(udp: Any,

@@ -24,6 +24,7 @@ from peers.files import (
     MAX_FILE_BYTES,
     FileRefused,
     Offer,
+    ReceivedFile,
     chunk_message,
     hand,
     reaction,
@@ -106,15 +107,24 @@ async def test_a_file_to_everyone_reaches_every_member(
     assert await sending == {bob.id: "done", carol.id: "done"}
 
 
+async def offered(sender: SignalingClient, receiver: SignalingClient, name: str, chunks: int
+                  ) -> tuple[bytes, Offer, asyncio.Future[ReceivedFile]]:
+    """``sender`` offers ``receiver`` a file of ``chunks`` chunks, which ``receiver`` starts
+    receiving: the file, the offer and the receiving task."""
+    assert receiver.id is not None
+    data = pattern_file(chunks * CHUNK_BYTES)
+    offer = Offer.of(name, data)
+    receiving = asyncio.ensure_future(receive_file(receiver, receiver.inbox))
+    await sender.seal(receiver.id, offer.to_json())
+    return data, offer, receiving
+
+
 async def test_a_member_sending_other_content_is_refused_by_the_hash(
     members: tuple[RunningServer, list[SignalingClient]],
 ) -> None:
     _, (mallory, bob, _carol) = members
+    data, offer, receiving = await offered(mallory, bob, "contract.pdf", 3)
     assert bob.id is not None
-    data = pattern_file(3 * CHUNK_BYTES)
-    offer = Offer.of("contract.pdf", data)
-    receiving = asyncio.ensure_future(receive_file(bob, bob.inbox))
-    await mallory.seal(bob.id, offer.to_json())
     for i in range(offer.chunks):
         piece = offer.piece(data, i)
         if i == 1:
@@ -133,11 +143,8 @@ async def test_a_replayed_or_skipped_chunk_is_refused_at_once(
     members: tuple[RunningServer, list[SignalingClient]],
 ) -> None:
     _, (mallory, bob, _carol) = members
+    data, offer, receiving = await offered(mallory, bob, "a.bin", 4)
     assert bob.id is not None
-    data = pattern_file(4 * CHUNK_BYTES)
-    offer = Offer.of("a.bin", data)
-    receiving = asyncio.ensure_future(receive_file(bob, bob.inbox))
-    await mallory.seal(bob.id, offer.to_json())
     await mallory.seal(bob.id, chunk_message(offer, 0, offer.piece(data, 0)))
     await mallory.seal(bob.id, chunk_message(offer, 0, offer.piece(data, 0)))  # again
     with pytest.raises(FileRefused) as refused:

@@ -45,20 +45,26 @@ async def test_adopted_video_transceivers_drop_the_unused_receive_pipeline() -> 
     assert adopted < 10_000, f"{adopted:.0f} B per adopted video transceiver"
 
 
-async def test_ingress_limit_admits_max_pps_per_window_and_counts_the_rest(
+async def test_ingress_limit_is_a_token_bucket_of_max_pps_and_counts_the_rest(
         monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     monkeypatch.setattr(peer_module.time, "monotonic", lambda: clock[0])
     errors: list[str] = []
     peer = RawPeer(IcePolicy(), lambda d: None, lambda d: None, errors.append, max_pps=3)
     try:
+        # max_pps deep: a burst of 3 passes, the rest is refused and counted
         assert [peer._over_limit() for _ in range(5)] == [False, False, False, True, True]
         assert peer.rate_limited == 2 and errors == ["rate_limited"] * 2
-        clock[0] += 0.999  # the window that began at the first datagram is still open
+        # refilled at max_pps a second, spread out: 0.2 s is 0.6 of a datagram, 0.4 s 1.2
+        clock[0] += 0.2
         assert peer._over_limit()
-        clock[0] += 0.002
-        assert [peer._over_limit() for _ in range(4)] == [False, False, False, True]
+        clock[0] += 0.2
+        assert [peer._over_limit() for _ in range(2)] == [False, True]
         assert peer.rate_limited == 4
+        # a long pause fills the bucket to max_pps, not beyond
+        clock[0] += 60.0
+        assert [peer._over_limit() for _ in range(4)] == [False, False, False, True]
+        assert peer.rate_limited == 5
         unlimited = RawPeer(IcePolicy(), lambda d: None, lambda d: None)
         assert not any(unlimited._over_limit() for _ in range(10_000))
         await unlimited.close()

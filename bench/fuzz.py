@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import random
+import socket
 import struct
 import sys
 import time
@@ -105,6 +106,12 @@ class FuzzPeer(SfuPeer):
         self.params: dict[str, Negotiated] = {}  # kind -> our published m-line
         self.sub_ssrcs: list[int] = []  # what the SFU sends us (other participants' streams)
         self.errors: list[dict[str, Any]] = []
+        # --sink (the control run): every packet is made and protected as usual but sent
+        # to a socket nobody reads, so the call sees this process's own cost and no SFU work
+        self.sink: socket.socket | None = None
+        self.sink_addr: tuple[str, int] = ("127.0.0.1", 0)
+        self.kept_alive = 0.0
+        self.keepalives = 0  # those receiver reports, the only datagrams the SFU gets
 
     def _count(self, name: str) -> Callable[[bytes], None]:
         counters = self.counters
@@ -177,10 +184,31 @@ class FuzzPeer(SfuPeer):
             # at least 12 bytes, or the SFU's demux (RFC 7983 §7) would not call it SRTP
             out = data + rng.randbytes(max(10, 12 - len(data)))
             protected = False
-        fast.sendto(out, fast.addr)
+        if self.sink is not None:
+            self.sink.sendto(out, self.sink_addr)
+            now, sub = time.monotonic(), self.sub._fast
+            if now - self.kept_alive >= 1.0 and sub is not None:
+                # a receiver report a second, as a receive-only participant sends: the
+                # SFU's idle clock (docs/SFU.md "Faults") would drop a silent one
+                self.kept_alive = now
+                self.keepalives += 1
+                report = bytes(rtcp.ReceiverReport(self.params["video"].ssrc, []))
+                sub.sendto(sub.protect_rtcp(report), sub.addr)
+        else:
+            fast.sendto(out, fast.addr)
         return protected
 
+    def open_sink(self) -> None:
+        """Send from now on to a socket of our own on loopback that is never read (the
+        kernel drops what overflows its buffer): ``--sink``."""
+        self.sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sink.setblocking(False)
+        self.sink.bind(("127.0.0.1", 0))
+        self.sink_addr = self.sink.getsockname()
+
     async def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
         await self._stop_work(5.0)
         for peer in (self.pub, self.sub):
             with contextlib.suppress(Exception):
@@ -859,6 +887,8 @@ def account(before: dict[str, Any], after: dict[str, Any], pid: str,
         "handler_errors": delta("drop_handler_error"),
         "udp_rcvbuf_drops": delta("udp_rcvbuf_drops"),
         "drops": drops,
+        "changed": {k: delta(k) for k in sorted(set(after) | set(before))
+                    if isinstance(after.get(k, 0), int) and delta(k)},
         "counters": {k: delta(k) for k in ("received_packets", "rtx_received", "rtcp_received",
                                            "rtcp_ignored", "bad_audio_level", "sr_received",
                                            "rr_received", "pli_received", "fir_received",
@@ -903,7 +933,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     server_cpu, gen_cpu = cores(opts)
     result: dict[str, Any] = {"command": " ".join(sys.argv), "participants": args.participants,
                               "packets": args.packets, "rate": args.rate, "seed": args.seed,
-                              "ingress_limit": not args.no_ingress_limit}
+                              "ingress_limit": not args.no_ingress_limit, "sink": args.sink}
     gens: list[Any] = []
     peer: FuzzPeer | None = None
     link: ControlLink | None = None
@@ -939,6 +969,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError("the fuzzing participant did not connect")
         await asyncio.sleep(args.warmup)  # the others' renegotiation for its tracks
         before = await server.counters()
+        if args.sink:
+            peer.open_sink()
         mutator = Mutator(peer, args.seed)
         run = FuzzRun()
         on: list[dict[str, Any]] = []
@@ -970,6 +1002,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         result["participants_at_end"] = after.get("participants")
         result["server_rss_mb"] = procstat.tree_rss_bytes(server.pid) / 2**20
         result["fuzzer_errors"] = peer.errors
+        result["sink_keepalives"] = peer.keepalives
     finally:
         if link is not None:
             await link.close()
@@ -1023,6 +1056,9 @@ def main() -> None:
         q.add_argument("--no-ingress-limit", action="store_true",
                        help="the SFU without its per-transport packet-rate limit "
                             "(max_pub_pps/max_sub_pps = 0): every datagram reaches libsrtp")
+    p.add_argument("--sink", action="store_true",
+                   help="the control run: the fuzzer makes and protects every packet but sends "
+                        "it to a loopback socket of its own that nobody reads, not to the SFU")
     p.add_argument("--packets", type=int, default=1_000_000)
     p.add_argument("--rate", type=float, default=3000.0, help="fuzzed packets per second")
     p.add_argument("--participants", type=int, default=4, help="the call (meeting) size")

@@ -142,6 +142,21 @@ async def test_a_flooding_participant_is_cut_at_the_ingress_limit() -> None:
         assert_intact(a, b)
 
 
+async def test_the_control_run_sends_nothing_to_the_sfu() -> None:
+    """``--sink``: the fuzzer makes and protects every packet as usual, and none of them
+    reaches the SFU (the control that tells the fuzzer's own cost from the SFU's)."""
+    sfu = Sfu(SfuConfig())
+    async with call_with_fuzzer(sfu) as (_a, _b, fz):
+        fz.open_sink()
+        before = snapshot(sfu)
+        run = await fuzz(fz, Mutator(fz, seed=5), 600, rate=3000, max_seconds=30)
+        await asyncio.sleep(0.3)
+        acc = account(before, snapshot(sfu), "fuzz0", run)
+        assert run.total == 600 and sum(run.protected.values()) > 300
+        # only its receiver report a second (the SFU's idle clock) reached the SFU
+        assert 1 <= fz.keepalives <= 2 and acc["fuzz_arrived"] == fz.keepalives, acc
+
+
 def test_mutations_keep_the_first_octet_srtp_and_bound_the_ssrcs() -> None:
     """RFC 7983 §7 demux and the SSRC pool hold whatever the mutation did."""
 

@@ -591,6 +591,14 @@ class Round:
     """``downlink-limit``: the pairs of the window without its first ``onset`` seconds
     (the seconds before the SFU saw the link congested and it had drained)."""
     onset: float = 0
+    settled_shaper: dict[str, Any] | None = None
+    """``downlink-limit``: the shaper's counters over ``settled``'s span: what the
+    link itself dropped (media, padding and RTCP alike) once the onset was over."""
+
+
+async def _stats_after(seconds: float, shaping: Any) -> Any:
+    await asyncio.sleep(seconds)
+    return shaping.stats()
 
 
 async def launcher(stack: contextlib.AsyncExitStack, tmp: Path) -> Launch:
@@ -883,10 +891,19 @@ async def measure(opts: Options, launch: Launch, tmp: Path) -> list[Round]:
             with apply_case(opts.case, parts, opts.loss, opts.kbit) as (target, shaping):
                 views: list[dict[str, dict[str, Any]]] = []
                 watcher = asyncio.ensure_future(watch_sfu(srv, parts, opts.seconds, views))
+                # the shaper's counters ``onset`` seconds into the window
+                onset_task = (asyncio.ensure_future(_stats_after(opts.onset, shaping))
+                              if shaping is not None and opts.case == "downlink-limit"
+                              else None)
                 try:
                     samples = await record(parts, opts.seconds)
                 finally:
                     watcher.cancel()
+                at_onset = None
+                if onset_task is not None:
+                    if onset_task.done() and not onset_task.cancelled():
+                        at_onset = onset_task.result()
+                    onset_task.cancel()
                 shaper = shaping.stats() if shaping is not None else None
             after = srv.counters()
             rejoined = await rejoins(parts)
@@ -909,6 +926,9 @@ async def measure(opts: Options, launch: Launch, tmp: Path) -> list[Round]:
                 ports={p.name: dict(p.ports) for p in parts},
                 ready_at_start=ready,
                 shaper=asdict(shaper) if shaper is not None else None,
+                settled_shaper=(asdict(shaper.minus(at_onset))
+                                if shaper is not None and at_onset is not None
+                                and settled is not None else None),
                 pairs=[asdict(w) | {"loss": round(w.loss, 4)} for w in pairs],
                 paused={p.name: {s.name: last[p.name].paused.get(s.id)
                                  for s in parts if s is not p} for p in parts},
@@ -1024,7 +1044,13 @@ def table(rounds: Sequence[Round]) -> str:
                       *pair_rows(r.reference), "", "The window:", ""]
         lines += pair_rows(r.pairs)
         if r.settled is not None:
-            lines += ["", f"The same window without its first {r.onset:g} s:", "",
+            dropped = ""
+            if r.settled_shaper:
+                q = r.settled_shaper
+                share = q["drops"] / max(1, q["packets"] + q["drops"])
+                dropped = (f" (the shaper dropped {q['drops']} of {q['packets'] + q['drops']}"
+                           f" packets, {share:.1%})")
+            lines += ["", f"The same window without its first {r.onset:g} s{dropped}:", "",
                       *pair_rows(r.settled)]
         pubs = ", ".join(
             f"{k} {v['kbit']} kbit/s ({v['frame_height']}p, {v['retransmitted']} rtx"

@@ -551,6 +551,7 @@ class Options:
     thumbnail: int = 180
     reference: float = 20
     onset: float = 15
+    bwe: str = "remb"  # the server's --bwe: each subscriber's downlink estimate
 
     @property
     def large(self) -> int:
@@ -673,7 +674,10 @@ async def serve_process(*flags: str) -> AsyncIterator[ServedProcess]:
     cmd = [sys.executable, "-c", "from sealroom.cli import main; raise SystemExit(main())",
            "serve", "--host", "127.0.0.1", "--port", str(port), "--media-host", "127.0.0.1",
            *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # SEALROOM_LINKS_SERVER_LOG=path keeps the server's log (debugging a run)
+    log_path = os.environ.get("SEALROOM_LINKS_SERVER_LOG")
+    log: Any = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     try:
         for _ in range(100):  # 10 s at most
             try:
@@ -693,6 +697,8 @@ async def serve_process(*flags: str) -> AsyncIterator[ServedProcess]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        if log is not subprocess.DEVNULL:
+            log.close()
 
 
 @contextlib.asynccontextmanager
@@ -861,7 +867,7 @@ def thumbnail_ratios(
 async def measure(opts: Options, launch: Launch, tmp: Path) -> list[Round]:
     rounds: list[Round] = []
     thumbs = opts.case == "thumbnails"
-    async with call(launch, tmp, opts.participants, strict=False,
+    async with call(launch, tmp, opts.participants, "--bwe", opts.bwe, strict=False,
                     process=not opts.in_process, simulcast=opts.simulcast,
                     camera=opts.camera, tile_height=opts.large,
                     camera_fps=opts.camera_fps) as (srv, parts):
@@ -1119,6 +1125,9 @@ def parse(argv: Sequence[str]) -> Options:
                     help="thumbnails: the tiles' height in the window, px")
     ap.add_argument("--reference", type=float, default=20,
                     help="thumbnails: the reference window with large tiles, seconds")
+    ap.add_argument("--bwe", choices=("remb", "transport-cc"), default="remb",
+                    help="the server's --bwe: each subscriber's downlink estimate from its "
+                    "REMB or the SFU's own from transport-wide feedback")
     ap.add_argument("--onset", type=float, default=15,
                     help="downlink-limit: also report the window without its first seconds")
     a = ap.parse_args(argv)
@@ -1145,7 +1154,7 @@ def parse(argv: Sequence[str]) -> Options:
                  " --onset ≥ 0")
     return Options(a.case, a.seconds, a.rounds, a.participants, a.loss, a.kbit, a.settle,
                    a.json, a.in_process, a.simulcast, (width, height), a.camera_fps,
-                   a.thumbnail, a.reference, a.onset)
+                   a.thumbnail, a.reference, a.onset, a.bwe)
 
 
 def reexec_in_private_net(argv: Sequence[str]) -> int | None:

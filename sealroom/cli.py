@@ -200,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         "needs (docs/SFU.md \"Dynacast\")",
     )
     a(
+        "--bwe",
+        choices=("remb", "transport-cc"),
+        default=_env("bwe", "remb"),
+        help="each subscriber's downlink estimate: its REMB, or the SFU's own from "
+        "transport-wide feedback (docs/SFU.md \"Send-side estimate\"; costs CPU per "
+        "packet) [%(default)s]",
+    )
+    a(
         "--workers",
         type=_workers,
         default=_env("workers", 1, _workers),
@@ -307,6 +315,7 @@ def sfu_config_from_args(args: argparse.Namespace) -> SfuConfig:
         port_max=args.media_ports[1],
         last_n=args.last_n,
         dynacast=not args.no_dynacast,
+        bwe=args.bwe,
         max_screens=max(0, args.max_screens),
         send_batching=not args.no_send_batching,
     )

@@ -113,6 +113,13 @@ SFU_COUNTERS = {
     "bwe_resumes": ("sfu_bwe_resumes", "video streams resumed within a subscriber's budget"),
     "probes_started": ("sfu_probes_started", "bandwidth probes started for subscribers"),
     "probes_sent": ("sfu_probe_packets", "padding packets sent to probe a downlink"),
+    # --bwe transport-cc (docs/SFU.md "Send-side estimate")
+    "twcc_feedback_received": ("sfu_twcc_feedback_received", "transport-wide congestion "
+                               "control feedback packets received from subscribers"),
+    "twcc_declined": ("sfu_twcc_declined", "sub answers that declined the transport-wide "
+                      "sequence number (that subscriber's REMB is used)"),
+    "general_path": ("sfu_general_path", "slot-packets Slot.forward handled instead of the "
+                     "compiled fan-out (paced, transport-cc or unusual packets)"),
     # simulcast (docs/SFU.md "Simulcast")
     "simulcast_ssrcs_bound": ("sfu_simulcast_ssrcs_bound", "publisher SSRCs bound to a "
                               "simulcast layer by their RID or repaired-RID extension"),

@@ -45,7 +45,12 @@
 #define LOG_HAS_PID ((uint64_t)1 << 31) /* entry: seq | PictureID << 16 | these flags */
 #define LOG_NEW_PICTURE ((uint64_t)1 << 32)
 #define TID_ALL 255 /* Lane.max_tid: no temporal filtering (the default) */
-#define MAX_EXT (4 + 18 + 2 + 4 + 3) /* 0xBEDE head + MID (<= 16) + level + ast + pad */
+/* 0xBEDE head + MID (<= 16) + level + ast + transport-wide sequence number + pad */
+#define MAX_EXT (4 + 18 + 2 + 4 + 3 + 3)
+/* Transport-wide sequence numbers stamped and not yet read by TransportCc (Python,
+ * sfu/transportcc.py), which reads them at every feedback: a subscriber gets a few
+ * hundred packets a second and a feedback every 50-250 ms. */
+#define TWCC_LOG 4096
 /* A run: the packets for one peer staged for one UDP GSO send (udp(7), UDP_SEGMENT).
  * The kernel takes at most 64 segments (UDP_MAX_SEGMENTS) and 64 KiB per send. */
 #define RUN_SEGMENTS 32
@@ -79,7 +84,30 @@ typedef struct {
     unsigned long long lost; /* staged packets point()/clear() discarded, for the Batch */
     PyObject *queued;    /* borrowed: the Batch whose pending list holds us, or NULL */
     int gso;             /* 0 once the kernel refused UDP_SEGMENT on this socket */
+    /* Transport-wide congestion control (draft-holmer-rmcat-transport-wide-cc-
+     * extensions-01 §2): every packet to this peer carries the next number of one 16-bit
+     * sequence, in its one-byte element twcc_id (0: off); each number's size and send
+     * time wait in twcc_log for TransportCc.drain. */
+    int twcc_id;
+    uint16_t twcc_seq;
+    struct twcc_sent { uint16_t seq, size; double at; } *twcc_log;
+    int twcc_n;
+    unsigned long long twcc_overflow; /* numbers not logged: the log was full */
 } Sender;
+
+/* The next transport-wide sequence number, logged with its size and send time. */
+static uint16_t twcc_note(Sender *s, Py_ssize_t size, double at) {
+    const uint16_t seq = s->twcc_seq++;
+    if (s->twcc_n < TWCC_LOG) {
+        struct twcc_sent *e = &s->twcc_log[s->twcc_n++];
+        e->seq = seq;
+        e->size = (uint16_t)(size > 0xFFFF ? 0xFFFF : size);
+        e->at = at;
+    } else {
+        s->twcc_overflow++;
+    }
+    return seq;
+}
 
 static void sender_clear(Sender *s) {
     /* Staged packets were protected for the old destination's session: not sent. They
@@ -119,6 +147,7 @@ static void Sender_dealloc(Sender *s) {
     sender_clear(s);
     Py_CLEAR(s->tap);
     PyMem_Free(s->run); /* never while staged: a Batch holding us holds a reference */
+    PyMem_Free(s->twcc_log);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -209,8 +238,78 @@ static PyObject *Sender_get_ready(Sender *s, void *closure) {
     return PyBool_FromLong(sender_ready(s));
 }
 
+PyDoc_STRVAR(Sender_set_twcc_doc,
+"set_twcc(ext_id)\n\n"
+"Stamp every packet to this peer with a transport-wide sequence number in the one-byte\n"
+"element ``ext_id`` (1..14; 0: stop). fanout() stamps its packets; the Python path\n"
+"takes its numbers from twcc_next().");
+
+static PyObject *Sender_set_twcc(Sender *s, PyObject *arg) {
+    const long id = PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    if (id < 0 || id > 14) {
+        PyErr_SetString(PyExc_ValueError, "a one-byte extension id is 1..14 (0: off)");
+        return NULL;
+    }
+    if (id && s->twcc_log == NULL) {
+        s->twcc_log = PyMem_Malloc(TWCC_LOG * sizeof *s->twcc_log);
+        if (s->twcc_log == NULL)
+            return PyErr_NoMemory();
+    }
+    s->twcc_id = (int)id;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Sender_twcc_next_doc,
+"twcc_next(size, now) -> int\n\n"
+"The next transport-wide sequence number, logged as a packet of ``size`` bytes sent\n"
+"at ``now`` (time.monotonic()).");
+
+static PyObject *Sender_twcc_next(Sender *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "twcc_next(size, now)");
+        return NULL;
+    }
+    const Py_ssize_t size = PyLong_AsSsize_t(args[0]);
+    const double now = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!s->twcc_id) {
+        PyErr_SetString(PyExc_ValueError, "transport-wide numbers are off (set_twcc)");
+        return NULL;
+    }
+    return PyLong_FromLong(twcc_note(s, size, now));
+}
+
+PyDoc_STRVAR(Sender_twcc_drain_doc,
+"twcc_drain() -> list[tuple[int, int, float]]\n\n"
+"The (sequence number, size, send time) of each number given out since the last call,\n"
+"in the order given.");
+
+static PyObject *Sender_twcc_drain(Sender *s, PyObject *unused) {
+    PyObject *out = PyList_New(s->twcc_n);
+    if (out == NULL)
+        return NULL;
+    for (int i = 0; i < s->twcc_n; i++) {
+        const struct twcc_sent *e = &s->twcc_log[i];
+        PyObject *t = Py_BuildValue("(iid)", (int)e->seq, (int)e->size, e->at);
+        if (t == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+    s->twcc_n = 0;
+    return out;
+}
+
 static PyMethodDef Sender_methods[] = {
     {"point", (PyCFunction)Sender_point, METH_VARARGS, Sender_point_doc},
+    {"set_twcc", (PyCFunction)Sender_set_twcc, METH_O, Sender_set_twcc_doc},
+    {"twcc_next", (PyCFunction)(void (*)(void))Sender_twcc_next, METH_FASTCALL,
+     Sender_twcc_next_doc},
+    {"twcc_drain", (PyCFunction)Sender_twcc_drain, METH_NOARGS, Sender_twcc_drain_doc},
     {"clear", (PyCFunction)Sender_clear_method, METH_NOARGS,
      "Stop sending: close the duplicated socket, drop the session and pair."},
     {NULL, NULL, 0, NULL},
@@ -219,6 +318,10 @@ static PyMethodDef Sender_methods[] = {
 static PyMemberDef Sender_members[] = {
     {"tap", T_OBJECT, offsetof(Sender, tap), 0,
      "Tests only: a callable given every plaintext RTP packet before SRTP (None: off)."},
+    {"twcc_id", T_INT, offsetof(Sender, twcc_id), READONLY,
+     "The transport-wide sequence number's one-byte element id (0: not stamped)."},
+    {"twcc_overflow", T_ULONGLONG, offsetof(Sender, twcc_overflow), READONLY,
+     "Numbers given out while the log was full (not seen by the estimator)."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -513,8 +616,11 @@ typedef struct {
 /* RFC 8285 §4.2: "0xBEDE", length in 32-bit words, then the elements, zero-padded.
  * Returns the block's length (0: no elements, no block), or -1 if it cannot be written
  * here (then the Python path writes it). */
+/* With twcc_id (1..14; 0: none) a transport-wide sequence number element comes last,
+ * its value 0 until the caller stamps it at *twcc_at. */
 static int build_ext(const Lane *l, const uint8_t *level, Py_ssize_t level_len,
-                     const uint8_t *ast, Py_ssize_t ast_len, uint8_t *out) {
+                     const uint8_t *ast, Py_ssize_t ast_len, int twcc_id, int *twcc_at,
+                     uint8_t *out) {
     if (!l->one_byte || (level != NULL && level_len != 1) || (ast != NULL && ast_len != 3))
         return -1;
     int n = 4;
@@ -528,6 +634,12 @@ static int build_ext(const Lane *l, const uint8_t *level, Py_ssize_t level_len,
         out[n++] = (uint8_t)l->ast_head;
         memcpy(out + n, ast, 3);
         n += 3;
+    }
+    if (twcc_id) {
+        out[n++] = (uint8_t)(twcc_id << 4 | 1); /* RFC 8285 §4.2: length - 1 */
+        *twcc_at = n;
+        out[n++] = 0;
+        out[n++] = 0;
     }
     if (n == 4)
         return 0;
@@ -728,7 +840,7 @@ static PyObject *Lane_set_ext(Lane *l, PyObject *args) {
     l->level_head = level.len ? ((uint8_t *)level.buf)[0] : -1;
     l->ast_head = ast.len ? ((uint8_t *)ast.buf)[0] : -1;
     l->one_byte = (char)one_byte;
-    l->bare_len = build_ext(l, NULL, 0, NULL, 0, l->bare);
+    l->bare_len = build_ext(l, NULL, 0, NULL, 0, 0, NULL, l->bare);
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&mid);
@@ -755,7 +867,9 @@ static int optional_bytes(PyObject *o, const uint8_t **p, Py_ssize_t *n) {
 PyDoc_STRVAR(Lane_extensions_doc,
 "extensions(level, ast) -> bytes | None\n\n"
 "Our RFC 8285 one-byte block carrying our MID and the kept audio level and\n"
-"abs-send-time values (each bytes or None); None if it needs the general writer.");
+"abs-send-time values (each bytes or None), and last, when the lane's Sender stamps\n"
+"them, a transport-wide sequence number element of value 0 (RawPeer.stamp fills it);\n"
+"None if it needs the general writer.");
 
 static PyObject *Lane_extensions(Lane *l, PyObject *args) {
     PyObject *level_o, *ast_o;
@@ -766,7 +880,10 @@ static PyObject *Lane_extensions(Lane *l, PyObject *args) {
     if (optional_bytes(level_o, &level, &level_len) || optional_bytes(ast_o, &ast, &ast_len))
         return NULL;
     uint8_t out[MAX_EXT];
-    int n = build_ext(l, level, level_len, ast, ast_len, out);
+    int twcc_at;
+    const int twcc_id = l->sender != NULL && Py_IS_TYPE(l->sender, &SenderType)
+                            ? ((Sender *)l->sender)->twcc_id : 0;
+    int n = build_ext(l, level, level_len, ast, ast_len, twcc_id, &twcc_at, out);
     if (n < 0)
         Py_RETURN_NONE;
     return PyBytes_FromStringAndSize((const char *)out, n);
@@ -1037,13 +1154,14 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
             !sender_ready((Sender *)l->sender))
             goto slow_path;
         const uint8_t *ext;
-        int elen;
-        if (level == NULL && ast == NULL) {
+        int elen, twcc_at = -1;
+        const int twcc_id = ((Sender *)l->sender)->twcc_id;
+        if (level == NULL && ast == NULL && !twcc_id) {
             ext = l->bare; /* video usually: the constant MID-only block */
             elen = l->bare_len;
         } else {
             ext = ext_buf;
-            elen = build_ext(l, level, level_len, ast, ast_len, ext_buf);
+            elen = build_ext(l, level, level_len, ast, ast_len, twcc_id, &twcc_at, ext_buf);
         }
         if (elen < 0)
             goto slow_path;
@@ -1100,6 +1218,11 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
         memcpy(w, d + 12, (size_t)clen);
         w += clen;
         memcpy(w, ext, (size_t)elen);
+        if (twcc_at >= 0) { /* numbered now: one number per packet that is sent */
+            const uint16_t n = twcc_note(s, total + 10 + 28, now); /* + SRTP tag, UDP, IPv4 */
+            w[twcc_at] = (uint8_t)(n >> 8);
+            w[twcc_at + 1] = (uint8_t)n;
+        }
         w += elen;
         memcpy(w, payload, (size_t)plen);
         if (l->vp8)

@@ -190,6 +190,10 @@ class DownlinkBudget:
         self.next_probe = 0.0
         self.probes = 0
         self.probes_failed = 0
+        # With a send-side estimate (sfu/transportcc.py) what arrived is known exactly:
+        # a resume then needs the link to have delivered its room, not only the estimate
+        # to allow it (``on_delivered``, ``carrying``)
+        self.delivery_gated = False
 
     # --- inputs ------------------------------------------------------------------------
 
@@ -232,6 +236,20 @@ class DownlinkBudget:
             return True
         return False
 
+    def on_delivered(self, rate: int | None, loss: float, now: float) -> None:
+        """Transport feedback: ``rate`` bits/s (media, retransmissions and probe padding)
+        arrived throughout the last second (``TransportCc.delivered``; None: not known),
+        and ``loss`` of what was sent in the last second was lost. Below ``LOSS_LOW``
+        that rate counts as carried (``carrying``); at ``LOSS_CONGESTED`` or more it is
+        what the link carries now, and nothing carried before counts for more (the rates
+        of before a link narrowed must not resume a stream into it)."""
+        if rate is not None and loss >= LOSS_CONGESTED:
+            self._carried = [(t, min(r, rate)) for t, r in self._carried]
+        elif rate is not None and loss < LOSS_LOW:
+            self._carried.append((now, rate))
+            if len(self._carried) > 4 * CARRIED_MEMORY * 50:  # ~20 feedbacks/s at most
+                del self._carried[: len(self._carried) // 2]
+
     def congested(self, now: float) -> bool:
         """The link lost packets lately (``LOSS_CONGESTED``, ``CONGESTION_MEMORY``)."""
         return now - self.congested_at <= CONGESTION_MEMORY
@@ -250,10 +268,14 @@ class DownlinkBudget:
 
     def carrying(self, now: float) -> int | None:
         """Room for a resume (and what a probe must raise): the estimate, or what the link
-        carried lately if more — not while it is congested. None without an estimate."""
+        carried lately if more — not while it is congested. None without an estimate.
+        ``delivery_gated`` (a send-side estimate): the estimate, but no more than what the
+        link delivered lately without loss — probing, not guessing."""
         estimate = self.known(now)
         if estimate is None or self.congested(now):
             return estimate
+        if self.delivery_gated:
+            return min(estimate, self.carried(now))
         return max(estimate, self.carried(now))
 
     # --- allocation --------------------------------------------------------------------
@@ -268,7 +290,9 @@ class DownlinkBudget:
         allowed: set[int] = set()
         resumed = False
         congested = self.congested(now)
-        room = self.carrying(now) or estimate
+        room = self.carrying(now)
+        if room is None:
+            room = estimate
         paused_again = False
         for i, v in enumerate(videos):
             rate = v.floor(congested)

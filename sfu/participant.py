@@ -21,17 +21,19 @@ from aiortc import RTCRtpSender, RTCSessionDescription
 from aiortc.exceptions import InvalidStateError
 from aiortc.sdp import SessionDescription
 
-from . import rtcp
+from . import rtcp, transportcc
 from .allocator import DownlinkBudget, Video, ladder
 from .dynacast import Dynacast, needed
 from .errors import SfuError
 from .pacer import FACTOR as PACING_FACTOR
 from .pacer import Pacer
 from .peer import RawPeer, negotiated
+from .rtcp import URI_TWCC
 from .rtp import URI_MID, RtpHeader
 from .simulcast import SimulcastOffer, complete_answer, parse_offer
 from .track import CODEC as CODECS
 from .track import RTP_OVERHEAD, PublishedTrack, Slot
+from .transportcc import TransportCc
 
 if TYPE_CHECKING:
     from .room import Room
@@ -98,6 +100,8 @@ class Participant:
         self.negotiated_at: float | None = None
         # the downlink: its estimate and allocation (sfu/allocator.py), what was sent
         self.budget = DownlinkBudget()
+        # its send-side estimate, with --bwe transport-cc once its answer accepted it
+        self.twcc: TransportCc | None = None
         self.pacer = Pacer(self.sub.send_rtp, self.stats)
         self._paced = False
         self._sent_mark = (0, time.monotonic())
@@ -333,7 +337,7 @@ class Participant:
     def _pub_rtcp(self, data: bytes) -> None:
         self._keep_rtcp_sender(self.pub, self._pub_senders, data)
         try:
-            packets = rtcp.parse_compound(data)
+            packets = rtcp.parse_compound(data, 0)  # (no transport-cc on a pub PC)
         except ValueError:
             self.stats.drop("malformed_rtcp")
             return
@@ -429,8 +433,10 @@ class Participant:
             self._awaiting_answer = True
             self.sub_offers += 1
             self.stats.add("sub_offers")
-            msg = {"type": "sfu-offer", "pc": "sub", "sdp": pc.localDescription.sdp,
-                   "tracks": tracks}
+            sdp = pc.localDescription.sdp
+            if self.sfu.config.bwe == "transport-cc":
+                sdp = transportcc.offer(sdp)  # aiortc knows no transport-cc (the module)
+            msg = {"type": "sfu-offer", "pc": "sub", "sdp": sdp, "tracks": tracks}
         await self.send(msg)  # outside the lock: the answer may come back re-entrantly
         if self.negotiated_at is None:
             self.negotiated_at = time.monotonic()
@@ -497,15 +503,33 @@ class Participant:
             self.sub.adopt()
             self._awaiting_answer = False
             self._slot_by_ssrc.clear()
+            self._take_transport_cc(sdp)
             for slot in self.slots:
                 t: Any = slot.transceiver
                 if slot.track is not None and t.currentDirection == "sendonly":
-                    slot.set_params(negotiated(t))
+                    params = negotiated(t)
+                    if self.twcc is not None:  # aiortc leaves it out (sfu/transportcc.py)
+                        params.ext_ids[URI_TWCC] = self.twcc.ext_id
+                    slot.set_params(params)
                     self._slot_by_ssrc[slot.params.ssrc] = slot  # type: ignore[union-attr]
                     self._slot_by_ssrc[slot.params.rtx_ssrc] = slot  # type: ignore[union-attr]
         self.streams_changed()
         if self._offer_timer is None:  # else the changes are still being coalesced
             await self._maybe_offer()
+
+    def _take_transport_cc(self, answer: str) -> None:
+        """With ``--bwe transport-cc``, the first answer that accepts the extension starts
+        this subscriber's send-side estimate (sfu/transportcc.py): every packet sent to it
+        from now on is stamped, and its feedback replaces its REMB."""
+        if self.twcc is not None or self.sfu.config.bwe != "transport-cc":
+            return
+        ext_id = transportcc.answered_id(answer)
+        if ext_id is None or not 1 <= ext_id <= 14:  # (we offer 5: RFC 8285 §4.2's form)
+            self.stats.add("twcc_declined")
+            return
+        self.twcc = TransportCc(ext_id, self.sub.sender)
+        self.sub.stamp = self.twcc.stamp
+        self.budget.delivery_gated = True
 
     def _sub_rtp(self, data: bytes) -> None:
         self.stats.drop("rtp_on_sub")  # the sub PC is sendonly from the SFU
@@ -530,7 +554,9 @@ class Participant:
         """Feedback from a subscriber about the streams we send it."""
         self._keep_rtcp_sender(self.sub, self._sub_senders, data)
         try:
-            packets = rtcp.parse_compound(data)
+            # transport feedback only from a subscriber that was offered it, and bounded
+            packets = rtcp.parse_compound(
+                data, transportcc.MAX_REPORTED if self.twcc is not None else 0)
         except ValueError:
             self.stats.drop("malformed_rtcp")
             return
@@ -558,7 +584,18 @@ class Participant:
                 # The total this subscriber's downlink carries, for all the SSRCs it
                 # lists: its budget, never a limit for the publishers (docs/SFU.md).
                 self.stats.add("remb_received")
-                if self.budget.on_remb(p.bitrate, time.monotonic()):
+                if self.twcc is None and self.budget.on_remb(p.bitrate, time.monotonic()):
+                    self.reallocate()
+            elif isinstance(p, rtcp.TransportFeedback):
+                # what arrived and when (sfu/transportcc.py): our own estimate of the
+                # downlink takes the REMB's place in the budget
+                self.stats.add("twcc_feedback_received")
+                assert self.twcc is not None  # (parsed only then)
+                now = time.monotonic()
+                estimate = self.twcc.on_feedback(p.arrivals, now)
+                self.budget.on_delivered(self.twcc.delivered(now), self.twcc.estimator.loss,
+                                         now)
+                if self.budget.on_remb(estimate, now):
                     self.reallocate()
             elif isinstance(p, rtcp.ReceiverReport):
                 self.stats.add("rr_received")

@@ -45,6 +45,7 @@ from aiortc.jitterbuffer import JitterBuffer
 
 from ._fanout import Sender
 from .ice import IcePolicy
+from .rtcp import URI_TWCC
 from .rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, is_rtcp
 from .srtp import Protector
 
@@ -79,6 +80,11 @@ class Negotiated:
     @property
     def abs_send_time_id(self) -> int | None:
         return self.ext_ids.get(URI_ABS_SEND_TIME)
+
+    @property
+    def twcc_id(self) -> int | None:
+        """The transport-wide sequence number's id (sfu/transportcc.py; None: REMB)."""
+        return self.ext_ids.get(URI_TWCC)
 
 
 def negotiated(transceiver: Any) -> Negotiated:
@@ -171,6 +177,9 @@ class RawPeer:
         self.srtp_forgotten = 0  # libsrtp streams removed for SSRCs we do not use (forget)
         self._tokens = float(max_pps)
         self._refilled = time.monotonic()
+        # Rewrites each RTP packet just before protection: a subscriber's transport-wide
+        # sequence number goes in here (sfu/transportcc.py), at the moment it leaves
+        self.stamp: Callable[[bytes], bytes] | None = None
 
     def adopt(self) -> None:
         """Take over every transceiver and transport of the PC (idempotent).
@@ -331,6 +340,8 @@ class RawPeer:
 
     def send_rtp(self, data: bytes) -> bool:
         """Protect and send one RTP packet now; False if the transport is not up (hot path)."""
+        if self.stamp is not None:
+            data = self.stamp(data)
         return self._transmit(data, False)
 
     def send_rtcp(self, data: bytes) -> bool:

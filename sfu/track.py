@@ -24,6 +24,7 @@ from .nackgen import NackGenerator
 from .peer import Negotiated
 from .rtp import RtpHeader, abs_send_time, build_extensions, build_packet, seq_newer
 from .stats import Stats
+from .transportcc import PLACEHOLDER as TWCC_PLACEHOLDER
 from .vp8 import Vp8Descriptor, frame_size, is_keyframe, rewrite_descriptor
 
 if TYPE_CHECKING:
@@ -689,7 +690,8 @@ class Slot:
         mid = params.mid.encode()
         ids = [i for i in (params.mid_id, params.audio_level_id, params.abs_send_time_id)
                if i is not None]
-        # every element fits RFC 8285 §4.2's one-byte form (the lane remembers which)
+        # every element fits RFC 8285 §4.2's one-byte form (the lane remembers which; a
+        # transport-wide sequence number is added by its Sender, sfu/transportcc.py)
         if all(1 <= i <= 14 for i in ids) and 1 <= len(mid) <= 16:
             lane.set_ext(bytes([(params.mid_id << 4) | (len(mid) - 1)]) + mid
                          if params.mid_id is not None else b"",
@@ -1058,6 +1060,9 @@ class Slot:
             elements.append((p.audio_level_id, level))
         if p.abs_send_time_id is not None and ast is not None:
             elements.append((p.abs_send_time_id, ast))
+        if p.twcc_id is not None:
+            # last, so that _ast_offset holds; RawPeer.stamp writes the number as it leaves
+            elements.append((p.twcc_id, TWCC_PLACEHOLDER))
         return build_extensions(elements)
 
     def skip(self, h: RtpHeader) -> None:

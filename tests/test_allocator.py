@@ -365,3 +365,33 @@ def test_temporal_steps_need_loss_on_the_link() -> None:
     b.on_remb(40_000, 2.0)
     allowed = b.plan(0, v, 2.0)
     assert allowed == {0} and b.choose_layers(v, allowed, 2.0) == {0: 0}
+
+
+def test_with_a_send_side_estimate_a_resume_needs_the_link_to_have_delivered_it() -> None:
+    """``delivery_gated``: the estimate may allow a paused stream, but it resumes only
+    once the link delivered that much lately without loss (transport feedback, probe
+    padding included) — probing, not guessing."""
+    b = DownlinkBudget()
+    b.delivery_gated = True
+    paused = videos(MBIT, active=False)
+    b.on_remb(5 * MBIT, 0.0)  # the estimate alone would take it
+    b.on_delivered(int(0.5 * MBIT), 0.0, 0.0)
+    assert b.plan(100_000, paused, 0.0) == set()
+    assert b.carrying(0.0) == int(0.5 * MBIT)
+    b.on_remb(5 * MBIT, 1.0)
+    b.on_delivered(2 * MBIT, 0.05, 1.0)  # delivered, but with loss: it does not count
+    assert b.plan(100_000, paused, 1.0) == set()
+    b.on_remb(5 * MBIT, 2.0)
+    b.on_delivered(int(1.3 * MBIT), 0.0, 2.0)  # 1.1 × (0.1 + 1) = 1.21 Mbit/s fits
+    assert b.plan(100_000, paused, 2.0) == {0}
+    # the estimate still bounds it: what arrived beyond the estimate is no room
+    b.on_remb(MBIT, 2.5)
+    assert b.carrying(2.5) == MBIT
+    # the link narrows: what it delivers while losing caps what it carried before
+    b.on_remb(5 * MBIT, 2.6)
+    b.on_delivered(int(0.8 * MBIT), 0.2, 2.6)
+    assert b.carrying(2.6) == int(0.8 * MBIT)
+    # and what was delivered is forgotten after CARRIED_MEMORY
+    b.on_loss(0, 2.0 + CARRIED_MEMORY + 1)
+    b.on_remb(5 * MBIT, 2.0 + CARRIED_MEMORY + 1)
+    assert b.carrying(2.0 + CARRIED_MEMORY + 1) == 0

@@ -90,8 +90,9 @@ async def test_uplink_loss_is_repaired_upstream(chromium: BrowserFactory, tmp_pa
             assert p.errors == [], p.errors
 
 
+@pytest.mark.parametrize("bwe", ["remb", "transport-cc"])
 async def test_downlink_limit_pauses_what_does_not_fit(
-    chromium: BrowserFactory, tmp_path: Path
+    chromium: BrowserFactory, tmp_path: Path, bwe: str
 ) -> None:
     """C's downlink limited to 2.2 Mbit/s (one 1.7 Mbit/s camera and audio fit, two do
     not): within 35 s C's loss over the last 10 s is a few percent at most, because the
@@ -99,9 +100,11 @@ async def test_downlink_limit_pauses_what_does_not_fit(
     decode at a fair rate as paused ("bandwidth"); A and B keep ≥ 80 %
     of their clean rate from each other. Lifted, C decodes both again within 75 s (a
     receive-side estimate climbs ~8 %/s while the SFU probes, and a resume that failed
-    under the limit holds the next one back for up to 32 s)."""
+    under the limit holds the next one back for up to 32 s). The same with the SFU's
+    own estimate from transport-wide feedback (``--bwe transport-cc``), which then
+    replaces every REMB."""
     kbit, window = 2200, 10
-    async with call(chromium, tmp_path, 3) as (srv, parts):
+    async with call(chromium, tmp_path, 3, "--bwe", bwe) as (srv, parts):
         a, b, c = parts
         clean = await record(parts, 6)
         clean_ab = pair_window(clean, a.name, b.name, b.id)
@@ -126,6 +129,10 @@ async def test_downlink_limit_pauses_what_does_not_fit(
         diag = (f"\nafter {len(samples)} s at {kbit} kbit/s\nSFU: {sfu}\nshaper: {shaper}\n"
                 f"clean: {describe([clean_ab, clean_ba])}\nlimited: {describe(got)}")
         assert shaper is not None and shaper.packets > 0, "nothing went through the shaper" + diag
+        if bwe == "transport-cc":
+            # the budget came from transport feedback: Chromium sent no REMB at all
+            assert sfu.get("twcc_feedback_received", 0) > 35, diag
+            assert sfu.get("remb_received", 0) == 0, diag
 
         into_c = [w for w in got if w.viewer == c.name]
         lost = sum(w.packets_lost for w in into_c)

@@ -21,7 +21,8 @@ subscriber's REMB (docs/SFU.md "Loss and congestion", "Send-side estimate"):
   arrived (``rtcp.TransportFeedback``), and stops sending REMB for those packets
   (libwebrtc's receive-side controller sends one or the other). ``sfu/sendside.py``
   turns the reports into an estimate, which takes the REMB's place in the subscriber's
-  ``DownlinkBudget``.
+  ``DownlinkBudget``; what arrived throughout the last second without loss
+  (``delivered``) is the most a paused stream may resume into (``delivery_gated``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .sendside import SendSideEstimator
 
 # The extension's id in our sub offers. aiortc's offers use 1 (MID), 2 (audio level) and
 # 3 (abs-send-time); RFC 8285 §4.2's one-byte form allows 1..14, and one id serves every
-# m-line of the BUNDLE group (RFC 8843 §9.2: the same id for the same URI).
+# m-line of the BUNDLE group (all of them share one transport, and one sequence).
 EXT_ID = 5
 PLACEHOLDER = b"\x00\x00"  # the element's value until ``stamp`` writes the sequence number
 HELD = 1.0  # seconds a delivered rate must have held to count (``delivered``)

@@ -51,6 +51,7 @@
  * sfu/transportcc.py), which reads them at every feedback: a subscriber gets a few
  * hundred packets a second and a feedback every 50-250 ms. */
 #define TWCC_LOG 4096
+#define WIRE_OVERHEAD (10 + 8 + 20) /* logged sizes are on the wire: SRTP tag, UDP, IPv4 */
 /* A run: the packets for one peer staged for one UDP GSO send (udp(7), UDP_SEGMENT).
  * The kernel takes at most 64 segments (UDP_MAX_SEGMENTS) and 64 KiB per send. */
 #define RUN_SEGMENTS 32
@@ -95,9 +96,11 @@ typedef struct {
     unsigned long long twcc_overflow; /* numbers not logged: the log was full */
 } Sender;
 
-/* The next transport-wide sequence number, logged with its size and send time. */
+/* The next transport-wide sequence number, logged with its size on the wire (``size``
+ * bytes of RTP before SRTP) and send time. */
 static uint16_t twcc_note(Sender *s, Py_ssize_t size, double at) {
     const uint16_t seq = s->twcc_seq++;
+    size += WIRE_OVERHEAD;
     if (s->twcc_n < TWCC_LOG) {
         struct twcc_sent *e = &s->twcc_log[s->twcc_n++];
         e->seq = seq;
@@ -263,8 +266,9 @@ static PyObject *Sender_set_twcc(Sender *s, PyObject *arg) {
 
 PyDoc_STRVAR(Sender_twcc_next_doc,
 "twcc_next(size, now) -> int\n\n"
-"The next transport-wide sequence number, logged as a packet of ``size`` bytes sent\n"
-"at ``now`` (time.monotonic()).");
+"The next transport-wide sequence number, logged as a packet of ``size`` bytes of RTP\n"
+"(its size on the wire: + SRTP tag, UDP and IPv4 headers) sent at ``now``\n"
+"(time.monotonic()).");
 
 static PyObject *Sender_twcc_next(Sender *s, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
@@ -1219,7 +1223,7 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
         w += clen;
         memcpy(w, ext, (size_t)elen);
         if (twcc_at >= 0) { /* numbered now: one number per packet that is sent */
-            const uint16_t n = twcc_note(s, total + 10 + 28, now); /* + SRTP tag, UDP, IPv4 */
+            const uint16_t n = twcc_note(s, total, now);
             w[twcc_at] = (uint8_t)(n >> 8);
             w[twcc_at + 1] = (uint8_t)n;
         }

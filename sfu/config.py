@@ -34,8 +34,7 @@ class SfuConfig:
     max_video_bitrate: int = 2_500_000  # REMB ceiling sent to publishers, bit/s
     # each subscriber's downlink estimate: "remb" (its own receive-side estimate) or
     # "transport-cc" (the SFU's send-side estimate from transport-wide feedback,
-    # sfu/transportcc.py; its packets then leave through the general path, not the
-    # compiled fan-out)
+    # sfu/transportcc.py; the compiled fan-out numbers its packets)
     bwe: str = "remb"
     # sub re-offers are coalesced: a change is offered once none followed it for
     # ``offer_quiet`` seconds, or ``offer_max_delay`` after the first one waiting (0: at once)

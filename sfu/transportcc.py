@@ -144,8 +144,7 @@ class TransportCc:
         at = element_offset(packet, self.ext_id)
         if at < 0:
             return packet
-        # the size on the wire: + SRTP's 10-byte tag, UDP and IPv4 headers
-        seq = self.sender.twcc_next(len(packet) + 10 + 28, time.monotonic())
+        seq = self.sender.twcc_next(len(packet), time.monotonic())  # (logged on the wire)
         return packet[:at] + struct.pack("!H", seq) + packet[at + 2 :]
 
     def on_feedback(self, arrivals: list[tuple[int, int | None]], now: float) -> int:

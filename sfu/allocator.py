@@ -110,6 +110,13 @@ PROBE_DROP = 0.9  # an estimate below 0.9 × the probe's best so far: the link i
 # the link carried follows the padding up by the same factor per interval, so a
 # subscriber whose REMB collapsed gets a stream back in seconds.
 PROBE_GROWTH = 1.5
+# After the budget stepped a simulcast video down, it is not stepped up again for this
+# long (mediasoup's SimulcastConsumer: BweDowngradeConservativeMs, 10 s). Without it a
+# viewer whose estimate hovers near a layer's rate switched every second or two (measured
+# here: 119 switches a minute among twelve pairs, each one a key frame that its
+# publisher sends every viewer of that layer, which raised the rates and so the next
+# switch).
+LAYER_HOLD = 10.0
 
 
 @dataclass
@@ -194,6 +201,8 @@ class DownlinkBudget:
         # a resume then needs the link to have delivered its room, not only the estimate
         # to allow it (``on_delivered``, ``carrying``)
         self.delivery_gated = False
+        # simulcast videos (``Video.key``) the budget stepped down lately, and when
+        self._stepped_down: dict[object, float] = {}
 
     # --- inputs ------------------------------------------------------------------------
 
@@ -334,11 +343,15 @@ class DownlinkBudget:
         just fits does not flap. Without an estimate every video gets its highest layer.
         A step down to a layer costs the viewer one key frame, and follows the estimate
         at once; a step below the lowest layer whole (fewer temporal layers), like a
-        pause, needs loss on the link (the module docstring).
+        pause, needs loss on the link (the module docstring). After a step down to a
+        lower spatial layer the video gets no higher one for ``LAYER_HOLD`` seconds.
         """
         estimate = self.known(now)
         spare = None if estimate is None else estimate - self.allocated
         congested = self.congested(now)
+        held = self._stepped_down
+        for key in [k for k, at in held.items() if now - at >= LAYER_HOLD]:
+            del held[key]
         chosen: dict[int, int] = {}
         for i in sorted(allowed):
             v = videos[i]
@@ -348,12 +361,16 @@ class DownlinkBudget:
             if spare is not None:
                 low = 0 if congested else v.whole  # the step ``plan`` counted
                 pick = low
-                for j in range(len(v.layers) - 1, low, -1):
+                # held: no higher spatial layer (temporal steps cost no key frame)
+                top = max(v.current, v.whole, low) if v.key in held else len(v.layers) - 1
+                for j in range(top, low, -1):
                     extra = v.layers[j] - v.layers[low]
                     if extra * (1.0 if j <= v.current else RESUME_MARGIN) <= spare:
                         pick = j
                         break
                 spare -= v.layers[pick] - v.layers[low]
+                if pick < v.current and v.current > v.whole:  # a lower spatial layer
+                    held[v.key] = now  # for the budget: LAYER_HOLD
             chosen[i] = pick
         if estimate is not None and spare is not None:
             self.allocated = estimate - spare
@@ -367,6 +384,23 @@ class DownlinkBudget:
         for i, v in enumerate(videos):
             if i not in allowed:
                 return int(used + v.floor(congested) * RESUME_MARGIN)
+        return 0
+
+    def upgrade_target(self, videos: Sequence[Video], chosen: dict[int, int],
+                       now: float) -> int:
+        """The estimate at which the first simulcast video (in priority order) that
+        ``choose_layers`` left below its highest step could take the next one: what a
+        probe for an upgrade aims at (0: none; not on a congested link, nor for a video
+        held after a step down). A receive-side estimate cannot grow past ~1.5 × what
+        arrives, so without it a viewer stepped down once stayed down (LiveKit's
+        allocator likewise probes while a track is below its optimal layer)."""
+        if self.known(now) is None or self.congested(now):
+            return 0
+        for i in sorted(chosen):
+            v, pick = videos[i], chosen[i]
+            if pick + 1 < len(v.layers) and v.key not in self._stepped_down:
+                return int(self.allocated + (v.layers[pick + 1] - v.layers[pick])
+                           * RESUME_MARGIN)
         return 0
 
     # --- retransmissions -----------------------------------------------------------------
@@ -385,18 +419,19 @@ class DownlinkBudget:
 
     # --- probing -------------------------------------------------------------------------
 
-    def probe_rate(self, target: int, now: float) -> int:
+    def probe_rate(self, target: int, now: float, upgrade: bool = False) -> int:
         """Padding bits/s to send now so that the estimate can reach ``target``.
 
         0 when no probe should run. The padding brings what is sent up to
         ``PROBE_GROWTH`` × the estimate (or × what was sent, if more), never past
         ``target``. A probe starts when one is due, runs while ``carrying`` (the REMB or
-        what the link carried) keeps setting new highs, and ends once that reaches the
-        target (success), or on loss on the link, a fall below ``PROBE_DROP`` × its best,
-        ``PROBE_STALL`` seconds without a new high or after ``PROBE_LENGTH`` (failure:
-        the next waits twice as long).
+        what the link carried; for an ``upgrade`` of a layer, which ``choose_layers``
+        judges on the estimate, the estimate alone) keeps setting new highs, and ends
+        once that reaches the target (success), or on loss on the link, a fall below
+        ``PROBE_DROP`` × its best, ``PROBE_STALL`` seconds without a new high or after
+        ``PROBE_LENGTH`` (failure: the next waits twice as long).
         """
-        estimate = self.carrying(now)
+        estimate = self.known(now) if upgrade else self.carrying(now)
         if not target or estimate is None:
             self.probe_target = 0
             return 0

@@ -17,8 +17,13 @@ A layer is **needed** when some subscriber's slot of the track
 Slots that last-N keeps from the video need nothing. The lowest layer is always needed:
 a new subscriber starts on it, a subscriber whose budget fits nothing more falls back to
 it, and the allocator's rule that the lowest layer sent lately is always selectable needs
-it sending. The downlink budget does not count: a layer one subscriber cannot afford may
-fit another's, and the allocator upgrades within the layers that are sending.
+it sending. **Every layer below a needed one is needed too**, as LiveKit's dynacast keeps
+every layer up to the highest quality any subscriber asks for: a viewer whose budget
+cannot take the layer its tile wants then steps to the next one down, not all the way to
+the lowest (measured here before: with the middle layer off, a viewer held on the
+135-line layer could only go to the 540-line one, ~15 × its rate, and stayed down).
+The downlink budget does not count: a layer one subscriber cannot afford may fit
+another's, and the allocator upgrades within the layers that are sending.
 
 Needed layers are resumed at once; a layer is paused only once it has been unneeded for
 ``pause_delay`` seconds (a tile resized for a moment, or a subscriber passing through a
@@ -72,7 +77,8 @@ def needed(layers: Sequence[LayerInfo], slots: Iterable[SlotInfo]) -> list[bool]
                 need[layer.index] = True
         if slot.lastn_ok:
             need[wanted(layers, slot.max_height)] = True
-    return need
+    top = max((i for i, n in enumerate(need) if n), default=-1)
+    return [i <= top for i in range(len(need))]
 
 
 class Dynacast:

@@ -27,7 +27,13 @@ from .stats import Stats
 
 FACTOR = 1.5  # pacing rate / the subscriber's estimate
 MAX_DELAY = 0.5  # seconds: a packet that would wait longer is dropped (drop_pacer_full)
-BURST = 0.005  # seconds of the rate that may leave at once
+BURST = 0.005  # seconds of the rate that may leave at once after the queue was empty
+# A drain that runs late (a busy event loop: measured here, timers firing 10-20 ms late
+# with four browsers on two cores) sends what the time since the last one allows, up to
+# this much: capped at BURST instead, each late wake-up sent about one packet and the
+# pacer drained at ~1 Mbit/s whatever its rate, its queue full and dropping (libwebrtc's
+# PacingController likewise charges a late process call for the whole elapsed time).
+CATCH_UP = 0.1  # seconds
 STEP = 0.002  # seconds between two sends at least (the event loop's timer resolution)
 
 
@@ -62,13 +68,16 @@ class Pacer:
         self._queued += len(packet)
         self.stats.add("paced_packets")
         if self._timer is None:
-            self._drain()
+            self._drain(BURST)
 
-    def _drain(self) -> None:
+    def _drain(self, cap: float = CATCH_UP) -> None:
+        """Send what the rate allows since the last drain: from an empty queue (``push``)
+        a burst of ``BURST`` at most, from the timer (the queue never emptied since) all
+        the time elapsed, up to ``CATCH_UP``."""
         self._timer = None
         now = time.monotonic()
         rate = self.rate / 8  # bytes/s
-        self._tokens = min(rate * BURST, self._tokens + (now - self._at) * rate)
+        self._tokens = min(rate * cap, self._tokens + (now - self._at) * rate)
         self._at = now
         queue = self._queue
         while queue and (self._tokens > 0 or rate <= 0):

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from .sfu import Sfu
 
 logger = logging.getLogger(__name__)
+# one line per subscriber and allocation at DEBUG: what the allocator believed and chose
+# (rates and layer names only; nothing secret). ``--log-level debug`` shows it.
+budget_log = logging.getLogger(__name__ + ".budget")
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -754,8 +757,11 @@ class Participant:
                                            order(s.publisher or "")))
         selectable = [self._selectable(s, now) for s in candidates]
         # simulcast: (layer, temporal layer) steps, cheapest first (sfu/allocator.py ladder)
-        ladders = [ladder([x.bitrate for x in layers], layers[0].temporal_rates)
-                   if layers else [] for layers in selectable]
+        # layers above the one forwarded count at their peak rate (track.py PEAK_INTERVALS):
+        # an upgrade must not be judged on one interval in which the publisher was slow
+        ladders = [ladder([x.bitrate if x.index <= (s.source.index if s.source else -1)
+                           else x.peak_bitrate for x in layers], layers[0].temporal_rates)
+                   if layers else [] for s, layers in zip(candidates, selectable, strict=True)]
         videos = [Video(s, steps[0].rate, s.fits, tuple(x.rate for x in steps),
                         next((j for j, x in enumerate(steps) if layers[x.layer] is s.source
                               and x.tid == s.temporal), -1),
@@ -776,12 +782,26 @@ class Participant:
                 if i in chosen:  # a paused one keeps its target until it resumes
                     slot.set_temporal(step.tid)
                 slot.ask_switch_key(now)
-        target = budget.waiting(audio, videos, allowed, now) if len(allowed) < len(videos) else 0
+        # a probe for the first paused stream, else for the first layer upgrade due
+        upgrade = len(allowed) == len(videos)
+        target = (budget.upgrade_target(videos, chosen, now) if upgrade
+                  else budget.waiting(audio, videos, allowed, now))
         self._pace(now)
-        self._probe_bps = budget.probe_rate(target, now)
+        self._probe_bps = budget.probe_rate(target, now, upgrade)
         if self._probe_bps and (self._prober is None or self._prober.done()):
             self.stats.add("probes_started")
             self._prober = asyncio.ensure_future(self._probe())
+        if budget_log.isEnabledFor(logging.DEBUG):
+            budget_log.debug(
+                "%s estimate=%s allocated=%d sent=%d carrying=%s loss=%d congested=%s "
+                "pacer=%d queued=%d pacer_dropped=%d probe=%d videos=%s", self.pid,
+                budget.known(now), budget.allocated, budget.sent, budget.carrying(now),
+                budget.loss, budget.congested(now), self.pacer.rate, self.pacer.queued,
+                self.pacer.dropped, self._probe_bps,
+                " ".join(f"{s.publisher}:"
+                         f"{getattr(s.source, 'rid', '-') if s.fits else 'paused'}"
+                         f"/{s.temporal}[{','.join(str(r // 1000) for r in v.layers)}]"
+                         for s, v in zip(candidates, videos, strict=True)))
         self.streams_changed()
 
     def _selectable(self, slot: Slot, now: float) -> list[PublishedTrack]:

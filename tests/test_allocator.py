@@ -9,6 +9,7 @@ from sfu.allocator import (
     CARRIED_MEMORY,
     CONGESTION_MEMORY,
     KEEP,
+    LAYER_HOLD,
     LOSS_INTERVALS,
     PROBE_GROWTH,
     PROBE_LENGTH,
@@ -249,6 +250,37 @@ def test_simulcast_layers_fill_what_plan_left_in_priority_order() -> None:
     assert b.choose_layers(vs, allowed, 5.0) == {0: 0, 1: 0}
     # a paused simulcast video gets no layer
     assert b.choose_layers(vs, {1, 2}, 5.0) == {1: 0}
+
+
+def test_a_video_stepped_down_is_not_stepped_up_again_for_layer_hold() -> None:
+    """After the budget steps a simulcast video down it stays at most where it is for
+    LAYER_HOLD seconds, however much room comes back (mediasoup's SimulcastConsumer does
+    the same): an estimate that hovers near a layer's rate does not switch it to and
+    fro, each switch a key frame. A step further down is still taken at once."""
+    b = DownlinkBudget()
+    layers = (100_000, 300_000, 1_000_000)
+    b.on_remb(2 * MBIT, 1.0)
+    v = [Video("a", layers[0], True, layers, 2)]
+    assert b.choose_layers(v, b.plan(0, v, 1.0), 1.0) == {0: 2}
+    b.on_remb(500_000, 2.0)  # 400 k spare: down to the middle layer
+    assert b.choose_layers(v, b.plan(0, v, 2.0), 2.0) == {0: 1}
+    v = [Video("a", layers[0], True, layers, 1)]
+    b.on_remb(2 * MBIT, 3.0)  # room again: held at the middle layer
+    assert b.choose_layers(v, b.plan(0, v, 3.0), 3.0) == {0: 1}
+    b.on_remb(150_000, 4.0)  # further down: at once (and the hold starts again)
+    assert b.choose_layers(v, b.plan(0, v, 4.0), 4.0) == {0: 0}
+    v = [Video("a", layers[0], True, layers, 0)]
+    for t in (5.0, 4.0 + LAYER_HOLD - 0.5):
+        b.on_remb(2 * MBIT, t)
+        assert b.choose_layers(v, b.plan(0, v, t), t) == {0: 0}
+    t = 4.0 + LAYER_HOLD
+    b.on_remb(2 * MBIT, t)
+    assert b.choose_layers(v, b.plan(0, v, t), t) == {0: 2}  # the hold is over
+    # another video (another key) was never held
+    w = [Video("b", layers[0], True, layers, 0)]
+    b2 = DownlinkBudget()
+    b2.on_remb(2 * MBIT, 1.0)
+    assert b2.choose_layers(w, b2.plan(0, w, 1.0), 1.0) == {0: 2}
 
 
 def test_temporal_layers_are_the_steps_below_the_lowest_layer() -> None:

@@ -39,10 +39,12 @@ def test_needed_by_tile_size_by_forwarding_and_never_by_last_n() -> None:
     assert needed(LAYERS, []) == [True, False, False]  # the lowest always
     assert needed(LAYERS, [S(max_height=100)]) == [True, False, False]
     assert needed(LAYERS, [S(max_height=100), S(max_height=400)]) == [True, True, False]
-    assert needed(LAYERS, [S(max_height=100), S()]) == [True, False, True]
+    # every layer below a needed one: a viewer the budget keeps below its tile's layer
+    # steps to the next one down, not to the lowest
+    assert needed(LAYERS, [S(max_height=100), S()]) == [True, True, True]
     # a slot still forwarding the top layer (its switch down waits for a key frame)
     assert needed(LAYERS, [S(max_height=100, source=LAYERS[2], target=LAYERS[0])]) == \
-        [True, False, True]
+        [True, True, True]
     # a slot waiting to switch up to the middle layer
     assert needed(LAYERS, [S(max_height=100, source=LAYERS[0], target=LAYERS[1])]) == \
         [True, True, False]

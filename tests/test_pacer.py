@@ -7,6 +7,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
+
 from sfu import pacer as pacer_module
 from sfu.pacer import MAX_DELAY, Pacer
 from sfu.stats import Stats
@@ -82,3 +84,35 @@ def test_unpaced_packets_leave_at_once_and_a_full_queue_drops() -> None:
 
     asyncio.run(fill())
     assert pacer_module.FACTOR > 1
+
+
+async def test_a_late_drain_sends_what_the_elapsed_time_allows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy event loop fires the pacer's timer late: that drain sends what the whole
+    elapsed time allows (up to CATCH_UP), so the pacer keeps its rate; a burst from an
+    empty queue is still held to BURST."""
+    clock = [1000.0]
+
+    class FakeTime:
+        @staticmethod
+        def monotonic() -> float:
+            return clock[0]
+
+    monkeypatch.setattr(pacer_module, "time", FakeTime)
+    sent: list[bytes] = []
+    p = Pacer(collect(sent), Stats())
+    p.rate = 2_000_000  # 250 kB/s
+    for n in range(100):  # 120 kB queued at once
+        p.push(packet(n, 1200), -1)
+    first = len(sent)
+    assert first <= 2  # BURST: 1.25 kB
+    for _ in range(10):  # ten drains, each 20 ms late: 200 ms at 250 kB/s = 50 kB
+        clock[0] += 0.02
+        p._drain()
+    assert 40 <= len(sent) - first <= 43  # 50 kB / 1.2 kB, not one packet per drain
+    assert [b[0] for b in sent] == list(range(len(sent)))
+    clock[0] += 10.0  # a drain much later still sends only CATCH_UP's worth
+    before = len(sent)
+    p._drain()
+    assert len(sent) - before <= int(p.rate / 8 * pacer_module.CATCH_UP / 1200) + 1
+    p.close()

@@ -136,6 +136,13 @@ async def squeeze(sfu_: Sfu, b: MediaBot, link: Link, video: Callable[[], int | 
         link.lossy = False
 
 
+@pytest.fixture(autouse=True)
+def short_layer_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests step layers down and up again on purpose: the hold after a step down
+    (sfu/allocator.py LAYER_HOLD, 10 s; tests/test_allocator.py) is 3 s here."""
+    monkeypatch.setattr(sfu.allocator, "LAYER_HOLD", 3.0)
+
+
 def video_of(sfu_: Sfu) -> PublishedTrack:
     """a's published video track."""
     return next(t for t in sfu_.participants["a"].tracks.values() if t.kind == "video")
@@ -213,7 +220,7 @@ async def test_budget_and_max_height_switch_layers_on_key_frames(
         assert sfu_.stats()["simulcast_switches_down"] >= 1
         await asyncio.sleep(1.0)
         assert layer() == "q"  # and stays there
-        # a large budget: back up
+        # a large budget: back up (once the hold after the step down is over)
         b.send_remb = 10_000_000
         assert await b.wait_for(lambda: layer() == "f", timeout=10)
         # the tile is shown at most 360 high: the middle layer

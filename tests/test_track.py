@@ -265,3 +265,22 @@ def test_the_drop_log_maps_both_ways_and_is_bounded() -> None:
     assert len(log) == 256 < lane.dropped
     assert drop_shift(log, lane.dropped, 65401, None) is None
     assert drop_in_seq(log, lane.dropped, outs[65400], lane.seq_offset) == -1
+
+
+def test_peak_bitrate_is_the_highest_of_the_last_intervals() -> None:
+    """What an upgrade to a layer is judged on (docs/SFU.md "Simulcast"): one slow
+    interval of its publisher does not make the layer look cheap for PEAK_INTERVALS."""
+    from sfu.track import PEAK_INTERVALS
+
+    track = PublishedTrack(RtcpOwner(), "video", "0", Stats(), 512, 1.0)  # type: ignore[arg-type]
+    now = track._rate_mark[1]
+    for rate in (2_000_000, 360_000):  # a full interval, then one the publisher stalled in
+        track.octets += rate // 8
+        now += 1.0
+        track.measure(now)
+    assert track.bitrate == 360_000 and track.peak_bitrate == 2_000_000
+    for _ in range(PEAK_INTERVALS - 1):  # the full interval ages out
+        track.octets += 360_000 // 8
+        now += 1.0
+        track.measure(now)
+    assert track.peak_bitrate == 360_000

@@ -43,6 +43,19 @@ viewer (docs/SFU.md "Loss and congestion"). The pieces:
   what it carried grows by that factor every interval (and the REMB climbs) until the
   stream fits; if not, the link loses packets or nothing climbs any more, the probe
   stops and the next one waits twice as long.
+* **Upgrades are proven by the link, not by the REMB.** A simulcast video below the
+  highest layer its tile allows is upgraded into the estimate; when nothing is paused
+  the SFU probes for those upgrades the same way (``upgrade_target``), and what the
+  link carried during such a probe *with the padding* (``sent_total``), in report
+  intervals that lost nothing while the REMB reported no overuse (no fall below
+  ``REMB_FALL`` × the one before), becomes ``proven``: the estimate is then at least
+  that, until the link loses packets or the REMB falls (the receiver's detector saw
+  queueing). A send-side estimator treats a probe cluster's measured rate the same way
+  (libwebrtc's ProbeBitrateEstimator sets the delay-based estimate to it). Without it a
+  viewer whose REMB fell once, from a burst of key frames or a busy CPU, climbed back
+  at the REMB's ~8 %/s: ~40 s from the 135-line layers to the 540-line ones (measured
+  here). A link that lost packets lately is probed at most ``PROBE_ABOVE_CAPACITY`` ×
+  what got through then (``capacity``).
 * **Retransmissions** draw on a token bucket of ``RTX_SHARE`` of the estimate: a NACK
   storm into a congested link cannot happen, because what does not fit is not sent
   (``drop_rtx_budget``), and the estimate itself falls as the link congests.
@@ -117,6 +130,18 @@ PROBE_GROWTH = 1.5
 # publisher sends every viewer of that layer, which raised the rates and so the next
 # switch).
 LAYER_HOLD = 10.0
+# A REMB below REMB_FALL × the one before it reports overuse: libwebrtc's AimdRateControl
+# never lowers its estimate but on overuse (then to 0.85 × what arrives) and sends a
+# lower REMB at once when it fell by 3 % or more (its kSendThresholdPercent, 97).
+REMB_FALL = 0.97
+# A link that lost packets lately has a known capacity (what got through then, raised
+# to what a probe proved since): an upgrade probe goes at most PROBE_ABOVE_CAPACITY × it,
+# instead of PROBE_GROWTH × what was sent, for CAPACITY_MEMORY seconds after the loss
+# (libwebrtc's AimdRateControl likewise grows only additively near its link capacity
+# estimate). Measured here: a 1.5 Mbit/s link proven at 1.24 Mbit/s and then probed at
+# 1.5 × that lost 1.4 % of its packets after the limit's onset.
+PROBE_ABOVE_CAPACITY = 1.1
+CAPACITY_MEMORY = 60.0
 
 
 @dataclass
@@ -179,6 +204,16 @@ class DownlinkBudget:
         self.congested_at = -1e9  # when that last reached LOSS_CONGESTED
         self.lossy = 0  # intervals in a row at LOSS_CONGESTED or more
         self.sent = 0  # bits/s sent to this subscriber in the last interval (media + RTX)
+        self.sent_total = 0  # the same with probe padding
+        # bits/s an upgrade probe showed the link carries (0: none); the estimate is at
+        # least this until loss or a falling REMB (module docstring)
+        self.proven = 0
+        self.proven_at = 0.0
+        self._upgrading = False  # the running probe is for upgrades
+        self._proving = 0  # sent_total of the last loss-free interval of that probe
+        self.remb_fell_at = -1e9  # the last REMB below REMB_FALL × the one before
+        # (bits/s, when): what got through the last time the link was congested
+        self.capacity: tuple[int, float] | None = None
         # (when, bits/s): rates sent in report intervals that lost less than LOSS_LOW,
         # each lowered by the loss-based cuts since (``carried``)
         self._carried: list[tuple[float, int]] = []
@@ -208,13 +243,19 @@ class DownlinkBudget:
 
     def on_remb(self, bitrate: int, now: float) -> bool:
         """A REMB arrived. True if it cuts below what is allocated (re-plan now)."""
+        if self.remb is not None and bitrate < REMB_FALL * self.remb:
+            self.remb_fell_at = now  # the receiver saw overuse: what a probe proved is void
+            self._drop_proven(now)
         self.remb = bitrate
+        if self.proven and bitrate >= self.proven:
+            self.proven = 0  # the REMB caught up
         if self.first_remb is None:
             self.first_remb = now
         if now - self.first_remb < STARTUP:
             return False
         self.estimate, self.estimate_at = bitrate, now
-        best = self.carrying(now) or bitrate
+        # what the running probe is judged on (``probe_rate``)
+        best = (self.known(now) if self._upgrading else self.carrying(now)) or bitrate
         if self.probe_target and best > self.probe_best:
             self.probe_best, self.probe_best_at = best, now
         return bitrate * KEEP < self.allocated and self.congested(now)
@@ -230,13 +271,16 @@ class DownlinkBudget:
         self._carried = [(t, r) for t, r in self._carried if now - t <= CARRIED_MEMORY]
         if reported and self.sent and fraction < LOSS_LOW * 256:
             self._carried.append((now, self.sent))
+        self._prove(fraction, now, reported)
         self.lossy = self.lossy + 1 if fraction >= LOSS_CONGESTED * 256 else 0
         if self.lossy < LOSS_INTERVALS:
             return False
         self.congested_at = now
+        self._drop_proven(now)
         if not self.sent:
             return False
         cut = int(self.sent * (1 - fraction / 512))
+        self.capacity = (int(self.sent * (1 - fraction / 256)), now)  # what got through
         self._carried = [(t, min(r, cut)) for t, r in self._carried]
         if fraction <= LOSS_HIGH * 256:
             return False
@@ -259,6 +303,33 @@ class DownlinkBudget:
             if len(self._carried) > 4 * CARRIED_MEMORY * 50:  # ~20 feedbacks/s at most
                 del self._carried[: len(self._carried) // 2]
 
+    def _prove(self, fraction: int, now: float, reported: bool) -> None:
+        """During an upgrade probe: a rate (media, RTX and padding) sent in a report
+        interval that lost less than ``LOSS_LOW``, followed by another such interval
+        (a queue that overflows late shows in the next one), with no REMB fall since the
+        probe began, is ``proven``."""
+        if not (self.probe_target and self._upgrading):
+            self._proving = 0
+            return
+        if (not reported or fraction >= LOSS_LOW * 256
+                or self.remb_fell_at >= self.probe_started):
+            self._proving = 0
+            return
+        if self._proving > max(self.proven, self.estimate or 0):
+            self.proven, self.proven_at = self._proving, now
+            if self.capacity is not None and self.proven > self.capacity[0]:
+                # the link carries more than when it lost: the next step is from here
+                self.capacity = (self.proven, self.capacity[1])
+        self._proving = self.sent_total
+
+    def _drop_proven(self, now: float) -> None:
+        """Loss or an overusing REMB: what a probe proved no longer holds; if it had held
+        less than RESUME_FAILED seconds, the next probe waits twice as long."""
+        if self.proven and now - self.proven_at < RESUME_FAILED:
+            self.probe_gap = min(PROBE_BACKOFF_MAX, self.probe_gap * 2)
+            self.next_probe = max(self.next_probe, now + self.probe_gap)
+        self.proven = 0
+
     def congested(self, now: float) -> bool:
         """The link lost packets lately (``LOSS_CONGESTED``, ``CONGESTION_MEMORY``)."""
         return now - self.congested_at <= CONGESTION_MEMORY
@@ -267,7 +338,7 @@ class DownlinkBudget:
         """The estimate, or None if there is none or it went stale."""
         if self.estimate is None or now - self.estimate_at > STALE:
             return None
-        return self.estimate
+        return max(self.estimate, self.proven)
 
     def carried(self, now: float) -> int:
         """The highest rate sent in a report interval of the last ``CARRIED_MEMORY``
@@ -344,7 +415,8 @@ class DownlinkBudget:
         A step down to a layer costs the viewer one key frame, and follows the estimate
         at once; a step below the lowest layer whole (fewer temporal layers), like a
         pause, needs loss on the link (the module docstring). After a step down to a
-        lower spatial layer the video gets no higher one for ``LAYER_HOLD`` seconds.
+        lower spatial layer the video gets no higher one for ``LAYER_HOLD`` seconds, or
+        until an upgrade probe proves room (``proven``).
         """
         estimate = self.known(now)
         spare = None if estimate is None else estimate - self.allocated
@@ -361,8 +433,10 @@ class DownlinkBudget:
             if spare is not None:
                 low = 0 if congested else v.whole  # the step ``plan`` counted
                 pick = low
-                # held: no higher spatial layer (temporal steps cost no key frame)
-                top = max(v.current, v.whole, low) if v.key in held else len(v.layers) - 1
+                # held: no higher spatial layer (temporal steps cost no key frame),
+                # unless a probe proved room since the step down
+                hold = v.key in held and not (self.proven and self.proven_at > held[v.key])
+                top = max(v.current, v.whole, low) if hold else len(v.layers) - 1
                 for j in range(top, low, -1):
                     extra = v.layers[j] - v.layers[low]
                     if extra * (1.0 if j <= v.current else RESUME_MARGIN) <= spare:
@@ -388,20 +462,25 @@ class DownlinkBudget:
 
     def upgrade_target(self, videos: Sequence[Video], chosen: dict[int, int],
                        now: float) -> int:
-        """The estimate at which the first simulcast video (in priority order) that
-        ``choose_layers`` left below its highest step could take the next one: what a
-        probe for an upgrade aims at (0: none; not on a congested link, nor for a video
-        held after a step down). A receive-side estimate cannot grow past ~1.5 × what
-        arrives, so without it a viewer stepped down once stayed down (LiveKit's
-        allocator likewise probes while a track is below its optimal layer)."""
+        """The estimate at which every simulcast video ``choose_layers`` left below its
+        highest step could take that step: what a probe for upgrades aims at (0: none;
+        not on a congested link; a video held after a step down counts: what the probe
+        proves ends its hold, as libwebrtc probes at once after a large drop). A
+        receive-side estimate cannot grow past ~1.5 × what arrives, so without it a
+        viewer stepped down once stayed down (LiveKit's allocator likewise probes while
+        a track is below its optimal layer); what the probe proves (``proven``) lets
+        ``choose_layers`` upgrade as it climbs."""
         if self.known(now) is None or self.congested(now):
             return 0
-        for i in sorted(chosen):
-            v, pick = videos[i], chosen[i]
-            if pick + 1 < len(v.layers) and v.key not in self._stepped_down:
-                return int(self.allocated + (v.layers[pick + 1] - v.layers[pick])
-                           * RESUME_MARGIN)
-        return 0
+        # choose_layers takes a step j above the floor ``whole`` when RESUME_MARGIN × its
+        # extra over the floor fits what is left
+        extra = 0.0
+        for i, pick in chosen.items():
+            v = videos[i]
+            if pick + 1 < len(v.layers):
+                floor = v.layers[min(v.whole, pick)]
+                extra += (v.layers[-1] - floor) * RESUME_MARGIN - (v.layers[pick] - floor)
+        return int(self.allocated + extra) + 1 if extra > 0 else 0  # (+1: rounding)
 
     # --- retransmissions -----------------------------------------------------------------
 
@@ -423,14 +502,19 @@ class DownlinkBudget:
         """Padding bits/s to send now so that the estimate can reach ``target``.
 
         0 when no probe should run. The padding brings what is sent up to
-        ``PROBE_GROWTH`` × the estimate (or × what was sent, if more), never past
-        ``target``. A probe starts when one is due, runs while ``carrying`` (the REMB or
-        what the link carried; for an ``upgrade`` of a layer, which ``choose_layers``
-        judges on the estimate, the estimate alone) keeps setting new highs, and ends
-        once that reaches the target (success), or on loss on the link, a fall below
+        ``PROBE_GROWTH`` × the estimate (or × what was sent, if more; for an
+        ``upgrade`` the estimate grows with what the probe ``proven``, so the padding
+        grows by PROBE_GROWTH every interval or two while the link carries it), never
+        past ``target`` nor, for an upgrade on a link congested within
+        ``CAPACITY_MEMORY``, past ``PROBE_ABOVE_CAPACITY`` × what got through then. A
+        probe starts when one is due, runs while ``carrying`` (the REMB or what the link
+        carried; for an ``upgrade``, which ``choose_layers`` judges on the estimate, the
+        estimate with what the probe ``proven``) keeps setting new highs, and ends once
+        that reaches the target (success), or on loss on the link, a fall below
         ``PROBE_DROP`` × its best, ``PROBE_STALL`` seconds without a new high or after
         ``PROBE_LENGTH`` (failure: the next waits twice as long).
         """
+        self._upgrading = upgrade
         estimate = self.known(now) if upgrade else self.carrying(now)
         if not target or estimate is None:
             self.probe_target = 0
@@ -457,6 +541,12 @@ class DownlinkBudget:
         # far below what arrives must not hold the padding back), never past the target:
         # the media takes ``allocated`` of it, padding the rest
         total = min(target, int(max(estimate, self.sent) * PROBE_GROWTH))
+        if upgrade and self.capacity is not None:
+            rate, at = self.capacity
+            if now - at <= CAPACITY_MEMORY:
+                total = min(total, int(rate * PROBE_ABOVE_CAPACITY))
+            else:
+                self.capacity = None
         return max(0, total - self.allocated)
 
     def _end_probe(self, now: float, failed: bool) -> None:

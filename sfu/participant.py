@@ -47,8 +47,12 @@ budget_log = logging.getLogger(__name__ + ".budget")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PADDING_PACKET = 290  # bytes on the wire per probe packet (255 of padding + headers)
-PROBE_BURST = 20  # at most this many probe packets per 20 ms step (~2.3 Mbit/s)
-PROBE_STEPS = 60 * 50  # a prober stops after a minute whatever happens (re-started if due)
+# at most this many probe packets per 10 ms step (~4.6 Mbit/s of padding: enough to
+# prove three 540-line layers beside the lowest ones; 20 per 20 ms capped a probe at
+# ~2.3 Mbit/s, measured)
+PROBE_BURST = 20
+PROBE_STEP = 0.01  # seconds
+PROBE_STEPS = int(60 / PROBE_STEP)  # a prober stops after a minute (restarted if due)
 # SRTCP sender SSRCs a PC keeps in libsrtp besides its tracks' (browsers use one or two)
 MAX_RTCP_SENDERS = 8
 PACE_AFTER_LOSS = 30.0  # seconds a subscriber's packets stay paced after its link lost some
@@ -107,7 +111,7 @@ class Participant:
         self.twcc: TransportCc | None = None
         self.pacer = Pacer(self.sub.send_rtp, self.stats)
         self._paced = False
-        self._sent_mark = (0, time.monotonic())
+        self._sent_mark = (0, 0, time.monotonic())
         self._probe_bps = 0  # padding rate of a running probe (bits/s), 0: none
         self._prober: asyncio.Future[None] | None = None
         self.padding_octets = 0
@@ -704,13 +708,18 @@ class Participant:
     # --- the downlink budget (sfu/allocator.py) -------------------------------------------
 
     def _measure_sent(self, now: float) -> None:
-        """What this subscriber was sent in the last interval (media and RTX, bits/s)."""
+        """What this subscriber was sent in the last interval, bits/s: media and RTX
+        (``budget.sent``), and with probe padding (``budget.sent_total``; the padding
+        packets' RTP bytes, without the SRTP tag and UDP/IP: an upgrade is proven on a
+        little less than went out, never more)."""
         total = sum(s.lane.octets + RTP_OVERHEAD * s.lane.packets + s.rtx_octets
                     for s in self.slots)
-        mark, then = self._sent_mark
-        self._sent_mark = (total, now)
+        mark, padding, then = self._sent_mark
+        self._sent_mark = (total, self.padding_octets, now)
         if now > then and total >= mark:
             self.budget.sent = int((total - mark) * 8 / (now - then))
+            self.budget.sent_total = self.budget.sent + int(
+                (self.padding_octets - padding) * 8 / (now - then))
 
     def _interval_loss(self) -> tuple[int, bool]:
         """The share of our packets the subscriber lost on its link since the last call
@@ -793,11 +802,13 @@ class Participant:
             self._prober = asyncio.ensure_future(self._probe())
         if budget_log.isEnabledFor(logging.DEBUG):
             budget_log.debug(
-                "%s estimate=%s allocated=%d sent=%d carrying=%s loss=%d congested=%s "
-                "pacer=%d queued=%d pacer_dropped=%d probe=%d videos=%s", self.pid,
-                budget.known(now), budget.allocated, budget.sent, budget.carrying(now),
+                "%s estimate=%s remb=%s proven=%d allocated=%d sent=%d sent_total=%d "
+                "carrying=%s loss=%d congested=%s pacer=%d queued=%d pacer_dropped=%d "
+                "probe=%d target=%d videos=%s", self.pid, budget.known(now), budget.remb,
+                budget.proven, budget.allocated, budget.sent, budget.sent_total,
+                budget.carrying(now),
                 budget.loss, budget.congested(now), self.pacer.rate, self.pacer.queued,
-                self.pacer.dropped, self._probe_bps,
+                self.pacer.dropped, self._probe_bps, budget.probe_target,
                 " ".join(f"{s.publisher}:"
                          f"{getattr(s.source, 'rid', '-') if s.fits else 'paused'}"
                          f"/{s.temporal}[{','.join(str(r // 1000) for r in v.layers)}]"
@@ -870,9 +881,9 @@ class Participant:
             slot.lane.paced = paced
 
     async def _probe(self) -> None:
-        """Send padding at ``_probe_bps`` in 20 ms steps while a probe runs (bounded by
-        the allocator's ``PROBE_LENGTH``, re-decided every report interval)."""
-        step = 0.02
+        """Send padding at ``_probe_bps`` in ``PROBE_STEP`` steps while a probe runs
+        (bounded by the allocator's ``PROBE_LENGTH``, re-decided every report interval)."""
+        step = PROBE_STEP
         owed = 0.0
         for _ in range(PROBE_STEPS):
             if self.closed or not self._probe_bps:

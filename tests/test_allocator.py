@@ -6,11 +6,13 @@ import pytest
 
 from sfu import allocator
 from sfu.allocator import (
+    CAPACITY_MEMORY,
     CARRIED_MEMORY,
     CONGESTION_MEMORY,
     KEEP,
     LAYER_HOLD,
     LOSS_INTERVALS,
+    PROBE_ABOVE_CAPACITY,
     PROBE_GROWTH,
     PROBE_LENGTH,
     PROBE_MIN_GAP,
@@ -427,3 +429,125 @@ def test_with_a_send_side_estimate_a_resume_needs_the_link_to_have_delivered_it(
     b.on_loss(0, 2.0 + CARRIED_MEMORY + 1)
     b.on_remb(5 * MBIT, 2.0 + CARRIED_MEMORY + 1)
     assert b.carrying(2.0 + CARRIED_MEMORY + 1) == 0
+
+
+def upgrade_interval(b: DownlinkBudget, vs: list[Video], now: float, remb: int,
+                     loss: int = 0) -> tuple[dict[int, int], int]:
+    """One report interval as Participant.reallocate runs it for a subscriber whose
+    link carries everything it is sent: the REMB, the interval's loss, the plan, the
+    layers, the upgrade probe; returns the layers chosen and the padding rate."""
+    b.on_remb(remb, now)
+    b.on_loss(loss, now)
+    allowed = b.plan(0, vs, now)
+    chosen = b.choose_layers(vs, allowed, now)
+    padding = b.probe_rate(b.upgrade_target(vs, chosen, now), now, upgrade=True)
+    b.sent = b.allocated
+    b.sent_total = b.allocated + padding
+    return chosen, padding
+
+
+def test_an_upgrade_probe_proves_what_the_link_carried_with_its_padding() -> None:
+    """A viewer whose REMB fell once (1.2 Mbit/s, three videos on their lowest layer)
+    and then grows a few percent a second: the upgrade probe's padding grows by
+    PROBE_GROWTH per loss-free interval, what was carried with it becomes ``proven``,
+    and the videos climb to their top layers in seconds, not at the REMB's pace. A REMB
+    fall (overuse) voids what was proven: the layers follow the REMB down again."""
+    layers = (150_000, 400_000, 1_400_000)
+    b = DownlinkBudget()
+    vs = [Video(k, layers[0], True, layers, 0) for k in "abc"]
+    remb, now = 1_000_000, 0.0
+    chosen, padding = upgrade_interval(b, vs, now, remb)
+    assert padding > 0 and b.probes == 1  # nothing paused: the probe is for upgrades
+    for _ in range(12):
+        now, remb = now + 1.0, int(remb * 1.03)
+        vs = [Video(k, layers[0], True, layers, chosen.get(i, 0))
+              for i, k in enumerate("abc")]
+        chosen, padding = upgrade_interval(b, vs, now, remb)
+        if chosen == {0: 2, 1: 2, 2: 2}:
+            break
+    assert chosen == {0: 2, 1: 2, 2: 2} and now <= 8.0  # the REMB alone: ~35 s
+    assert b.proven > remb and b.known(now) == b.proven and b.probes_failed == 0
+    # the receiver's detector sees overuse: its REMB falls, proven is void
+    vs = [Video(k, layers[0], True, layers, 2) for k in "abc"]
+    chosen, _ = upgrade_interval(b, vs, now + 1, int(remb * 0.85))
+    assert b.proven == 0 and b.known(now + 1) == int(remb * 0.85)
+    assert chosen != {0: 2, 1: 2, 2: 2}
+
+
+def test_a_rate_is_not_proven_while_the_remb_falls_or_the_link_loses() -> None:
+    layers = (150_000, 400_000, 1_400_000)
+    vs = [Video(k, layers[0], True, layers, 0) for k in "abc"]
+    for remb_step, loss in ((0.9, 0), (1.0, 10)):  # overuse each interval; 4 % lost
+        b = DownlinkBudget()
+        remb, now = 1_000_000, 0.0
+        for _ in range(6):
+            upgrade_interval(b, vs, now, remb, loss)
+            now, remb = now + 1.0, int(remb * remb_step)
+        assert b.proven == 0
+
+
+def test_an_upgrade_probe_on_a_link_that_lost_stays_near_what_got_through() -> None:
+    """After congestion (capacity: what got through, sent × (1 − loss)) an upgrade probe
+    pads to at most PROBE_ABOVE_CAPACITY × that, for CAPACITY_MEMORY seconds; a rate it
+    proves above raises the capacity (the next step starts from there)."""
+    layers = (150_000, 400_000, 1_400_000)
+    vs = [Video(k, layers[0], True, layers, 0) for k in "abc"]
+    b = DownlinkBudget()
+    b.on_remb(1_200_000, 0.0)
+    b.sent = 1_600_000
+    congest(b, 64, 0.0)  # 25 % lost: 1.2 Mbit/s got through
+    assert b.capacity == (1_200_000, 0.0)
+    now = CONGESTION_MEMORY + PROBE_MIN_GAP + 1  # not congested, a probe due
+    b.sent = 450_000
+    _, padding = upgrade_interval(b, vs, now, 1_200_000)
+    assert padding > 0 and b.allocated + padding == int(1_200_000 * PROBE_ABOVE_CAPACITY)
+    b.sent_total = 1_300_000  # the link carries it: two loss-free intervals prove it
+    upgrade_interval(b, vs, now + 1, 1_200_000)
+    b.sent_total = 1_300_000
+    upgrade_interval(b, vs, now + 2, 1_200_000)
+    assert b.proven == 1_300_000 and b.capacity == (1_300_000, 0.0)
+    b2 = DownlinkBudget()  # never congested: PROBE_GROWTH × the estimate
+    _, padding = upgrade_interval(b2, vs, now, 1_200_000)
+    assert b2.allocated + padding == int(1_200_000 * PROBE_GROWTH)
+    # forgotten after CAPACITY_MEMORY
+    b._end_probe(now, failed=False)
+    b.proven = 0
+    later = CAPACITY_MEMORY + 1
+    b.on_remb(1_200_000, later - 1)
+    _, padding = upgrade_interval(b, vs, later + PROBE_MIN_GAP, 1_200_000)
+    assert b.capacity is None and b.allocated + padding == int(1_200_000 * PROBE_GROWTH)
+
+
+def test_a_probe_that_proves_room_ends_the_hold_of_a_video_stepped_down() -> None:
+    """LAYER_HOLD keeps a video stepped down while the REMB hovers; room an upgrade probe
+    proved after the step down lifts it (libwebrtc probes at once after a large drop)."""
+    layers = (100_000, 300_000, 1_000_000)
+    b = DownlinkBudget()
+    b.on_remb(2 * MBIT, 1.0)
+    v = [Video("a", layers[0], True, layers, 2)]
+    b.on_remb(500_000, 2.0)  # a fall: down to the middle layer, held
+    assert b.choose_layers(v, b.plan(0, v, 2.0), 2.0) == {0: 1}
+    v = [Video("a", layers[0], True, layers, 1)]
+    chosen, padding = upgrade_interval(b, v, 2.0 + PROBE_MIN_GAP, 520_000)
+    assert chosen == {0: 1} and padding > 0  # the held video is what the probe is for
+    t = 2.0 + PROBE_MIN_GAP
+    for _ in range(5):
+        t += 1.0
+        chosen, _ = upgrade_interval(b, v, t, 540_000)
+        if chosen == {0: 2}:
+            break
+    assert chosen == {0: 2} and t < 2.0 + LAYER_HOLD and b.proven > 1_000_000
+
+
+def test_an_upgrade_probe_is_judged_on_the_estimate_not_on_media_carried_before() -> None:
+    """What the link carried earlier (media sent before a REMB fall) is room for a
+    resume, not for an upgrade: a REMB arriving during an upgrade probe must not set
+    the probe's best to it, which ended the probe at once as a 'fall' (seen in a trace)."""
+    b = DownlinkBudget()
+    b.on_remb(5 * MBIT, 0.0)
+    b.sent = 6 * MBIT
+    b.on_loss(0, 0.5)  # 6 Mbit/s carried without loss
+    b.sent = b.allocated = 4 * MBIT
+    assert b.probe_rate(7 * MBIT, 1.0, upgrade=True) > 0
+    b.on_remb(5_050_000, 1.5)
+    assert b.probe_rate(7 * MBIT, 2.0, upgrade=True) > 0 and b.probes_failed == 0

@@ -136,6 +136,15 @@ async def squeeze(sfu_: Sfu, b: MediaBot, link: Link, video: Callable[[], int | 
         link.lossy = False
 
 
+async def overuse(b: MediaBot, seconds: float = 30.0) -> None:
+    """Lower b's REMB by 5 % every 0.2 s (``seconds`` at most, or until cancelled): each
+    one it sends is below the one before, as a receiver's estimate falls only on
+    overuse (sfu/allocator.py REMB_FALL)."""
+    for _ in range(int(seconds / 0.2)):
+        b.send_remb = max(1_000, int((b.send_remb or 0) * 0.95))
+        await asyncio.sleep(0.2)
+
+
 @pytest.fixture(autouse=True)
 def short_layer_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests step layers down and up again on purpose: the hold after a step down
@@ -215,11 +224,18 @@ async def test_budget_and_max_height_switch_layers_on_key_frames(
         # link), on a key frame
         plis = a.layer("q").plis
         b.send_remb = 50_000
-        assert await b.wait_for(lambda: layer() == "q", timeout=10)
-        assert a.layer("q").plis > plis  # the SFU asked that layer for its key frame
-        assert sfu_.stats()["simulcast_switches_down"] >= 1
-        await asyncio.sleep(1.0)
-        assert layer() == "q"  # and stays there
+        # and one that keeps falling, as a receiver's REMB does while it sees overuse (a
+        # REMB that stays put while a loss-free link carries more is what an upgrade
+        # probe proves wrong, docs/SFU.md "Loss and congestion")
+        falling = asyncio.ensure_future(overuse(b))
+        try:
+            assert await b.wait_for(lambda: layer() == "q", timeout=10)
+            assert a.layer("q").plis > plis  # the SFU asked that layer for its key frame
+            assert sfu_.stats()["simulcast_switches_down"] >= 1
+            await asyncio.sleep(1.0)
+            assert layer() == "q"  # and stays there
+        finally:
+            falling.cancel()
         # a large budget: back up (once the hold after the step down is over)
         b.send_remb = 10_000_000
         assert await b.wait_for(lambda: layer() == "f", timeout=10)

@@ -54,8 +54,14 @@ viewer (docs/SFU.md "Loss and congestion"). The pieces:
   (libwebrtc's ProbeBitrateEstimator sets the delay-based estimate to it). Without it a
   viewer whose REMB fell once, from a burst of key frames or a busy CPU, climbed back
   at the REMB's ~8 %/s: ~40 s from the 135-line layers to the 540-line ones (measured
-  here). A link that lost packets lately is probed at most ``PROBE_ABOVE_CAPACITY`` ×
-  what got through then (``capacity``).
+  here). A probe for a paused stream proves rates the same way.
+* **Near a known capacity, small steps.** For ``CAPACITY_MEMORY`` seconds after the
+  link lost packets, what got through then (``capacity``, raised by what probes prove
+  since) × ``PROBE_ABOVE_CAPACITY`` is a ``ceiling``: no probe pads above it and no
+  paused stream resumes into more, whatever the REMB says (a REMB overshoots while a
+  probe fills the bottleneck's queue: two resumes it allowed lost 7.9 % of a 1.5 Mbit/s
+  link's packets, measured). A link that got better earns its streams back proof by
+  proof, ~10 % every two intervals.
 * **Retransmissions** draw on a token bucket of ``RTX_SHARE`` of the estimate: a NACK
   storm into a congested link cannot happen, because what does not fit is not sent
   (``drop_rtx_budget``), and the estimate itself falls as the link congests.
@@ -135,13 +141,20 @@ LAYER_HOLD = 10.0
 # lower REMB at once when it fell by 3 % or more (its kSendThresholdPercent, 97).
 REMB_FALL = 0.97
 # A link that lost packets lately has a known capacity (what got through then, raised
-# to what a probe proved since): an upgrade probe goes at most PROBE_ABOVE_CAPACITY × it,
-# instead of PROBE_GROWTH × what was sent, for CAPACITY_MEMORY seconds after the loss
+# to what a probe proved since): a probe goes at most PROBE_ABOVE_CAPACITY × it, instead
+# of PROBE_GROWTH × what was sent, and a paused stream resumes into no more, for
+# CAPACITY_MEMORY seconds after the loss
 # (libwebrtc's AimdRateControl likewise grows only additively near its link capacity
 # estimate). Measured here: a 1.5 Mbit/s link proven at 1.24 Mbit/s and then probed at
 # 1.5 × that lost 1.4 % of its packets after the limit's onset.
 PROBE_ABOVE_CAPACITY = 1.1
 CAPACITY_MEMORY = 60.0
+# ... and what a probe proves there counts for at most PROVEN_BELOW_CAPACITY × the
+# capacity known before it (libwebrtc's AimdRateControl likewise backs off to 0.85 ×
+# what got through): a bottleneck's queue hides a 10 % overshoot for a second or two,
+# and measured here, a 1.5 Mbit/s link "proven" at 1.59 Mbit/s that way and then filled
+# lost 9 % of its packets for two seconds
+PROVEN_BELOW_CAPACITY = 0.9
 
 
 @dataclass
@@ -254,8 +267,7 @@ class DownlinkBudget:
         if now - self.first_remb < STARTUP:
             return False
         self.estimate, self.estimate_at = bitrate, now
-        # what the running probe is judged on (``probe_rate``)
-        best = (self.known(now) if self._upgrading else self.carrying(now)) or bitrate
+        best = self._probe_measure(now, self._upgrading) or bitrate
         if self.probe_target and best > self.probe_best:
             self.probe_best, self.probe_best_at = best, now
         return bitrate * KEEP < self.allocated and self.congested(now)
@@ -280,7 +292,11 @@ class DownlinkBudget:
         if not self.sent:
             return False
         cut = int(self.sent * (1 - fraction / 512))
-        self.capacity = (int(self.sent * (1 - fraction / 256)), now)  # what got through
+        if self.remb is None or self.sent >= self.remb:
+            # what got through, from an interval that filled the link (sent at least
+            # what the receiver estimated): the loss reported after a pause (receiver
+            # reports lag) is of what was sent before it
+            self.capacity = (int(self.sent * (1 - fraction / 256)), now)
         self._carried = [(t, min(r, cut)) for t, r in self._carried]
         if fraction <= LOSS_HIGH * 256:
             return False
@@ -304,25 +320,29 @@ class DownlinkBudget:
                 del self._carried[: len(self._carried) // 2]
 
     def _prove(self, fraction: int, now: float, reported: bool) -> None:
-        """During an upgrade probe: a rate (media, RTX and padding) sent in a report
-        interval that lost less than ``LOSS_LOW``, followed by another such interval
-        (a queue that overflows late shows in the next one), with no REMB fall since the
-        probe began, is ``proven``."""
-        if not (self.probe_target and self._upgrading):
+        """During a probe: a rate (media, RTX and padding) sent in a report interval
+        that lost less than ``LOSS_LOW``, followed by another such interval (a queue that
+        overflows late shows in the next one), with no REMB fall since the probe began,
+        is ``proven`` (if above the estimate; near a known ``capacity`` at most
+        ``PROVEN_BELOW_CAPACITY`` × it) and raises the ``capacity`` (if above it)."""
+        if not self.probe_target:
             self._proving = 0
             return
         if (not reported or fraction >= LOSS_LOW * 256
                 or self.remb_fell_at >= self.probe_started):
             self._proving = 0
             return
-        if self._proving > max(self.proven, self.estimate or 0):
-            self.proven, self.proven_at = self._proving, now
+        usable = self._proving
+        if self.capacity is not None:  # near a known capacity: leave it headroom
+            usable = min(usable, int(self.capacity[0] * PROVEN_BELOW_CAPACITY))
+        if usable > max(self.proven, self.estimate or 0):
+            self.proven, self.proven_at = usable, now
             # room proven since a step down ends its hold (``choose_layers``), also
             # once the REMB has caught up and ``proven`` is gone again
             self._stepped_down.clear()
-            if self.capacity is not None and self.proven > self.capacity[0]:
-                # the link carries more than when it lost: the next step is from here
-                self.capacity = (self.proven, self.capacity[1])
+        if self.capacity is not None and self._proving > self.capacity[0]:
+            # the link carries more than when it lost: the next step is from here
+            self.capacity = (self._proving, self.capacity[1])
         self._proving = self.sent_total
 
     def _drop_proven(self, now: float) -> None:
@@ -376,6 +396,9 @@ class DownlinkBudget:
         room = self.carrying(now)
         if room is None:
             room = estimate
+        ceiling = self.ceiling(now)
+        if ceiling is not None:  # a resume must not go far past what got through lately
+            room = min(room, ceiling)
         paused_again = False
         for i, v in enumerate(videos):
             rate = v.floor(congested)
@@ -517,7 +540,7 @@ class DownlinkBudget:
         ``PROBE_LENGTH`` (failure: the next waits twice as long).
         """
         self._upgrading = upgrade
-        estimate = self.known(now) if upgrade else self.carrying(now)
+        estimate = self._probe_measure(now, upgrade)
         if not target or estimate is None:
             self.probe_target = 0
             return 0
@@ -543,13 +566,32 @@ class DownlinkBudget:
         # far below what arrives must not hold the padding back), never past the target:
         # the media takes ``allocated`` of it, padding the rest
         total = min(target, int(max(estimate, self.sent) * PROBE_GROWTH))
-        if upgrade and self.capacity is not None:
-            rate, at = self.capacity
-            if now - at <= CAPACITY_MEMORY:
-                total = min(total, int(rate * PROBE_ABOVE_CAPACITY))
-            else:
-                self.capacity = None
+        ceiling = self.ceiling(now)
+        if ceiling is not None:
+            total = min(total, ceiling)
         return max(0, total - self.allocated)
+
+    def _probe_measure(self, now: float, upgrade: bool) -> int | None:
+        """What a probe is judged on: for an ``upgrade`` the estimate (with what probes
+        proved), which ``choose_layers`` spends; for a resume the room ``plan`` gives
+        one (``carrying``, no more than the ``ceiling``)."""
+        if upgrade:
+            return self.known(now)
+        room, ceiling = self.carrying(now), self.ceiling(now)
+        return room if room is None or ceiling is None else min(room, ceiling)
+
+    def ceiling(self, now: float) -> int | None:
+        """``PROBE_ABOVE_CAPACITY`` × what the link carried when it last lost packets
+        (raised to what a probe proved since), for ``CAPACITY_MEMORY`` seconds after that
+        loss: no probe pads above it and no paused stream resumes into more. None: no
+        loss that recent."""
+        if self.capacity is None:
+            return None
+        rate, at = self.capacity
+        if now - at > CAPACITY_MEMORY:
+            self.capacity = None
+            return None
+        return int(rate * PROBE_ABOVE_CAPACITY)
 
     def _end_probe(self, now: float, failed: bool) -> None:
         self.probe_target = 0

@@ -47,12 +47,17 @@ budget_log = logging.getLogger(__name__ + ".budget")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 PADDING_PACKET = 290  # bytes on the wire per probe packet (255 of padding + headers)
-# at most this many probe packets per 10 ms step (~4.6 Mbit/s of padding: enough to
-# prove three 540-line layers beside the lowest ones; 20 per 20 ms capped a probe at
-# ~2.3 Mbit/s, measured)
+# at most this many probe packets per 10 ms step (a step that wakes late: as many more
+# as the time since the last one allows)
 PROBE_BURST = 20
 PROBE_STEP = 0.01  # seconds
 PROBE_CATCH_UP = 0.05  # a late step sends what up to this many seconds owe
+# padding bits/s at most: every padding packet leaves through the Python path, one send
+# each. Up to 4.6 Mbit/s of it (~2,000 packets a second) per subscriber, together with
+# layer holds that a proof ended for good (sfu/allocator.py choose_layers), made a clean
+# call of four browsers on two cores switch layers 50-77 times a minute and lose a page's
+# media; ~2.3 Mbit/s at most had been measured without either
+PROBE_MAX = 2_500_000
 PROBE_STEPS = int(60 / PROBE_STEP)  # a prober stops after a minute (restarted if due)
 # SRTCP sender SSRCs a PC keeps in libsrtp besides its tracks' (browsers use one or two)
 MAX_RTCP_SENDERS = 8
@@ -901,8 +906,8 @@ class Participant:
             # drains did before its catch-up (sfu/pacer.py CATCH_UP)
             now = time.monotonic()
             elapsed, last = min(now - last, PROBE_CATCH_UP), now
-            owed = min(owed + self._probe_bps * elapsed / 8,
-                       self._probe_bps * PROBE_CATCH_UP / 8)
+            rate = min(self._probe_bps, PROBE_MAX)
+            owed = min(owed + rate * elapsed / 8, rate * PROBE_CATCH_UP / 8)
             count = min(int(PROBE_BURST * max(1.0, elapsed / step)),
                         int(owed // PADDING_PACKET))
             if count:

@@ -563,30 +563,6 @@ def test_an_upgrade_probe_is_judged_on_the_estimate_not_on_media_carried_before(
     assert b.probe_rate(7 * MBIT, 2.0, upgrade=True) > 0 and b.probes_failed == 0
 
 
-def test_the_hold_stays_ended_once_the_remb_catches_up_with_what_was_proven() -> None:
-    """``proven`` goes once the REMB reaches it; the hold it ended must not come back
-    with it (seen in a trace: a viewer's REMB caught up a second after the proof, and
-    the video it had proved room for stayed on the middle layer for the rest of the
-    10 s)."""
-    layers = (100_000, 300_000, 1_000_000)
-    b = DownlinkBudget()
-    b.on_remb(2 * MBIT, 1.0)
-    v = [Video("a", layers[0], True, layers, 2)]
-    b.on_remb(500_000, 2.0)
-    assert b.choose_layers(v, b.plan(0, v, 2.0), 2.0) == {0: 1}  # held from here
-    v = [Video("a", layers[0], True, layers, 1)]
-    t = 2.0 + PROBE_MIN_GAP
-    upgrade_interval(b, v, t, 520_000)
-    while not b.proven and t < 2.0 + LAYER_HOLD - 2:
-        t += 1.0
-        b.on_remb(540_000, t)
-        b.on_loss(0, t)  # proven here, before choose_layers runs
-    assert b.proven
-    b.on_remb(1_200_000, t + 0.5)  # the REMB catches up (and more): proven goes
-    assert b.proven == 0
-    assert b.choose_layers(v, b.plan(0, v, t + 0.5), t + 0.5) == {0: 2}
-
-
 def test_after_loss_a_paused_stream_resumes_only_near_what_got_through() -> None:
     """One camera bigger than what a congested link let through stays paused however
     high the REMB climbs (a REMB overshoots while probing: two such resumes lost 7.9 % of

@@ -287,16 +287,18 @@ class DownlinkBudget:
         self.lossy = self.lossy + 1 if fraction >= LOSS_CONGESTED * 256 else 0
         if self.lossy < LOSS_INTERVALS:
             return False
+        episode = self.congested(now)  # this congestion goes on from the last interval
         self.congested_at = now
         self._drop_proven(now)
         if not self.sent:
             return False
         cut = int(self.sent * (1 - fraction / 512))
-        if self.remb is None or self.sent >= self.remb:
-            # what got through, from an interval that filled the link (sent at least
-            # what the receiver estimated): the loss reported after a pause (receiver
-            # reports lag) is of what was sent before it
-            self.capacity = (int(self.sent * (1 - fraction / 256)), now)
+        # what got through; in one congestion the most of it: receiver reports lag, and
+        # the loss reported after a pause is of what was sent before it
+        through = int(self.sent * (1 - fraction / 256))
+        if episode and self.capacity is not None:
+            through = max(through, self.capacity[0])
+        self.capacity = (through, now)
         self._carried = [(t, min(r, cut)) for t, r in self._carried]
         if fraction <= LOSS_HIGH * 256:
             return False

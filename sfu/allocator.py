@@ -395,12 +395,9 @@ class DownlinkBudget:
         allowed: set[int] = set()
         resumed = False
         congested = self.congested(now)
-        room = self.carrying(now)
+        room = self.resume_room(now)
         if room is None:
             room = estimate
-        ceiling = self.ceiling(now)
-        if ceiling is not None:  # a resume must not go far past what got through lately
-            room = min(room, ceiling)
         paused_again = False
         for i, v in enumerate(videos):
             rate = v.floor(congested)
@@ -443,8 +440,9 @@ class DownlinkBudget:
         A step down to a layer costs the viewer one key frame, and follows the estimate
         at once; a step below the lowest layer whole (fewer temporal layers), like a
         pause, needs loss on the link (the module docstring). After a step down to a
-        lower spatial layer the video gets no higher one for ``LAYER_HOLD`` seconds, or
-        until an upgrade probe proves room (``proven``).
+        lower spatial layer the video gets no higher one for ``LAYER_HOLD`` seconds,
+        except while room an upgrade probe proved since the step down (``proven``)
+        holds.
         """
         estimate = self.known(now)
         spare = None if estimate is None else estimate - self.allocated
@@ -497,7 +495,8 @@ class DownlinkBudget:
         """The estimate at which every simulcast video ``choose_layers`` left below its
         highest step could take that step: what a probe for upgrades aims at (0: none;
         not on a congested link; a video held after a step down counts: what the probe
-        proves ends its hold, as libwebrtc probes at once after a large drop). A
+        proves lifts its hold while it holds, as libwebrtc probes at once after a large
+        drop). A
         receive-side estimate cannot grow past ~1.5 × what arrives, so without it a
         viewer stepped down once stayed down (LiveKit's allocator likewise probes while
         a track is below its optimal layer); what the probe proves (``proven``) lets
@@ -537,11 +536,11 @@ class DownlinkBudget:
         ``PROBE_GROWTH`` × the estimate (or × what was sent, if more; for an
         ``upgrade`` the estimate grows with what the probe ``proven``, so the padding
         grows by PROBE_GROWTH every interval or two while the link carries it), never
-        past ``target`` nor, for an upgrade on a link congested within
-        ``CAPACITY_MEMORY``, past ``PROBE_ABOVE_CAPACITY`` × what got through then. A
-        probe starts when one is due, runs while ``carrying`` (the REMB or what the link
-        carried; for an ``upgrade``, which ``choose_layers`` judges on the estimate, the
-        estimate with what the probe ``proven``) keeps setting new highs, and ends once
+        past ``target`` nor the ``ceiling`` (a link congested within
+        ``CAPACITY_MEMORY``). A probe starts when one is due, runs while what it is
+        judged on (``_probe_measure``: the room a resume gets; for an ``upgrade``, which
+        ``choose_layers`` judges on the estimate, the estimate with what the probe
+        ``proven``) keeps setting new highs, and ends once
         that reaches the target (success), or on loss on the link, a fall below
         ``PROBE_DROP`` × its best, ``PROBE_STALL`` seconds without a new high or after
         ``PROBE_LENGTH`` (failure: the next waits twice as long).
@@ -581,9 +580,12 @@ class DownlinkBudget:
     def _probe_measure(self, now: float, upgrade: bool) -> int | None:
         """What a probe is judged on: for an ``upgrade`` the estimate (with what probes
         proved), which ``choose_layers`` spends; for a resume the room ``plan`` gives
-        one (``carrying``, no more than the ``ceiling``)."""
-        if upgrade:
-            return self.known(now)
+        one (``resume_room``)."""
+        return self.known(now) if upgrade else self.resume_room(now)
+
+    def resume_room(self, now: float) -> int | None:
+        """The room a paused stream may resume into (``plan``): ``carrying``, no more
+        than the ``ceiling`` (a resume must not go far past what got through lately)."""
         room, ceiling = self.carrying(now), self.ceiling(now)
         return room if room is None or ceiling is None else min(room, ceiling)
 

@@ -607,9 +607,9 @@ async def measure_window(wid: int, length: float, server: Server, gens: list[Gen
         # the shape of the tail: what p99 alone hides (one burst, or many)
         "latency_tail": None if server.reencodes else tail(m["hist"]),
         "server_cpu": cpu / length,  # the server process and its descendants (workers)
-        # None, not 0, when the server's CPU time did not advance by one clock tick
-        # (procstat.TICKS: 10 ms) in the window: too little to measure (a short smoke run
-        # of the bare reflector read 0.0 µs/pkt)
+        # None, not 0, when the server's CPU time did not advance in the window (read to
+        # the nanosecond, procstat.cpu_seconds; where only /proc's 10 ms clock ticks can be
+        # read, a short smoke run of the bare reflector read 0.0 µs/pkt)
         "server_us_per_packet": cpu * 1e6 / forwarded if forwarded and cpu > 0 else None,
         "server_rss_mb": rss / 2**20,
         "per_worker": workers,

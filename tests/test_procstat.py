@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -88,3 +89,35 @@ def test_cpu_steal_is_per_cpu_and_sums_to_the_machines() -> None:
     total = sum(procstat.cpu_steal().values())
     _, after, _ = procstat.machine_cpu()
     assert before - 0.01 * len(per_cpu) <= total <= after + 0.01 * len(per_cpu)
+
+
+# burns 3 ms of CPU on each line read, then prints its own CPU time (CLOCK_PROCESS_CPUTIME_ID)
+BURN = """
+import sys, time
+for _ in sys.stdin:
+    start = time.process_time()
+    while time.process_time() - start < 0.003:
+        pass
+    print(time.process_time(), flush=True)
+"""
+
+
+def test_cpu_seconds_resolves_less_than_a_clock_tick() -> None:
+    # A 2 s smoke run of the bare reflector used ~5 ms: in clock ticks (10 ms) it read 0.
+    proc = subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        seen = []
+        for _ in range(3):
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            own = float(proc.stdout.readline())
+            seen.append((own, procstat.cpu_seconds(proc.pid)))
+        for (own0, read0), (own1, read1) in itertools.pairwise(seen):
+            # what the child counted itself, to within a millisecond (ticks read 0 or 10 ms)
+            assert read1 - read0 == pytest.approx(own1 - own0, abs=0.001)
+            assert read0 >= own0
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)

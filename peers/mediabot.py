@@ -501,6 +501,11 @@ RID_EXT_ID = 12  # the ids our simulcast offer gives the RID extensions (aiortc 
 REPAIRED_RID_EXT_ID = 13
 RID_PACKETS = 20  # packets of each SSRC that carry MID and RID, as Chromium (~0.5 s)
 TEMPORAL = (0, 2, 1, 2)  # L1T3: the TID of each frame in a cycle of four (RFC 7741 §4.2)
+# ... and the frames of each cycle of eight with the layer sync bit Y on a TID above 0:
+# libwebrtc's DefaultTemporalLayers lets the TID 2 frame after a TID 0 one and the TID 1
+# frame after it reference only TID 0, every 8 frames ("Layer sync ... happens every 8
+# frames"); the TID 0 frames carry Y too (build_descriptor)
+SYNC_FRAMES = (1, 2)
 
 
 @dataclass
@@ -617,6 +622,7 @@ class SimulcastBot(MediaBot):
             if key:
                 x.frames = 0  # L1T3 restarts at a key frame
             tid = TEMPORAL[x.frames % len(TEMPORAL)]
+            sync = tid == 0 or x.frames % 8 in SYNC_FRAMES
             if tid == 0:
                 x.tl0 = (x.tl0 + 1) & 0xFF
             x.frames += 1
@@ -626,7 +632,7 @@ class SimulcastBot(MediaBot):
             step = -(-len(frame) // n)
             for i in range(n):
                 payload = build_descriptor(start=i == 0, picture_id=self._picture_id,
-                                           tl0_pic_idx=x.tl0, tid=tid) + \
+                                           tl0_pic_idx=x.tl0, tid=tid, y=sync) + \
                     frame[i * step : (i + 1) * step]
                 x.seq = (x.seq + 1) & 0xFFFF
                 elements: list[tuple[int, bytes]] = []

@@ -15,6 +15,12 @@ viewer (docs/SFU.md "Loss and congestion"). The pieces:
   temporal steps (``ladder``); they, like a pause, are taken only while the link is
   congested. Without loss a video that flows gets at least its lowest layer with every
   picture, whatever the REMB says; the REMB chooses among the layers above.
+* **A size is kept at half the frame rate first.** Between two spatial layers comes the
+  upper one at TID <= 1; a video forwarded at that size gets it on a link that has not
+  lost packets for ``CAPACITY_MEMORY``, so a REMB that falls (a starved receiver's, most
+  often) halves the frame rate and keeps the picture's size, with no key frame either
+  way; only a deeper fall, or a link that lost lately, costs the size
+  (``Video.keeps_size``, ``choose_layers``, ``_keep_sizes``).
 * **What the link carried.** A REMB is made from the subscriber's own arrival times;
   a receiver short of CPU stamps them late, reads that as queueing, and its REMB falls
   to a few dozen kbit/s on a link that loses nothing (measured here with four browsers
@@ -157,6 +163,17 @@ CAPACITY_MEMORY = 60.0
 PROVEN_BELOW_CAPACITY = 0.9
 
 
+@dataclass(frozen=True)
+class Step:
+    """One rung of a simulcast video's ladder (``ladder``): forward layer ``layer`` (an
+    index into the layers it may get) up to temporal layer ``tid`` (None: all), at
+    ``rate`` bits/s."""
+
+    layer: int
+    tid: int | None
+    rate: int
+
+
 @dataclass
 class Video:
     """One video stream a subscriber could receive, as ``plan`` sees it."""
@@ -170,6 +187,17 @@ class Video:
     layers: tuple[int, ...] = ()
     current: int = -1
     whole: int = 0  # the step of the lowest layer with every temporal layer
+    steps: tuple[Step, ...] = ()  # what each of ``layers`` is (``ladder``); () as if
+    # every step above ``whole`` were the next spatial layer whole
+
+    def spatial(self, j: int) -> int:
+        """The spatial layer of step ``j`` (0: the lowest)."""
+        return self.steps[j].layer if self.steps else max(0, j - self.whole)
+
+    def keeps_size(self, j: int) -> bool:
+        """Step ``j`` is a spatial layer above the lowest at fewer temporal layers
+        (``ladder``'s ``half_rates``): a viewer gets it only to keep the size it has."""
+        return bool(self.steps) and self.steps[j].layer > 0 and self.steps[j].tid is not None
 
     def floor(self, congested: bool) -> int:
         """What ``plan`` counts it at: its cheapest step on a congested link, else its
@@ -177,30 +205,27 @@ class Video:
         return self.layers[self.whole] if self.layers and not congested else self.rate
 
 
-@dataclass(frozen=True)
-class Step:
-    """One rung of a simulcast video's ladder (``ladder``): forward layer ``layer`` (an
-    index into the layers it may get) up to temporal layer ``tid`` (None: all), at
-    ``rate`` bits/s."""
-
-    layer: int
-    tid: int | None
-    rate: int
-
-
-def ladder(layer_rates: Sequence[int], temporal_rates: Sequence[int]) -> list[Step]:
+def ladder(layer_rates: Sequence[int], temporal_rates: Sequence[int],
+           half_rates: Sequence[int] = ()) -> list[Step]:
     """The steps a simulcast video can be given, cheapest first (docs/SFU.md "Simulcast"):
     the lowest layer with only its lower temporal layers (``temporal_rates``: its rate at
     TID <= 0, <= 1, ... as ``PublishedTrack.measure`` found them, each below its full
-    rate), then every layer with all of them. L1T3 gives, below the lowest layer, that
-    layer at TID <= 1 (about half its rate) and at TID 0 (about a quarter) before the
-    video is paused; between two spatial layers the step is the whole layer."""
+    rate), then every layer with all of them, each layer above the lowest preceded by
+    itself at TID <= 1 (``half_rates[i]``: layer i's rate at TID <= 1; 0 or missing:
+    none) where that costs more than the step under it and less than the whole layer.
+    L1T3 gives, below the lowest layer, that layer at TID <= 1 (about 60 % of its rate,
+    half the pictures) and at TID 0 (about 40 %, a quarter) before the video is paused;
+    between two spatial layers, the upper one at half its frame rate (``choose_layers``
+    gives it only to a viewer that has that size: ``Video.keeps_size``)."""
     steps = [Step(0, t, r) for t, r in enumerate(temporal_rates)
              if layer_rates and 0 < r < layer_rates[0]]
     for i, r in enumerate(layer_rates):
         # a layer measured below the step under it (just resumed by dynacast, its rate
         # not measured yet, or paused a moment ago) costs as much as that step: never
         # less, which would make it a step *down* on a congested link
+        half = half_rates[i] if 0 < i < len(half_rates) else 0
+        if steps and steps[-1].rate < half < r:
+            steps.append(Step(i, 1, half))
         steps.append(Step(i, None, max(r, steps[-1].rate) if steps else r))
     return steps
 
@@ -439,7 +464,16 @@ class DownlinkBudget:
         just fits does not flap. Without an estimate every video gets its highest layer.
         A step down to a layer costs the viewer one key frame, and follows the estimate
         at once; a step below the lowest layer whole (fewer temporal layers), like a
-        pause, needs loss on the link (the module docstring). After a step down to a
+        pause, needs loss on the link (the module docstring). A layer above the lowest
+        at half its frame rate (``Video.keeps_size``) is a step only for a video
+        forwarded at that layer's size and only on a link that has not lost packets
+        for ``CAPACITY_MEMORY`` seconds (no ``ceiling``; on one that did, a REMB's fall
+        is the link's, and a viewer keeps every picture on a smaller layer): a REMB's
+        fall first halves the frame rate, keeping the size and costing no key frame
+        (measured here on two cores, a starved receiver's REMB fell to 0.85 × what
+        arrived every 15–40 s, and each fall cost a viewer's 540-line layers until a
+        probe proved the room), and before the upgrades every video's size at half its
+        frame rate is set aside (``_keep_sizes``). After a step down to a
         lower spatial layer the video gets no higher one for ``LAYER_HOLD`` seconds,
         except while room an upgrade probe proved since the step down (``proven``)
         holds.
@@ -450,6 +484,12 @@ class DownlinkBudget:
         held = self._stepped_down
         for key in [k for k, at in held.items() if now - at >= LAYER_HOLD]:
             del held[key]
+        # first every video's size is kept (``_keep_sizes``); then upgrades in order
+        # a link that lost packets lately (its capacity known): a REMB's fall is the
+        # link's, and the frame rate is kept rather than the size
+        halve = not congested and self.ceiling(now) is None
+        keep = self._keep_sizes(videos, allowed, spare) if spare is not None and halve else {}
+        kept = sum(keep.values())
         chosen: dict[int, int] = {}
         for i in sorted(allowed):
             v = videos[i]
@@ -459,6 +499,7 @@ class DownlinkBudget:
             if spare is not None:
                 low = 0 if congested else v.whole  # the step ``plan`` counted
                 pick = low
+                kept -= keep.get(i, 0)  # what the videos after this one keep is theirs
                 # held: no higher spatial layer (temporal steps cost no key frame),
                 # unless a probe proved room since the step down and it still holds.
                 # (Ending the hold for good on a proof, measured: on four browsers
@@ -466,19 +507,54 @@ class DownlinkBudget:
                 # on a starved receiver, 50-77 switches a minute in a clean call instead
                 # of 8-25, and a page that lost its media.)
                 hold = v.key in held and not (self.proven and self.proven_at > held[v.key])
-                top = max(v.current, v.whole, low) if hold else len(v.layers) - 1
-                for j in range(top, low, -1):
+                top = v.spatial(max(v.current, v.whole, low)) if hold else None
+                size = v.spatial(v.current) if v.current >= 0 else -1
+                for j in range(len(v.layers) - 1, low, -1):
+                    if top is not None and v.spatial(j) > top:
+                        continue
+                    # a larger layer at half its frame rate keeps a viewer's size through
+                    # a REMB's fall on a link that loses nothing (no key frame either
+                    # way, and half the pictures to decode for a receiver short of CPU);
+                    # on a link that lost packets lately the frame rate is kept and the
+                    # size given up
+                    if v.keeps_size(j) and (not halve or v.spatial(j) != size):
+                        continue
                     extra = v.layers[j] - v.layers[low]
-                    if extra * (1.0 if j <= v.current else RESUME_MARGIN) <= spare:
+                    if extra * (1.0 if j <= v.current else RESUME_MARGIN) <= spare - kept:
                         pick = j
                         break
                 spare -= v.layers[pick] - v.layers[low]
-                if pick < v.current and v.current > v.whole:  # a lower spatial layer
+                if v.current >= 0 and v.spatial(pick) < size:  # a lower spatial layer
                     held[v.key] = now  # for the budget: LAYER_HOLD
             chosen[i] = pick
         if estimate is not None and spare is not None:
             self.allocated = estimate - spare
         return chosen
+
+    @staticmethod
+    def _keep_sizes(videos: Sequence[Video], allowed: set[int], spare: int) -> dict[int, int]:
+        """The extra rate (over the lowest layer whole) at which each allowed video keeps
+        the size it is forwarded at: that size at half its frame rate (where ``ladder``
+        has such a step; a size without it is not set aside), in priority order while they fit
+        ``spare``. ``choose_layers`` sets it aside for each video before it upgrades the
+        ones before it: after a REMB's fall every video keeps its size at half its frame
+        rate before any is given every picture (measured here: a fall to half of a
+        receiver's REMB, with the videos upgraded one by one in order, left the first two
+        at 540 lines at every picture and stepped the third down to 135 lines, its key
+        frame and LAYER_HOLD included). LiveKit's allocator likewise gives every track its
+        minimum before it boosts any by priority."""
+        keep: dict[int, int] = {}
+        for i in sorted(allowed):
+            v = videos[i]
+            if not v.layers or v.current < 0 or v.spatial(v.current) == 0:
+                continue
+            size = v.spatial(v.current)
+            j = next(j for j in range(len(v.layers)) if v.spatial(j) == size)
+            extra = v.layers[j] - v.layers[v.whole]
+            if v.keeps_size(j) and 0 < extra <= spare:
+                keep[i] = extra
+                spare -= extra
+        return keep
 
     def waiting(self, audio: int, videos: Sequence[Video], allowed: set[int],
                 now: float) -> int:

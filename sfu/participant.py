@@ -774,13 +774,17 @@ class Participant:
         # simulcast: (layer, temporal layer) steps, cheapest first (sfu/allocator.py ladder)
         # layers above the one forwarded count at their peak rate (track.py PEAK_INTERVALS):
         # an upgrade must not be judged on one interval in which the publisher was slow
+        # (each layer above the lowest also at TID <= 1: its half_rates)
         ladders = [ladder([x.bitrate if x.index <= (s.source.index if s.source else -1)
-                           else x.peak_bitrate for x in layers], layers[0].temporal_rates)
+                           else x.peak_bitrate for x in layers], layers[0].temporal_rates,
+                          [x.temporal_rates[1] if len(x.temporal_rates) > 1 else 0
+                           for x in layers])
                    if layers else [] for s, layers in zip(candidates, selectable, strict=True)]
         videos = [Video(s, steps[0].rate, s.fits, tuple(x.rate for x in steps),
                         next((j for j, x in enumerate(steps) if layers[x.layer] is s.source
                               and x.tid == s.temporal), -1),
-                        next((j for j, x in enumerate(steps) if x.tid is None), 0))
+                        next((j for j, x in enumerate(steps) if x.tid is None), 0),
+                        tuple(steps))
                   if layers else Video(s, s.track.bitrate if s.track else 0, s.fits)
                   for s, layers, steps in zip(candidates, selectable, ladders, strict=True)]
         allowed = budget.plan(audio, videos, now)

@@ -130,14 +130,17 @@ def rewrite_descriptor(payload: bytes, picture_offset: int, tl0_offset: int) -> 
 
 
 def build_descriptor(*, start: bool, picture_id: int, tl0_pic_idx: int | None = None,
-                     tid: int | None = None) -> bytes:
+                     tid: int | None = None, y: bool | None = None) -> bytes:
     """A descriptor with a 15-bit PictureID (RFC 7741 §4.2), optionally TL0PICIDX (L) and
-    TID (T, with Y=1 for TID 0 as libwebrtc sets it); used by bots and tests."""
+    TID (T, with the layer sync bit Y: by default set for TID 0 as libwebrtc sets it, else
+    ``y``); used by bots and tests."""
+    if y is None:
+        y = tid == 0
     x = 0x80 | (0x40 if tl0_pic_idx is not None else 0) | (0x20 if tid is not None else 0)
     out = bytes([0x80 | (0x10 if start else 0), x, 0x80 | ((picture_id >> 8) & 0x7F),
                  picture_id & 0xFF])
     if tl0_pic_idx is not None:
         out += bytes([tl0_pic_idx & 0xFF])
     if tid is not None:
-        out += bytes([(tid & 3) << 6 | (0x20 if tid == 0 else 0)])
+        out += bytes([(tid & 3) << 6 | (0x20 if y else 0)])
     return out

@@ -328,6 +328,103 @@ def test_temporal_layers_are_the_steps_below_the_lowest_layer() -> None:
     assert b.plan(0, [Video("a", rates[0], True, rates, 0)], 5.0) == set()
 
 
+def test_larger_layers_at_half_their_frame_rate_are_steps_between_the_layers() -> None:
+    """``ladder``'s ``half_rates``: each layer above the lowest at TID <= 1 comes just
+    below that layer whole, where it costs more than the step under it."""
+    steps = ladder([100_000, 300_000, 1_000_000], [30_000, 55_000],
+                   [55_000, 180_000, 600_000])
+    assert steps == [Step(0, 0, 30_000), Step(0, 1, 55_000), Step(0, None, 100_000),
+                     Step(1, 1, 180_000), Step(1, None, 300_000),
+                     Step(2, 1, 600_000), Step(2, None, 1_000_000)]
+    # none where it would not lie between the step under it and the layer whole (a key
+    # frame in the interval, a layer not measured yet), nor where none was measured
+    assert ladder([100_000, 300_000, 1_000_000], [], [0, 90_000, 1_200_000]) == [
+        Step(0, None, 100_000), Step(1, None, 300_000), Step(2, None, 1_000_000)]
+    assert ladder([100_000, 300_000], [], [0]) == [Step(0, None, 100_000),
+                                                   Step(1, None, 300_000)]
+
+
+def simulcast_video(key: str, current: Step | None, steps: list[Step]) -> Video:
+    rates = tuple(s.rate for s in steps)
+    return Video(key, rates[0], True, rates,
+                 steps.index(current) if current is not None else -1,
+                 next(j for j, s in enumerate(steps) if s.tid is None), tuple(steps))
+
+
+def test_a_remb_fall_without_loss_halves_the_frame_rate_and_keeps_the_size() -> None:
+    """A viewer on a video's top layer whose REMB falls on a link that loses nothing gets
+    that layer at TID <= 1 (no key frame, same size), not the layer below, and no
+    LAYER_HOLD: it goes back to every picture as soon as the room is there. A lower layer
+    never climbs to a larger one at half its frame rate; and on a lossy link a video
+    gives up its size, not its frame rate, as long as its capacity is known."""
+    steps = ladder([100_000, 300_000, 1_000_000], [30_000, 55_000],
+                   [55_000, 180_000, 600_000])
+    top, half, middle = steps[6], steps[5], steps[4]
+    b = DownlinkBudget()
+    b.on_remb(2 * MBIT, 1.0)
+    v = [simulcast_video("a", top, steps)]
+    assert b.choose_layers(v, b.plan(0, v, 1.0), 1.0) == {0: 6}
+    b.on_remb(700_000, 2.0)  # 600 k spare above the lowest layer: half fits, top not
+    assert b.choose_layers(v, b.plan(0, v, 2.0), 2.0) == {0: 5}
+    v = [simulcast_video("a", half, steps)]
+    b.on_remb(2 * MBIT, 3.0)  # room again: every picture at once (a temporal step up)
+    assert b.choose_layers(v, b.plan(0, v, 3.0), 3.0) == {0: 6}
+    # further down than half the top's rate: the middle layer whole, and the hold
+    b.on_remb(450_000, 4.0)
+    assert b.choose_layers(v, b.plan(0, v, 4.0), 4.0) == {0: 4}
+    v = [simulcast_video("a", middle, steps)]
+    b.on_remb(800_000, 5.0)  # room for the top at half its rate: not from below
+    assert b.choose_layers(v, b.plan(0, v, 5.0), 5.0) == {0: 4}
+    b.on_remb(2 * MBIT, 6.0)  # held, then the top layer whole
+    assert b.choose_layers(v, b.plan(0, v, 6.0), 6.0) == {0: 4}
+    t = 4.0 + LAYER_HOLD
+    b.on_remb(2 * MBIT, t)
+    assert b.choose_layers(v, b.plan(0, v, t), t) == {0: 6}
+    # a viewer on the middle layer at no hold, room for the top at half only: stays
+    b2 = DownlinkBudget()
+    b2.on_remb(800_000, 1.0)
+    assert b2.choose_layers(v, b2.plan(0, v, 1.0), 1.0) == {0: 4}
+    # a lossy link: from the top layer to the middle one whole, not to the top at half
+    b3 = DownlinkBudget()
+    v = [simulcast_video("a", top, steps)]
+    b3.sent = MBIT
+    congest(b3, 20, 1.0)
+    b3.on_remb(700_000, 1.0)
+    assert b3.choose_layers(v, b3.plan(0, v, 1.0), 1.0) == {0: 4}
+    # ... and while its capacity is known (CAPACITY_MEMORY after the loss), the REMB's
+    # falls are the link's: every picture on a smaller layer, not the size at half rate
+    t = 1.0 + CONGESTION_MEMORY + 1.0
+    b3.on_remb(700_000, t)
+    assert not b3.congested(t) and b3.choose_layers(v, b3.plan(0, v, t), t) == {0: 4}
+    t = 1.0 + CAPACITY_MEMORY + 1.0
+    b3.on_remb(700_000, t)
+    assert b3.choose_layers(v, b3.plan(0, v, t), t) == {0: 5}
+
+
+def test_after_a_remb_fall_every_video_keeps_its_size_before_any_gets_every_picture() -> None:
+    """Three cameras on their 540-line layers, a receiver's REMB falls to about half
+    (rates of a measured fall, 960x540 cameras): each keeps its size at half its frame
+    rate, instead of the first two at every picture and the third down to 135 lines (in
+    priority order, one by one); with more room the first ones get every picture
+    again, in priority order."""
+    steps = ladder([161_000, 400_000, 2_004_000], [64_000, 99_000],
+                   [99_000, 247_000, 1_234_000])
+    assert [s.rate for s in steps] == [64_000, 99_000, 161_000, 247_000, 400_000,
+                                       1_234_000, 2_004_000]
+    b = DownlinkBudget()
+    vs = [simulcast_video(k, steps[6], steps) for k in "abc"]
+    b.on_remb(4_436_000, 1.0)
+    assert b.choose_layers(vs, b.plan(100_000, vs, 1.0), 1.0) == {0: 5, 1: 5, 2: 5}
+    b.on_remb(5_500_000, 2.0)
+    assert b.choose_layers(vs, b.plan(100_000, vs, 2.0), 2.0) == {0: 6, 1: 6, 2: 5}
+    # what is set aside is only a size's half-rate step: a ladder without it upgrades in
+    # priority order alone (the lowest layer whole is counted by ``plan``)
+    plain = ladder([161_000, 400_000, 2_004_000], [])
+    ws = [simulcast_video(k, plain[2], plain) for k in "abc"]
+    b.on_remb(4_436_000, 3.0)
+    assert b.choose_layers(ws, b.plan(100_000, ws, 3.0), 3.0) == {0: 2, 1: 2, 2: 0}
+
+
 def test_a_paused_stream_resumes_into_what_the_link_carried_without_loss() -> None:
     """A REMB far below what a link delivered without loss (a receiver short of CPU
     stamps arrivals late and its estimate collapses) still chooses the layers, but a

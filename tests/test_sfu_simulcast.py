@@ -386,6 +386,71 @@ async def test_a_budget_below_the_lowest_layer_drops_its_temporal_layers(
         await sfu_.close()
 
 
+async def test_a_remb_falling_on_a_loss_free_link_halves_the_top_layers_frame_rate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A REMB that keeps falling (overuse) on a link that loses nothing, to between the top
+    layer's rate at TID <= 1 and its whole rate (docs/SFU.md "Selection"): the subscriber
+    keeps the top layer, at TID <= 1, with no key frame asked and no layer switch; once
+    the room is back, every picture again from the next layer sync (Y), one contiguous
+    stream throughout."""
+    monkeypatch.setattr(sfu.allocator, "STARTUP", 0.0)
+    sfu_ = Sfu(SfuConfig(pli_interval=0.3))
+    a, b = await start(sfu_)
+
+    async def falling(start: int) -> None:
+        # each report (one a second) 4 % below the one before: overuse, never a proof
+        b.send_remb = start
+        for _ in range(30):
+            await asyncio.sleep(1.0)
+            b.send_remb = int((b.send_remb or 0) * 0.96)
+
+    fall: asyncio.Future[None] | None = None
+    try:
+        def layer() -> str | None:
+            return latest_layer(a, b.stream("a", "video"))
+
+        assert await b.wait_for(lambda: layer() == "f", timeout=15)
+        f = video_of(sfu_).layers[2]
+        slot = next(s for s in sfu_.participants["b"].slots if s.kind == "video")
+        assert await b.wait_for(lambda: len(f.temporal_rates) == 2, timeout=10)
+        await asyncio.sleep(2.0)  # every layer measured over a few intervals
+        half = f.temporal_rates[1]
+        assert half < 0.7 * f.bitrate  # the bot's pictures are alike: half the rate
+        plis, switches = a.layer("f").plis, sfu_.stats()["simulcast_switches"]
+        # from 92 % of the top layer's rate: below it, far above it at TID <= 1
+        fall = asyncio.ensure_future(falling(int(0.92 * f.bitrate)))
+        assert await b.wait_for(lambda: slot.temporal == 1, timeout=10)
+        assert slot.source is f and (b.send_remb or 0) > 1.2 * half
+        r = b.stream("a", "video")
+        assert r is not None
+        mark = max(r.payloads)
+        await asyncio.sleep(1.5)
+        after = [Vp8Descriptor.parse(r.payloads[k]) for k in sorted(r.payloads) if k > mark]
+        assert len(after) >= 10 and {d.tid for d in after} == {0, 1}
+        assert layer() == "f" and slot.temporal == 1
+        fall.cancel()
+        b.send_remb = 10_000_000  # room again: every picture, at a layer sync
+        assert await b.wait_for(lambda: slot.temporal is None, timeout=10)
+        mark = max(r.payloads)
+        await asyncio.sleep(1.0)
+        assert {Vp8Descriptor.parse(r.payloads[k]).tid for k in r.payloads if k > mark} \
+            == {0, 1, 2}
+        # neither step asked for a key frame or switched the layer
+        assert a.layer("f").plis == plis
+        stats = sfu_.stats()
+        assert stats["simulcast_switches"] == switches
+        assert stats["temporal_switches_down"] >= 1 and stats["temporal_switches_up"] >= 1
+        runs = check_stream(a, r)  # no hole, PictureID and TL0PICIDX continuous
+        assert runs[-1] == "f", runs
+        assert not b.errors
+    finally:
+        if fall is not None:
+            fall.cancel()
+        for bot in (a, b):
+            await bot.close()
+        await sfu_.close()
+
+
 async def test_a_paused_layer_is_not_selected() -> None:
     """A layer the publisher stopped sending (encodings[i].active = false) is left: the
     subscriber moves to the highest layer still sent, at its key frame."""

@@ -1007,6 +1007,7 @@ SFU_COUNTERS = (
     "upstream_unrepaired", "rtx_received", "nack_misses", "keyframe_requests_upstream_loss",
     "bwe_pauses", "bwe_resumes", "probes_sent", "drop_rtx_budget",
     "simulcast_switches_up", "simulcast_switches_down", "keyframe_requests_layer_switch",
+    "temporal_switches_up", "temporal_switches_down",
 )
 
 

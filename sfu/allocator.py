@@ -161,6 +161,11 @@ CAPACITY_MEMORY = 60.0
 # and measured here, a 1.5 Mbit/s link "proven" at 1.59 Mbit/s that way and then filled
 # lost 9 % of its packets for two seconds
 PROVEN_BELOW_CAPACITY = 0.9
+# ... and there one video at a time goes up a spatial layer, UPGRADE_GAP seconds apart:
+# each step up is a key frame into the link, and measured here, three of them at once on
+# a proof of 1.35 Mbit/s into a 1.5 Mbit/s link lost 20 % of an interval's packets (1.7 %
+# of the round's). Resumes are spaced the same way (RESUME_GAP).
+UPGRADE_GAP = RESUME_GAP
 
 
 @dataclass(frozen=True)
@@ -276,6 +281,7 @@ class DownlinkBudget:
         self.delivery_gated = False
         # simulcast videos (``Video.key``) the budget stepped down lately, and when
         self._stepped_down: dict[object, float] = {}
+        self.last_upgrade = -1e9  # the last step of a video to a higher spatial layer
 
     # --- inputs ------------------------------------------------------------------------
 
@@ -476,7 +482,8 @@ class DownlinkBudget:
         frame rate is set aside (``_keep_sizes``). After a step down to a
         lower spatial layer the video gets no higher one for ``LAYER_HOLD`` seconds,
         except while room an upgrade probe proved since the step down (``proven``)
-        holds.
+        holds. Near a known capacity (a ``ceiling``) one video at a time goes up a
+        spatial layer, ``UPGRADE_GAP`` seconds apart.
         """
         estimate = self.known(now)
         spare = None if estimate is None else estimate - self.allocated
@@ -484,10 +491,13 @@ class DownlinkBudget:
         held = self._stepped_down
         for key in [k for k, at in held.items() if now - at >= LAYER_HOLD]:
             del held[key]
-        # first every video's size is kept (``_keep_sizes``); then upgrades in order
         # a link that lost packets lately (its capacity known): a REMB's fall is the
-        # link's, and the frame rate is kept rather than the size
-        halve = not congested and self.ceiling(now) is None
+        # link's, and the frame rate is kept rather than the size; and one video at a
+        # time goes up a spatial layer (UPGRADE_GAP)
+        near = self.ceiling(now) is not None
+        halve = not congested and not near
+        may_upgrade = not near or now - self.last_upgrade >= UPGRADE_GAP
+        # first every video's size is kept (``_keep_sizes``); then upgrades in order
         keep = self._keep_sizes(videos, allowed, spare) if spare is not None and halve else {}
         kept = sum(keep.values())
         chosen: dict[int, int] = {}
@@ -509,6 +519,8 @@ class DownlinkBudget:
                 hold = v.key in held and not (self.proven and self.proven_at > held[v.key])
                 top = v.spatial(max(v.current, v.whole, low)) if hold else None
                 size = v.spatial(v.current) if v.current >= 0 else -1
+                if not may_upgrade and size >= 0:
+                    top = size if top is None else min(top, size)
                 for j in range(len(v.layers) - 1, low, -1):
                     if top is not None and v.spatial(j) > top:
                         continue
@@ -526,6 +538,9 @@ class DownlinkBudget:
                 spare -= v.layers[pick] - v.layers[low]
                 if v.current >= 0 and v.spatial(pick) < size:  # a lower spatial layer
                     held[v.key] = now  # for the budget: LAYER_HOLD
+                elif v.current >= 0 and v.spatial(pick) > size:  # a higher one
+                    self.last_upgrade = now
+                    may_upgrade = not near
             chosen[i] = pick
         if estimate is not None and spare is not None:
             self.allocated = estimate - spare

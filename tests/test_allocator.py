@@ -22,6 +22,7 @@ from sfu.allocator import (
     RESUME_MARGIN,
     RTX_BURST,
     RTX_SHARE,
+    UPGRADE_GAP,
     DownlinkBudget,
     Step,
     Video,
@@ -423,6 +424,32 @@ def test_after_a_remb_fall_every_video_keeps_its_size_before_any_gets_every_pict
     ws = [simulcast_video(k, plain[2], plain) for k in "abc"]
     b.on_remb(4_436_000, 3.0)
     assert b.choose_layers(ws, b.plan(100_000, ws, 3.0), 3.0) == {0: 2, 1: 2, 2: 0}
+
+
+def test_near_a_known_capacity_one_video_at_a_time_goes_up_a_layer() -> None:
+    """A link that lost packets lately: room for every video's next layer still takes
+    them up one at a time, UPGRADE_GAP apart (each is a key frame into a full link).
+    Without a known capacity all go up at once."""
+    steps = ladder([150_000, 400_000, 2_000_000], [], [0, 0, 0])
+    b = DownlinkBudget()
+    b.sent = 1_500_000
+    congest(b, 60, 1.0)  # the link lost packets: a capacity, a ceiling for 60 s
+    t = 1.0 + CONGESTION_MEMORY + 1.0
+    b.on_remb(1_500_000, t)
+    assert b.ceiling(t) is not None
+    vs = [simulcast_video(k, steps[0], steps) for k in "abc"]
+    assert b.choose_layers(vs, b.plan(0, vs, t), t) == {0: 1, 1: 0, 2: 0}
+    vs[0] = simulcast_video("a", steps[1], steps)
+    b.on_remb(1_500_000, t + 1.0)
+    assert b.choose_layers(vs, b.plan(0, vs, t + 1.0), t + 1.0) == {0: 1, 1: 0, 2: 0}
+    t += UPGRADE_GAP
+    b.on_remb(1_500_000, t)
+    assert b.choose_layers(vs, b.plan(0, vs, t), t) == {0: 1, 1: 1, 2: 0}
+    # no loss lately: every upgrade at once
+    b2 = DownlinkBudget()
+    b2.on_remb(1_500_000, 1.0)
+    vs = [simulcast_video(k, steps[0], steps) for k in "abc"]
+    assert b2.choose_layers(vs, b2.plan(0, vs, 1.0), 1.0) == {0: 1, 1: 1, 2: 1}
 
 
 def test_a_paused_stream_resumes_into_what_the_link_carried_without_loss() -> None:

@@ -20,7 +20,7 @@ import sfu.allocator
 from peers.mediabot import RID_PACKETS, MediaBot, Received, SimulcastBot
 from sfu import Sfu, SfuConfig
 from sfu.simulcast import URI_REPAIRED_RID, URI_RID
-from sfu.track import PublishedTrack
+from sfu.track import PublishedTrack, Slot
 from sfu.vp8 import Vp8Descriptor
 
 pytestmark = pytest.mark.media
@@ -157,6 +157,11 @@ def video_of(sfu_: Sfu) -> PublishedTrack:
     return next(t for t in sfu_.participants["a"].tracks.values() if t.kind == "video")
 
 
+def video_slot(sfu_: Sfu) -> Slot:
+    """b's slot for a's video."""
+    return next(s for s in sfu_.participants["b"].slots if s.kind == "video")
+
+
 async def start(sfu_: Sfu, link: Link | None = None,
                 **kwargs: object) -> tuple[SimulcastBot, MediaBot]:
     # with a link to make lossy, a sends audio too (the share ``Link`` loses)
@@ -240,7 +245,7 @@ async def test_budget_and_max_height_switch_layers_on_key_frames(
         b.send_remb = 10_000_000
         assert await b.wait_for(lambda: layer() == "f", timeout=10)
         # the tile is shown at most 360 high: the middle layer
-        slot = next(s for s in sfu_.participants["b"].slots if s.kind == "video")
+        slot = video_slot(sfu_)
         assert slot.params is not None
         await sfu_.handle("b", {"type": "sfu-video-constraints", "mid": slot.params.mid,
                                 "height": 360})
@@ -293,7 +298,7 @@ async def test_losses_repaired_per_layer_and_across_switches(
             return latest_layer(a, b.stream("a", "video"))
 
         async def max_height(height: int | None) -> None:
-            slot = next(s for s in sfu_.participants["b"].slots if s.kind == "video")
+            slot = video_slot(sfu_)
             assert slot.params is not None
             await sfu_.handle("b", {"type": "sfu-video-constraints", "mid": slot.params.mid,
                                     "height": height})
@@ -342,7 +347,7 @@ async def test_a_budget_below_the_lowest_layer_drops_its_temporal_layers(
 
         assert await b.wait_for(lambda: layer() == "f", timeout=15)
         q = video_of(sfu_).layers[0]
-        slot = next(s for s in sfu_.participants["b"].slots if s.kind == "video")
+        slot = video_slot(sfu_)
         # the SFU measured q's rate per temporal layer: TID 0, TID <= 1 (L1T3)
         assert await b.wait_for(lambda: len(q.temporal_rates) == 2, timeout=10)
         tid0, tid01 = q.temporal_rates
@@ -411,7 +416,7 @@ async def test_a_remb_falling_on_a_loss_free_link_halves_the_top_layers_frame_ra
 
         assert await b.wait_for(lambda: layer() == "f", timeout=15)
         f = video_of(sfu_).layers[2]
-        slot = next(s for s in sfu_.participants["b"].slots if s.kind == "video")
+        slot = video_slot(sfu_)
         assert await b.wait_for(lambda: len(f.temporal_rates) == 2, timeout=10)
         await asyncio.sleep(2.0)  # every layer measured over a few intervals
         half = f.temporal_rates[1]

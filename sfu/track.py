@@ -56,6 +56,7 @@ PEAK_INTERVALS = 5
 RUNS_KEPT = 8  # a simulcast slot's recent runs (layer, offsets), for answering NACKs
 LEFT_KEEP = 1.5  # seconds a layer still repairs the runs of slots that left it (> NACK give-up)
 LEFT_MAX = 64  # slots a layer remembers having left it
+HELD_BACK_MAX = 64  # packets a run started by a repair sends after it from the cache
 _FIXED = struct.Struct("!BBHII")
 # Temporal layers (docs/SFU.md "Simulcast"): Lane.max_tid when nothing is filtered, and
 # the flags of a Lane.drop_log entry (seq | PictureID << 16 | ...)
@@ -526,6 +527,11 @@ class PublishedTrack:
         """The highest rate of the last ``PEAK_INTERVALS`` report intervals."""
         return max(self._rates, default=self.bitrate)
 
+    @property
+    def max_seq(self) -> int:
+        """The newest sequence number received (RFC 3550 App. A.1 max_seq)."""
+        return self._max_seq
+
     def cached(self, seq: int) -> tuple[bytes, RtpHeader] | None:
         i = seq % self._cache_size
         if self._cache_seq[i] != seq:
@@ -957,7 +963,8 @@ class Slot:
             lane.waiting_key = False
         seq = h.sequence_number
         seq_offset, picture_offset, padding = lane.seq_offset, lane.picture_offset, False
-        if not lane.started:
+        starting = not lane.started
+        if starting:
             # Start a run: next out seq follows the last one sent, timestamps advance by
             # the wall time elapsed, so the subscriber sees one continuous stream.
             if self._runs:
@@ -1031,6 +1038,27 @@ class Slot:
             stats.forwarded_bytes += len(packet)
         else:
             self.stats.drop("send_failed")
+        source = self.source
+        if starting and key and source is not None and seq_newer(source.max_seq, seq):
+            self._send_held_back(source, seq, now)
+
+    def _send_held_back(self, source: PublishedTrack, seq: int, now: float) -> None:
+        """A run that started on a late packet: the publisher's repair (RFC 4588) of a key
+        frame's first packet, after the packets behind it had come and been held back
+        (``await_keyframe``). They follow it now from the cache, in order, so the
+        subscriber gets the key frame whole and no hole where they were; one still
+        missing is left to its own repair, which fills its place when it comes."""
+        ahead = (source.max_seq - seq) & 0xFFFF
+        if ahead > HELD_BACK_MAX:  # not one frame's worth: a stale repair, leave it
+            return
+        for i in range(1, ahead + 1):
+            got = source.cached((seq + i) & 0xFFFF)
+            if got is None:
+                continue
+            data, h = got
+            ast = abs_send_time(now) if source._ast_id and source._ast_id in h.extensions else None
+            self.forward(h, data[h.payload_offset : h.payload_end], None, ast, False, now)
+            self.stats.add("held_back_sent")
 
     def _ast_offset(self, csrcs: int, ext: bytes, level: bytes | None,
                     ast: bytes | None) -> int:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from peers.mediabot import MediaBot
+from peers.mediabot import MediaBot, vp8_frame
 from sfu import Sfu, SfuConfig, rtcp
 from sfu.vp8 import is_keyframe
 
@@ -89,6 +89,53 @@ async def test_late_joiner_waits_for_a_key_frame() -> None:
         # b's stream was not disturbed by c's arrival
         rb = b.stream("a", "video")
         assert rb is not None and rb.contiguous() and rb.duplicates == 0
+    finally:
+        for bot in (a, b, c):
+            await bot.close()
+        await sfu.close()
+
+
+async def test_a_late_joiners_key_frame_repaired_upstream_reaches_it_whole() -> None:
+    """The first packet of the key frame a late joiner waits for is lost on the uplink:
+    the packets after it arrive first and are held back (no key frame yet), then the
+    repair starts the joiner's run. What was held back follows it from the cache, so the
+    joiner gets the whole key frame with no hole, without having to NACK for it."""
+    armed = False
+    withhold: list[bool] = []
+
+    def frames(key: bool) -> bytes:
+        if key and armed and not withhold:
+            withhold.append(True)  # this key frame's first packet goes missing
+        return vp8_frame(key, 3000)  # three packets per frame
+
+    def lost(seq: int) -> bool:
+        if withhold and withhold[-1]:
+            withhold[-1] = False
+            return True
+        return False
+
+    sfu = Sfu(SfuConfig(pli_interval=0.5))
+    a = MediaBot("a", audio=False, uplink_loss=lost, video_frames=frames)
+    b = MediaBot("b", audio=False, video=False)
+    c = MediaBot("c", audio=False, video=False, nack=False)  # only the SFU's repair counts
+    try:
+        for bot in (a, b):
+            await bot.join(sfu, "k")
+        await a.publish()
+        assert await b.wait_for(lambda: video_from(b, "a") > 20, timeout=15)
+        armed = True
+        await c.join(sfu, "k")
+        assert await c.wait_for(lambda: video_from(c, "a") > 30, timeout=15)
+        assert withhold == [False] and a.counters["uplink_withheld"] == 1
+        assert sfu.stats()["upstream_recovered"] == 1
+        r = c.stream("a", "video")
+        assert r is not None
+        got = r.ordered()
+        assert is_keyframe(got[0])
+        assert r.contiguous(), "c has a hole where the packets held back for it were"
+        sent = a.sent["video"]
+        start = sent.index(got[0])
+        assert sent[start : start + len(got)] == got
     finally:
         for bot in (a, b, c):
             await bot.close()

@@ -290,8 +290,22 @@ async def test_losses_repaired_per_layer_and_across_switches(
         calls[rid] += 1
         return calls[rid] > 100 and calls[rid] % 37 == 0
 
-    # b loses every 41st video packet (2.4 %: the link is not congested) and NACKs it
-    link = Link(also=lambda kind, seq: kind == "video" and seq % 41 == 0)
+    videos = itertools.count(1)
+    newest: list[int] = []
+
+    def lose(kind: str, seq: int) -> bool:
+        """b loses every 41st video packet that comes in order (2.4 %: the link is not
+        congested) and NACKs it. Never the first (the stream would start at a delta frame:
+        b asks for no key frame), nor one that fills a hole (b NACKs a hole once; a browser
+        asks again)."""
+        if kind != "video":
+            return False
+        in_order = bool(newest) and seq == (newest[0] + 1) & 0xFFFF
+        if not newest or 0 < (seq - newest[0]) & 0xFFFF < 0x8000:
+            newest[:] = [seq]
+        return in_order and next(videos) % 41 == 0
+
+    link = Link(also=lose)
     a, b = await start(sfu_, link, layer_loss=uplink)
     try:
         def layer() -> str | None:
